@@ -1,0 +1,351 @@
+//! A small client for Flink's REST API (the subset StreamShield uses; see docs/architecture.md for the endpoints
+//! and the FLINK.md facts they rest on).
+//!
+//! Beware the execution-graph cache: `/jobs/:id` can be up to `web.refresh-interval` (3 s by default) stale. Use it
+//! for state, not for timing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("flink REST {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("flink REST {url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("flink REST {url} returned JSON we cannot read: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Jar {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("flink REST upload of {0} gave no file name")]
+    NoJarId(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One job in `/jobs/overview`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobSummary {
+    pub jid: String,
+    pub name: String,
+    pub state: String,
+    #[serde(rename = "start-time", default)]
+    pub start_time: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct JobsOverview {
+    jobs: Vec<JobSummary>,
+}
+
+/// A vertex in `/jobs/:id`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Vertex {
+    pub name: String,
+    pub status: String,
+    pub parallelism: i64,
+}
+
+/// `/jobs/:id`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobDetails {
+    pub jid: String,
+    pub name: String,
+    pub state: String,
+    #[serde(default)]
+    pub vertices: Vec<Vertex>,
+    /// Per job status, when the job entered it (ms).
+    #[serde(default)]
+    pub timestamps: std::collections::BTreeMap<String, i64>,
+}
+
+impl JobDetails {
+    /// RUNNING, with every vertex (hence every subtask) RUNNING.
+    pub fn fully_running(&self) -> bool {
+        self.state == "RUNNING"
+            && !self.vertices.is_empty()
+            && self.vertices.iter().all(|v| v.status == "RUNNING")
+    }
+}
+
+/// One entry of the exception history.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExceptionEntry {
+    #[serde(rename = "exceptionName", default)]
+    pub exception_name: String,
+    #[serde(default)]
+    pub stacktrace: String,
+    #[serde(default)]
+    pub timestamp: i64,
+    #[serde(rename = "taskManagerId", default)]
+    pub task_manager_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Exceptions {
+    #[serde(rename = "exceptionHistory", default)]
+    history: Option<History>,
+}
+
+#[derive(Debug, Deserialize)]
+struct History {
+    #[serde(default)]
+    entries: Vec<ExceptionEntry>,
+}
+
+/// One TaskManager in `/taskmanagers`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskManager {
+    pub id: String,
+    #[serde(rename = "slotsNumber")]
+    pub slots: i64,
+    #[serde(rename = "freeSlots")]
+    pub free_slots: i64,
+    #[serde(rename = "timeSinceLastHeartbeat", default)]
+    pub last_heartbeat: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct TaskManagers {
+    taskmanagers: Vec<TaskManager>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Upload {
+    filename: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunResponse {
+    jobid: String,
+}
+
+/// A Flink REST endpoint.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `base` like `http://127.0.0.1:8081`.
+    pub fn new(base: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .expect("static reqwest client settings");
+        Client {
+            base: base.into().trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+        resp: reqwest::Response,
+    ) -> Result<T> {
+        let status = resp.status();
+        let body = resp.text().await.map_err(|source| Error::Http {
+            url: url.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            return Err(Error::Status {
+                url,
+                status: status.as_u16(),
+                body: body.chars().take(4000).collect(),
+            });
+        }
+        serde_json::from_str(&body).map_err(|source| Error::Decode { url, source })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?;
+        self.read(url, resp).await
+    }
+
+    /// True when the REST endpoint answers `/overview`.
+    pub async fn ready(&self) -> bool {
+        self.get::<serde_json::Value>("/overview").await.is_ok()
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<JobSummary>> {
+        Ok(self.get::<JobsOverview>("/jobs/overview").await?.jobs)
+    }
+
+    pub async fn job(&self, id: &str) -> Result<JobDetails> {
+        self.get(&format!("/jobs/{id}")).await
+    }
+
+    /// The job's exception history, newest first.
+    pub async fn exceptions(&self, id: &str) -> Result<Vec<ExceptionEntry>> {
+        let e: Exceptions = self
+            .get(&format!("/jobs/{id}/exceptions?maxExceptions=20"))
+            .await?;
+        Ok(e.history.map(|h| h.entries).unwrap_or_default())
+    }
+
+    pub async fn taskmanagers(&self) -> Result<Vec<TaskManager>> {
+        Ok(self
+            .get::<TaskManagers>("/taskmanagers")
+            .await?
+            .taskmanagers)
+    }
+
+    /// Uploads a jar; returns its jar id.
+    pub async fn upload_jar(&self, jar: &Path) -> Result<String> {
+        let url = format!("{}/jars/upload", self.base);
+        let bytes = tokio::fs::read(jar).await.map_err(|source| Error::Jar {
+            path: jar.display().to_string(),
+            source,
+        })?;
+        let name = jar
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "job.jar".into());
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(name)
+            .mime_str("application/x-java-archive")
+            .expect("static mime type");
+        let form = reqwest::multipart::Form::new().part("jarfile", part);
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(Duration::from_secs(120))
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let up: Upload = self.read(url, resp).await?;
+        let filename = up
+            .filename
+            .ok_or_else(|| Error::NoJarId(jar.display().to_string()))?;
+        Ok(filename.rsplit('/').next().unwrap_or(&filename).to_string())
+    }
+
+    /// Runs an uploaded jar; returns the job id.
+    pub async fn run_jar(
+        &self,
+        jar_id: &str,
+        entry_class: &str,
+        args: &[String],
+        parallelism: u32,
+    ) -> Result<String> {
+        let url = format!("{}/jars/{jar_id}/run", self.base);
+        let body = serde_json::json!({
+            "entryClass": entry_class,
+            "programArgsList": args,
+            "parallelism": parallelism,
+        });
+        let resp = self
+            .http
+            .post(&url)
+            .timeout(Duration::from_secs(120))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?;
+        Ok(self.read::<RunResponse>(url, resp).await?.jobid)
+    }
+
+    /// Cancels a job (best effort; used when tearing down).
+    pub async fn cancel(&self, id: &str) -> Result<()> {
+        let url = format!("{}/jobs/{id}?mode=cancel", self.base);
+        let resp = self
+            .http
+            .patch(&url)
+            .send()
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(Error::Status {
+                url,
+                status: resp.status().as_u16(),
+                body: resp.text().await.unwrap_or_default(),
+            })
+        }
+    }
+}
+
+/// The first line of a Java stack trace plus its innermost "Caused by", which is usually the real reason.
+pub fn summarize_stacktrace(trace: &str) -> String {
+    let first = trace.lines().next().unwrap_or("").trim();
+    let cause = trace
+        .lines()
+        .rfind(|l| l.trim_start().starts_with("Caused by:"))
+        .map(|l| l.trim());
+    match cause {
+        Some(c) if c != first => format!("{first}\n  {c}"),
+        _ => first.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_details_decode_and_full_running() {
+        let j: JobDetails = serde_json::from_str(
+            r#"{"jid":"a","name":"n","state":"RUNNING","timestamps":{"RUNNING":5},
+                "vertices":[{"id":"v","name":"src","status":"RUNNING","parallelism":2},
+                            {"id":"w","name":"sink","status":"DEPLOYING","parallelism":2}]}"#,
+        )
+        .unwrap();
+        assert!(!j.fully_running());
+        assert_eq!(j.timestamps["RUNNING"], 5);
+    }
+
+    #[test]
+    fn stacktrace_summary_prefers_the_root_cause() {
+        let t = "org.apache.flink.runtime.JobException: Recovery is suppressed\n\tat x\nCaused by: java.lang.RuntimeException: mid\nCaused by: org.apache.kafka.common.errors.TimeoutException: Timed out waiting for a node\n\tat y";
+        let s = summarize_stacktrace(t);
+        assert!(s.starts_with("org.apache.flink.runtime.JobException"));
+        assert!(s.contains("TimeoutException: Timed out"));
+    }
+}

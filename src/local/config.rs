@@ -1,0 +1,212 @@
+//! Rendering the local cluster's configuration from the templates in `deploy/local/` (compiled in, so the binary
+//! needs no checkout to configure a cluster).
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("unknown profile {0:?}; known profiles: {1}")]
+    UnknownProfile(String, String),
+    #[error("template {template} uses ${{{name}}}, which has no value")]
+    Unbound {
+        template: &'static str,
+        name: String,
+    },
+    #[error("profile {profile}, line {line}: expected `key: value`, got {text:?}")]
+    BadLine {
+        profile: String,
+        line: usize,
+        text: String,
+    },
+}
+
+pub const FLINK_CONFIG: &str = include_str!("../../deploy/local/flink/config.yaml");
+pub const FLINK_LOG4J: &str = include_str!("../../deploy/local/flink/log4j.properties");
+pub const KAFKA_SERVER: &str = include_str!("../../deploy/local/kafka/server.properties");
+pub const KAFKA_LOG4J2: &str = include_str!("../../deploy/local/kafka/log4j2.yaml");
+
+/// Profiles: Flink settings laid over the base configuration. `stock` changes nothing.
+pub const PROFILES: &[(&str, &str)] = &[(
+    "stock",
+    include_str!("../../deploy/local/profiles/stock.yaml"),
+)];
+
+pub fn profile_names() -> String {
+    PROFILES
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Replaces every `${NAME}` in `template` with its value; a placeholder without a value is an error.
+/// `${sys:...}` (log4j's own lookups) is left alone.
+pub fn render(
+    template_name: &'static str,
+    template: &str,
+    vars: &BTreeMap<&str, String>,
+) -> Result<String, Error> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        if name.starts_with("sys:") {
+            out.push_str(&rest[start..start + 2 + end + 1]);
+        } else {
+            let v = vars.get(name).ok_or_else(|| Error::Unbound {
+                template: template_name,
+                name: name.to_string(),
+            })?;
+            out.push_str(v);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses flat `key: value` lines (comments and blank lines skipped) in order.
+pub fn parse_flat(profile: &str, text: &str) -> Result<Vec<(String, String)>, Error> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        match t.split_once(": ") {
+            Some((k, v)) if !k.trim().is_empty() && !k.contains(' ') => {
+                out.push((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => {
+                return Err(Error::BadLine {
+                    profile: profile.to_string(),
+                    line: i + 1,
+                    text: t.chars().take(80).collect(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The Flink config.yaml for `profile`: the rendered base with the profile's keys replacing or adding lines.
+pub fn flink_config(profile: &str, vars: &BTreeMap<&str, String>) -> Result<String, Error> {
+    let overlay_text = PROFILES
+        .iter()
+        .find(|(n, _)| *n == profile)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| Error::UnknownProfile(profile.to_string(), profile_names()))?;
+    let base = render("deploy/local/flink/config.yaml", FLINK_CONFIG, vars)?;
+    let overlay = parse_flat(profile, &render("profile", overlay_text, vars)?)?;
+    let mut lines: Vec<String> = base.lines().map(str::to_string).collect();
+    for (k, v) in overlay {
+        let prefix = format!("{k}:");
+        match lines.iter_mut().find(|l| l.starts_with(&prefix)) {
+            Some(l) => *l = format!("{k}: {v}"),
+            None => {
+                if !lines.iter().any(|l| l.starts_with("# Profile")) {
+                    lines.push(format!("\n# Profile {profile}"));
+                }
+                lines.push(format!("{k}: {v}"));
+            }
+        }
+    }
+    Ok(lines.join("\n") + "\n")
+}
+
+/// The value of `key` in a flat config text.
+pub fn lookup<'a>(config: &'a str, key: &str) -> Option<&'a str> {
+    let prefix = format!("{key}:");
+    config
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .map(|l| l[prefix.len()..].trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> BTreeMap<&'static str, String> {
+        [
+            ("JM_RPC_PORT", "6123"),
+            ("REST_PORT", "8081"),
+            ("BLOB_PORT", "6124"),
+            ("SLOTS", "2"),
+            ("PARALLELISM", "4"),
+            ("RUN_DIR", "/tmp/run"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn stock_profile_is_the_base_untouched() {
+        let c = flink_config("stock", &vars()).unwrap();
+        assert_eq!(lookup(&c, "rest.port"), Some("8081"));
+        assert_eq!(
+            lookup(&c, "execution.checkpointing.dir"),
+            Some("file:///tmp/run/flink/checkpoints")
+        );
+        assert_eq!(
+            lookup(&c, "heartbeat.timeout"),
+            None,
+            "stock keeps Flink's default"
+        );
+        assert!(lookup(&c, "env.java.opts.all")
+            .unwrap()
+            .contains("--add-opens=java.base/java.util=ALL-UNNAMED"));
+        assert!(!c.contains("${"));
+    }
+
+    #[test]
+    fn unknown_profile_and_unbound_placeholder_are_errors() {
+        assert!(matches!(
+            flink_config("nope", &vars()),
+            Err(Error::UnknownProfile(..))
+        ));
+        let e = render("t", "a ${MISSING} b", &vars()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "template t uses ${MISSING}, which has no value"
+        );
+        assert_eq!(
+            render("t", "${sys:log.file}", &vars()).unwrap(),
+            "${sys:log.file}"
+        );
+    }
+
+    #[test]
+    fn flat_profiles_parse_strictly() {
+        assert_eq!(
+            parse_flat("p", "# c\n\nheartbeat.timeout: 8000\n").unwrap(),
+            vec![("heartbeat.timeout".into(), "8000".into())]
+        );
+        assert!(matches!(
+            parse_flat("p", "nonsense"),
+            Err(Error::BadLine { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn templates_render_with_the_local_variables() {
+        let mut v = vars();
+        v.insert("KAFKA_PORT", "9092".into());
+        v.insert("KAFKA_CONTROLLER_PORT", "9093".into());
+        v.insert("PARTITIONS", "4".into());
+        let k = render("kafka", KAFKA_SERVER, &v).unwrap();
+        assert!(k.contains("listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"));
+        render("log4j", FLINK_LOG4J, &v).unwrap();
+        render("log4j2", KAFKA_LOG4J2, &v).unwrap();
+    }
+}

@@ -1,0 +1,1313 @@
+//! `streamshield local`: the embedded default. A real Flink 1.20 session cluster (1 JobManager, N active + K standby
+//! TaskManagers), a real Kafka broker (KRaft) and the sequence workload, all on 127.0.0.1, started as plain
+//! processes that this module records (pid + start time) in `<run dir>/state.json` so that `down`, `status`,
+//! the drill and the tests can find exactly them again.
+
+pub mod config;
+pub mod dist;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::flink;
+use crate::kafka;
+use crate::workload::live::{LiveVerifier, VerifyConfig};
+use crate::workload::produce::{self, ProduceConfig};
+use crate::workload::{INPUT_TOPIC, OUTPUT_TOPIC};
+use dist::say;
+use process::Recorded;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("a local cluster is already up at {dir} ({alive}); `streamshield local status` shows it, `streamshield local down` stops it")]
+    AlreadyUp { dir: PathBuf, alive: String },
+    #[error("invalid option: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    #[error(transparent)]
+    Dist(#[from] dist::Error),
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    #[error(transparent)]
+    Flink(#[from] flink::Error),
+    #[error(transparent)]
+    Kafka(#[from] kafka::Error),
+    #[error(transparent)]
+    Produce(#[from] produce::Error),
+    #[error("{component} exited while starting (see {log}):\n{tail}")]
+    Exited {
+        component: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{what} did not happen within {waited:?}{detail}")]
+    Timeout {
+        what: String,
+        waited: Duration,
+        detail: String,
+    },
+    #[error("the job did not reach RUNNING: {0}")]
+    JobFailed(String),
+    #[error("cancelled; everything started so far was stopped")]
+    Cancelled,
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state file {path} is unreadable: {reason}")]
+    BadState { path: PathBuf, reason: String },
+    #[error("no local cluster is up at {0}")]
+    NotUp(PathBuf),
+    #[error("unknown component {name:?}; this run has: {known}")]
+    UnknownComponent { name: String, known: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The run directory used when none is given (`STREAMSHIELD_RUN_DIR`, else `~/.local/share/streamshield/local`).
+pub fn default_run_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STREAMSHIELD_RUN_DIR") {
+        return PathBuf::from(d);
+    }
+    dirs::data_local_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("streamshield")
+        .join("local")
+}
+
+/// Loopback ports of a local cluster. `--port-offset` shifts all of them, so two clusters can run side by side.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ports {
+    pub rest: u16,
+    pub jm_rpc: u16,
+    pub blob: u16,
+    pub kafka: u16,
+    pub kafka_controller: u16,
+}
+
+impl Ports {
+    pub fn with_offset(offset: u16) -> Result<Self> {
+        let add = |p: u16| {
+            p.checked_add(offset).ok_or_else(|| {
+                Error::Invalid(format!("--port-offset {offset} pushes port {p} past 65535"))
+            })
+        };
+        Ok(Ports {
+            rest: add(8081)?,
+            jm_rpc: add(6123)?,
+            blob: add(6124)?,
+            kafka: add(9092)?,
+            kafka_controller: add(9093)?,
+        })
+    }
+
+    fn all(&self) -> [(&'static str, u16); 5] {
+        [
+            ("Flink REST", self.rest),
+            ("JobManager RPC", self.jm_rpc),
+            ("Flink blob server", self.blob),
+            ("Kafka", self.kafka),
+            ("Kafka controller", self.kafka_controller),
+        ]
+    }
+}
+
+/// Delivery guarantee of the workload's Kafka sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+impl Delivery {
+    pub fn as_arg(&self) -> &'static str {
+        match self {
+            Delivery::ExactlyOnce => "exactly-once",
+            Delivery::AtLeastOnce => "at-least-once",
+        }
+    }
+}
+
+/// Everything `up` can be asked for.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub taskmanagers: u32,
+    pub standby: u32,
+    pub slots: u32,
+    pub profile: String,
+    pub port_offset: u16,
+    pub delivery: Delivery,
+    pub checkpoint_interval: Duration,
+    pub state_bytes: u32,
+}
+
+/// The workload as submitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadInfo {
+    pub job_id: String,
+    pub job_name: String,
+    pub parallelism: u32,
+    pub delivery: Delivery,
+    pub checkpoint_interval_ms: u64,
+    pub state_bytes: u32,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub partitions: u32,
+}
+
+/// A TaskManager of the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TmInfo {
+    pub resource_id: String,
+    /// `active` (started before the job: its slots run tasks) or `standby` (started after: free slots).
+    pub role: String,
+    pub process: Recorded,
+}
+
+/// `<run dir>/state.json`: what `up` started. Written after every step, so an interrupted `up` can be undone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub schema: String,
+    pub run_dir: PathBuf,
+    pub profile: String,
+    pub flink_version: String,
+    pub kafka_version: String,
+    pub ports: Ports,
+    pub slots: u32,
+    pub kafka: Option<Recorded>,
+    pub jobmanager: Option<Recorded>,
+    pub taskmanagers: Vec<TmInfo>,
+    pub workload: Option<WorkloadInfo>,
+    /// Unix ms when `up` finished (None while it runs).
+    pub up_at_ms: Option<i64>,
+    /// Paths the drill and tests reuse to start more TaskManagers the same way.
+    pub flink_home: PathBuf,
+    pub tm_launch: Option<Launch>,
+}
+
+/// A Java command line, kept so a TaskManager can be started again exactly like the others.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    pub java_args: Vec<String>,
+    pub main_args: Vec<String>,
+}
+
+const STATE_SCHEMA: &str = "streamshield.local/v1";
+
+impl RunState {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    pub fn load(dir: &Path) -> Result<Option<RunState>> {
+        let path = Self::path(dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let state: RunState = serde_json::from_str(&text).map_err(|e| Error::BadState {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if state.schema != STATE_SCHEMA {
+            return Err(Error::BadState {
+                path,
+                reason: format!("schema {} (this build reads {STATE_SCHEMA})", state.schema),
+            });
+        }
+        Ok(Some(state))
+    }
+
+    /// Atomically replaces the state file.
+    pub fn save(&self) -> Result<()> {
+        let path = Self::path(&self.run_dir);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("state serializes");
+        std::fs::write(&tmp, text).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Every process of the run.
+    pub fn processes(&self) -> Vec<&Recorded> {
+        let mut v: Vec<&Recorded> = self.taskmanagers.iter().map(|t| &t.process).collect();
+        v.extend(self.jobmanager.iter());
+        v.extend(self.kafka.iter());
+        v
+    }
+
+    pub fn rest_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.rest)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.kafka)
+    }
+
+    fn logs_dir(&self) -> PathBuf {
+        self.run_dir.join("logs")
+    }
+
+    fn conf_dir(&self) -> PathBuf {
+        self.run_dir.join("flink/conf")
+    }
+}
+
+/// Starts the local cluster and the workload. On error or cancellation everything started so far is stopped.
+pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState> {
+    if opts.taskmanagers == 0 || opts.slots == 0 {
+        return Err(Error::Invalid(
+            "--taskmanagers and --slots must be at least 1".into(),
+        ));
+    }
+    if opts.taskmanagers + opts.standby > 16 {
+        return Err(Error::Invalid(format!(
+            "{} TaskManagers of ~1.3 GB each do not fit this kind of machine; use at most 16",
+            opts.taskmanagers + opts.standby
+        )));
+    }
+    if !config::PROFILES.iter().any(|(n, _)| *n == opts.profile) {
+        return Err(
+            config::Error::UnknownProfile(opts.profile.clone(), config::profile_names()).into(),
+        );
+    }
+    if opts.checkpoint_interval < Duration::from_millis(10) {
+        return Err(Error::Invalid(
+            "--checkpoint-interval must be at least 10ms (Flink's floor)".into(),
+        ));
+    }
+    if let Some(prev) = RunState::load(&opts.dir)? {
+        let alive: Vec<String> = prev
+            .processes()
+            .iter()
+            .filter(|p| p.alive())
+            .map(|p| format!("{} pid {}", p.name, p.pid))
+            .collect();
+        if !alive.is_empty() {
+            return Err(Error::AlreadyUp {
+                dir: opts.dir.clone(),
+                alive: alive.join(", "),
+            });
+        }
+        say(format!(
+            "removing the stale run at {} (none of its processes runs)",
+            opts.dir.display()
+        ));
+    }
+    let ports = Ports::with_offset(opts.port_offset)?;
+    for (what, port) in ports.all() {
+        process::check_port_free(port).map_err(|e| match e {
+            process::Error::PortBusy { port, holder } => Error::Invalid(format!(
+                "{what} port {port} on 127.0.0.1 is already in use{}; stop it or move the cluster with --port-offset",
+                holder.map(|h| format!(" by {h}")).unwrap_or_default()
+            )),
+            other => other.into(),
+        })?;
+    }
+    if opts.dir.exists() {
+        std::fs::remove_dir_all(&opts.dir).map_err(io(&opts.dir))?;
+    }
+    std::fs::create_dir_all(opts.dir.join("logs")).map_err(io(&opts.dir))?;
+    let dir = std::fs::canonicalize(&opts.dir).map_err(io(&opts.dir))?;
+
+    let mut state = RunState {
+        schema: STATE_SCHEMA.into(),
+        run_dir: dir.clone(),
+        profile: opts.profile.clone(),
+        flink_version: dist::FLINK_VERSION.into(),
+        kafka_version: dist::KAFKA_VERSION.into(),
+        ports,
+        slots: opts.slots,
+        kafka: None,
+        jobmanager: None,
+        taskmanagers: Vec::new(),
+        workload: None,
+        up_at_ms: None,
+        flink_home: PathBuf::new(),
+        tm_launch: None,
+    };
+    state.save()?;
+
+    let result = tokio::select! {
+        r = bring_up(opts, &mut state) => r,
+        _ = cancel.cancelled() => Err(Error::Cancelled),
+    };
+    match result {
+        Ok(()) => Ok(state),
+        Err(e) => {
+            say(format!(
+                "`local up` failed; stopping what it started (logs stay in {})",
+                dir.join("logs").display()
+            ));
+            // The state file on disk is current: bring_up saves it after every process it starts.
+            if let Ok(Some(s)) = RunState::load(&dir) {
+                stop_processes(&s).await;
+                let _ = std::fs::remove_file(RunState::path(&dir));
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
+    let started = tokio::time::Instant::now();
+    dist::preflight().await?;
+    let cache = dist::cache_dir();
+    std::fs::create_dir_all(&cache).map_err(io(&cache))?;
+    let source = dist::source_dir()?;
+    let (flink_home, kafka_home, jar) = tokio::try_join!(
+        dist::ensure_flink(&cache),
+        dist::ensure_kafka(&cache),
+        dist::ensure_workload_jar(&cache, &source),
+    )?;
+    state.flink_home = flink_home.clone();
+    say(format!(
+        "components ready after {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let dir = state.run_dir.clone();
+    let parallelism = opts.taskmanagers * opts.slots;
+    let vars: BTreeMap<&str, String> = [
+        ("RUN_DIR", dir.display().to_string()),
+        ("REST_PORT", state.ports.rest.to_string()),
+        ("JM_RPC_PORT", state.ports.jm_rpc.to_string()),
+        ("BLOB_PORT", state.ports.blob.to_string()),
+        ("KAFKA_PORT", state.ports.kafka.to_string()),
+        (
+            "KAFKA_CONTROLLER_PORT",
+            state.ports.kafka_controller.to_string(),
+        ),
+        ("SLOTS", opts.slots.to_string()),
+        ("PARALLELISM", parallelism.to_string()),
+        ("PARTITIONS", parallelism.to_string()),
+    ]
+    .into_iter()
+    .collect();
+
+    // Kafka first: the job needs it, and it starts faster than Flink.
+    start_kafka(state, &kafka_home, &vars).await?;
+    let bootstrap = state.bootstrap();
+
+    let conf = state.conf_dir();
+    std::fs::create_dir_all(&conf).map_err(io(&conf))?;
+    for sub in ["checkpoints", "savepoints", "tmp", "upload"] {
+        let p = dir.join("flink").join(sub);
+        std::fs::create_dir_all(&p).map_err(io(&p))?;
+    }
+    let flink_conf = config::flink_config(&opts.profile, &vars)?;
+    write(&conf.join("config.yaml"), &flink_conf)?;
+    write(
+        &conf.join("log4j.properties"),
+        &config::render("log4j", config::FLINK_LOG4J, &vars)?,
+    )?;
+    let java_opts: Vec<String> = config::lookup(&flink_conf, "env.java.opts.all")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let classpath = flink_classpath(&flink_home)?;
+
+    let topics = async {
+        kafka::ensure_topic(&bootstrap, INPUT_TOPIC, parallelism as i32).await?;
+        kafka::ensure_topic(&bootstrap, OUTPUT_TOPIC, parallelism as i32).await
+    };
+    let jm = start_jobmanager(state, &flink_home, &classpath, &java_opts);
+    let (t, j) = tokio::join!(topics, jm);
+    t?;
+    j?;
+
+    let tm_launch = tm_launch(state, &flink_home, &classpath, &java_opts).await?;
+    state.tm_launch = Some(tm_launch);
+    for i in 1..=opts.taskmanagers {
+        start_taskmanager(state, &format!("tm-{i}"), "active")?;
+    }
+    let client = flink::Client::new(state.rest_url());
+    wait_registered(state, &client, opts.taskmanagers as usize).await?;
+
+    say(format!(
+        "submitting the sequence workload (parallelism {parallelism}, {})",
+        opts.delivery.as_arg()
+    ));
+    let jar_id = client.upload_jar(&jar).await?;
+    let args: Vec<String> = [
+        ("--bootstrap", bootstrap.clone()),
+        ("--input-topic", INPUT_TOPIC.into()),
+        ("--output-topic", OUTPUT_TOPIC.into()),
+        ("--delivery", opts.delivery.as_arg().into()),
+        (
+            "--checkpoint-interval-ms",
+            opts.checkpoint_interval.as_millis().to_string(),
+        ),
+        ("--state-bytes", opts.state_bytes.to_string()),
+        (
+            "--transactional-id-prefix",
+            format!("streamshield-{}", crate::workload::live::now_ms()),
+        ),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect();
+    let job_id = client
+        .run_jar(
+            &jar_id,
+            "io.streamshield.workloads.SequenceJob",
+            &args,
+            parallelism,
+        )
+        .await
+        .map_err(|e| Error::JobFailed(e.to_string()))?;
+    state.workload = Some(WorkloadInfo {
+        job_id: job_id.clone(),
+        job_name: "streamshield-sequence".into(),
+        parallelism,
+        delivery: opts.delivery,
+        checkpoint_interval_ms: opts.checkpoint_interval.as_millis() as u64,
+        state_bytes: opts.state_bytes,
+        input_topic: INPUT_TOPIC.into(),
+        output_topic: OUTPUT_TOPIC.into(),
+        partitions: parallelism,
+    });
+    state.save()?;
+    wait_job_running(state, &client, &job_id, Duration::from_secs(180)).await?;
+
+    for i in 1..=opts.standby {
+        start_taskmanager(state, &format!("tm-{}", opts.taskmanagers + i), "standby")?;
+    }
+    wait_registered(state, &client, (opts.taskmanagers + opts.standby) as usize).await?;
+
+    probe_output(state).await?;
+    state.up_at_ms = Some(crate::workload::live::now_ms());
+    state.save()?;
+    say(format!(
+        "local cluster up in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(io(path))
+}
+
+/// `lib/*.jar` sorted, flink-dist last: the classpath Flink's own scripts build.
+fn flink_classpath(flink_home: &Path) -> Result<String> {
+    let lib = flink_home.join("lib");
+    let mut jars: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .map_err(io(&lib))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jar"))
+        .collect();
+    jars.sort();
+    let (dist, rest): (Vec<PathBuf>, Vec<PathBuf>) = jars.into_iter().partition(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("flink-dist"))
+    });
+    Ok(rest
+        .iter()
+        .chain(dist.iter())
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+/// The last lines of a file, for error messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn exited(p: &Recorded) -> Error {
+    let mut t = tail(&p.out, 20);
+    if t.trim().is_empty() {
+        t = tail(&p.log, 20);
+    }
+    Error::Exited {
+        component: p.name.clone(),
+        log: p.log.clone(),
+        tail: t,
+    }
+}
+
+async fn start_kafka(
+    state: &mut RunState,
+    kafka_home: &Path,
+    vars: &BTreeMap<&str, String>,
+) -> Result<()> {
+    let dir = state.run_dir.join("kafka");
+    std::fs::create_dir_all(dir.join("data")).map_err(io(&dir))?;
+    let props = dir.join("server.properties");
+    write(
+        &props,
+        &config::render("kafka/server.properties", config::KAFKA_SERVER, vars)?,
+    )?;
+    let log4j = dir.join("log4j2.yaml");
+    write(&log4j, config::KAFKA_LOG4J2)?;
+    let cp = format!("{}/libs/*", kafka_home.display());
+    let logs = state.logs_dir();
+    say(format!(
+        "starting Kafka {} on 127.0.0.1:{}",
+        dist::KAFKA_VERSION,
+        state.ports.kafka
+    ));
+    let format_out = logs.join("kafka-format.out");
+    let out = std::fs::File::create(&format_out).map_err(io(&format_out))?;
+    let status = tokio::process::Command::new("java")
+        .args(["-Xmx256m", "-cp", &cp])
+        .arg(format!(
+            "-Dlog4j2.configurationFile=file:{}",
+            log4j.display()
+        ))
+        .arg(format!(
+            "-Dkafka.log.file={}",
+            logs.join("kafka-format.log").display()
+        ))
+        .args([
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            &cluster_id(),
+            "-c",
+        ])
+        .arg(&props)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().map_err(io(&format_out))?)
+        .stderr(out)
+        .status()
+        .await
+        .map_err(io(&format_out))?;
+    if !status.success() {
+        return Err(Error::Exited {
+            component: "kafka storage format".into(),
+            log: format_out.clone(),
+            tail: tail(&format_out, 20),
+        });
+    }
+    let java = Path::new("java");
+    let rec = process::spawn(process::Spec {
+        name: "kafka",
+        program: java,
+        args: vec![
+            "-Xms512m".into(),
+            "-Xmx512m".into(),
+            "-XX:+UseG1GC".into(),
+            "-Djava.awt.headless=true".into(),
+            format!("-Dlog4j2.configurationFile=file:{}", log4j.display()),
+            format!("-Dkafka.log.file={}", logs.join("kafka.log").display()),
+            "-cp".into(),
+            cp,
+            "kafka.Kafka".into(),
+            props.display().to_string(),
+        ],
+        cwd: &dir,
+        log: logs.join("kafka.log"),
+        out: logs.join("kafka.out"),
+    })?;
+    state.kafka = Some(rec.clone());
+    state.save()?;
+    let bootstrap = state.bootstrap();
+    let ready = kafka::wait_ready(&bootstrap, Duration::from_secs(90));
+    tokio::pin!(ready);
+    loop {
+        tokio::select! {
+            r = &mut ready => return r.map_err(Error::from),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if !rec.alive() {
+                    return Err(exited(&rec));
+                }
+            }
+        }
+    }
+}
+
+/// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints).
+fn cluster_id() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    if bytes == [0u8; 16] {
+        let t = crate::workload::live::now_ms() as u128 ^ ((std::process::id() as u128) << 64);
+        bytes = t.to_le_bytes();
+    }
+    base64_url(&bytes)
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Runs Flink's BashJavaUtils (what the launch scripts do) to turn the memory configuration into JVM flags and
+/// dynamic properties. Returns (jvm args, dynamic args).
+async fn bash_java_utils(
+    state: &RunState,
+    flink_home: &Path,
+    classpath: &str,
+    command: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let cp = format!(
+        "{classpath}:{}",
+        flink_home.join("bin/bash-java-utils.jar").display()
+    );
+    let out = tokio::process::Command::new("java")
+        .args([
+            "-Xmx128m",
+            "-cp",
+            &cp,
+            "org.apache.flink.runtime.util.bash.BashJavaUtils",
+            command,
+            "--configDir",
+        ])
+        .arg(state.conf_dir())
+        .output()
+        .await
+        .map_err(io(flink_home))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("BASH_JAVA_UTILS_EXEC_RESULT:"))
+        .collect();
+    if !out.status.success() || results.len() < 2 {
+        return Err(Error::Exited {
+            component: format!("BashJavaUtils {command}"),
+            log: state.conf_dir().join("config.yaml"),
+            tail: format!(
+                "{}\n{}",
+                text.lines().rev().take(10).collect::<Vec<_>>().join("\n"),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        });
+    }
+    let split = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    Ok((
+        split(results[results.len() - 2]),
+        split(results[results.len() - 1]),
+    ))
+}
+
+fn log_args(log: &Path, conf: &Path) -> Vec<String> {
+    vec![
+        format!("-Dlog.file={}", log.display()),
+        format!(
+            "-Dlog4j.configuration=file:{}/log4j.properties",
+            conf.display()
+        ),
+        format!(
+            "-Dlog4j.configurationFile=file:{}/log4j.properties",
+            conf.display()
+        ),
+    ]
+}
+
+async fn start_jobmanager(
+    state: &mut RunState,
+    flink_home: &Path,
+    classpath: &str,
+    java_opts: &[String],
+) -> Result<()> {
+    let (jvm, dynamic) =
+        bash_java_utils(state, flink_home, classpath, "GET_JM_RESOURCE_PARAMS").await?;
+    let conf = state.conf_dir();
+    let log = state.logs_dir().join("jobmanager.log");
+    let mut args = jvm;
+    args.extend(java_opts.iter().cloned());
+    args.extend(log_args(&log, &conf));
+    args.extend(["-classpath".into(), classpath.to_string()]);
+    args.push("org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint".into());
+    args.extend(["--configDir".into(), conf.display().to_string()]);
+    args.extend(dynamic);
+    say(format!(
+        "starting the Flink {} JobManager (REST http://127.0.0.1:{})",
+        dist::FLINK_VERSION,
+        state.ports.rest
+    ));
+    let rec = process::spawn(process::Spec {
+        name: "jobmanager",
+        program: Path::new("java"),
+        args,
+        cwd: &state.run_dir,
+        log,
+        out: state.logs_dir().join("jobmanager.out"),
+    })?;
+    state.jobmanager = Some(rec.clone());
+    state.save()?;
+    let client = flink::Client::new(state.rest_url());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !client.ready().await {
+        if !rec.alive() {
+            return Err(exited(&rec));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: "the JobManager's REST endpoint answering".into(),
+                waited: Duration::from_secs(120),
+                detail: format!("; see {}", rec.log.display()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+async fn tm_launch(
+    state: &RunState,
+    flink_home: &Path,
+    classpath: &str,
+    java_opts: &[String],
+) -> Result<Launch> {
+    let (jvm, dynamic) =
+        bash_java_utils(state, flink_home, classpath, "GET_TM_RESOURCE_PARAMS").await?;
+    let mut java_args = jvm;
+    java_args.extend(java_opts.iter().cloned());
+    java_args.extend([
+        format!(
+            "-Dlog4j.configuration=file:{}/log4j.properties",
+            state.conf_dir().display()
+        ),
+        format!(
+            "-Dlog4j.configurationFile=file:{}/log4j.properties",
+            state.conf_dir().display()
+        ),
+        "-classpath".into(),
+        classpath.to_string(),
+    ]);
+    let mut main_args = vec![
+        "org.apache.flink.runtime.taskexecutor.TaskManagerRunner".to_string(),
+        "--configDir".into(),
+        state.conf_dir().display().to_string(),
+    ];
+    main_args.extend(dynamic);
+    Ok(Launch {
+        java_args,
+        main_args,
+    })
+}
+
+/// Starts TaskManager `name` (also its resource id) with the run's recorded launch line, and records it.
+pub fn start_taskmanager(state: &mut RunState, name: &str, role: &str) -> Result<()> {
+    let launch = state.tm_launch.clone().ok_or_else(|| {
+        Error::Invalid("this run has no TaskManager launch line (was `up` interrupted?)".into())
+    })?;
+    let log = state.logs_dir().join(format!("{name}.log"));
+    let workdir = state.run_dir.join("flink").join(name);
+    std::fs::create_dir_all(&workdir).map_err(io(&workdir))?;
+    let mut args = launch.java_args.clone();
+    args.push(format!("-Dlog.file={}", log.display()));
+    args.extend(launch.main_args.iter().cloned());
+    args.extend([
+        "-D".into(),
+        format!("taskmanager.resource-id={name}"),
+        "-D".into(),
+        format!("process.taskmanager.working-dir={}", workdir.display()),
+    ]);
+    say(format!(
+        "starting TaskManager {name} ({role}, {} slots)",
+        state.slots
+    ));
+    let rec = process::spawn(process::Spec {
+        name,
+        program: Path::new("java"),
+        args,
+        cwd: &state.run_dir,
+        log,
+        out: state.logs_dir().join(format!("{name}.out")),
+    })?;
+    state.taskmanagers.retain(|t| t.resource_id != name);
+    state.taskmanagers.push(TmInfo {
+        resource_id: name.to_string(),
+        role: role.to_string(),
+        process: rec,
+    });
+    state.save()
+}
+
+async fn wait_registered(state: &RunState, client: &flink::Client, want: usize) -> Result<()> {
+    let waited = Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + waited;
+    loop {
+        let n = client.taskmanagers().await.map(|t| t.len()).unwrap_or(0);
+        if n >= want {
+            return Ok(());
+        }
+        for t in &state.taskmanagers {
+            if !t.process.alive() {
+                return Err(exited(&t.process));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: format!("{want} TaskManagers registering with the JobManager ({n} did)"),
+                waited,
+                detail: format!("; see the logs in {}", state.logs_dir().display()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_job_running(
+    state: &RunState,
+    client: &flink::Client,
+    job: &str,
+    waited: Duration,
+) -> Result<()> {
+    say("waiting for the job to run (every subtask RUNNING)");
+    let deadline = tokio::time::Instant::now() + waited;
+    let mut last_state: String;
+    loop {
+        match client.job(job).await {
+            Ok(j) if j.fully_running() => return Ok(()),
+            Ok(j) if matches!(j.state.as_str(), "FAILED" | "CANCELED" | "FINISHED") => {
+                return Err(Error::JobFailed(format!(
+                    "job {job} is {}: {}",
+                    j.state,
+                    job_exception(client, job).await
+                )));
+            }
+            Ok(j) => last_state = j.state,
+            Err(e) => last_state = format!("unknown ({e})"),
+        }
+        if let Some(jm) = &state.jobmanager {
+            if !jm.alive() {
+                return Err(exited(jm));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::JobFailed(format!(
+                "job {job} still {last_state} after {waited:?}; last exception: {}",
+                job_exception(client, job).await
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The newest exception of a job, summarised, or a note that there is none.
+async fn job_exception(client: &flink::Client, job: &str) -> String {
+    match client.exceptions(job).await {
+        Ok(list) => list
+            .first()
+            .map(|e| flink::summarize_stacktrace(&e.stacktrace))
+            .unwrap_or_else(|| "Flink recorded no exception".into()),
+        Err(e) => format!("(could not read the exception history: {e})"),
+    }
+}
+
+/// Writes a small probe run through the pipeline and waits until all of it comes out the other end.
+async fn probe_output(state: &RunState) -> Result<()> {
+    let bootstrap = state.bootstrap();
+    let run = format!("probe{}", crate::workload::live::now_ms());
+    say("checking that records flow end to end (probe records through the job)");
+    let verifier = LiveVerifier::start(&VerifyConfig {
+        bootstrap: bootstrap.clone(),
+        input_topic: INPUT_TOPIC.into(),
+        output_topic: OUTPUT_TOPIC.into(),
+        run: Some(run.clone()),
+    })?;
+    const PROBES: u64 = 100;
+    let cfg = ProduceConfig {
+        bootstrap,
+        topic: INPUT_TOPIC.into(),
+        rate: 1000,
+        keys: 10,
+        duration: None,
+        max_records: Some(PROBES),
+        run: Some(run),
+    };
+    produce::produce(&cfg, CancellationToken::new(), |_| {}).await?;
+    let waited = Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + waited;
+    loop {
+        let out = verifier.ledger().records_out();
+        if out >= PROBES {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: format!("{PROBES} probe records reaching the output topic ({out} did)"),
+                waited,
+                detail: format!(
+                    "; see the TaskManager logs in {}",
+                    state.logs_dir().display()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops every process of a run (TaskManagers and JobManager first, then Kafka) and sweeps up any process whose
+/// command line still names the run directory.
+pub async fn stop_processes(state: &RunState) -> Vec<(String, process::Stopped)> {
+    let grace = Duration::from_secs(20);
+    let flink: Vec<Recorded> = state
+        .taskmanagers
+        .iter()
+        .map(|t| t.process.clone())
+        .chain(state.jobmanager.clone())
+        .collect();
+    let mut out = process::stop_all(&flink, grace).await;
+    out.extend(process::stop_all(&state.kafka.iter().cloned().collect::<Vec<_>>(), grace).await);
+    let strays = processes_naming(&state.run_dir);
+    if !strays.is_empty() {
+        let recs: Vec<Recorded> = strays
+            .into_iter()
+            .map(|(pid, start)| Recorded {
+                name: format!("stray pid {pid}"),
+                pid,
+                start_ticks: start,
+                log: PathBuf::new(),
+                out: PathBuf::new(),
+            })
+            .collect();
+        out.extend(process::stop_all(&recs, Duration::from_secs(5)).await);
+    }
+    out
+}
+
+/// Processes (pid, start ticks) whose command line contains `dir/`; never this process.
+pub fn processes_naming(dir: &Path) -> Vec<(i32, u64)> {
+    let needle = format!("{}/", dir.display());
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmd).contains(&needle) {
+            if let Some((start, state)) = process::proc_stat(pid) {
+                if state != 'Z' {
+                    out.push((pid, start));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Stops the run at `dir`. Returns what was stopped; `Ok(None)` when nothing was up.
+pub async fn down(dir: &Path, purge: bool) -> Result<Option<Vec<(String, process::Stopped)>>> {
+    let Some(state) = RunState::load(dir)? else {
+        let strays = processes_naming(dir);
+        if purge && dir.exists() && strays.is_empty() {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+        }
+        return Ok(None);
+    };
+    let stopped = stop_processes(&state).await;
+    let _ = std::fs::remove_file(RunState::path(dir));
+    if purge {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    Ok(Some(stopped))
+}
+
+/// `status --json`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub up: bool,
+    pub run_dir: PathBuf,
+    pub profile: String,
+    pub flink: FlinkStatus,
+    pub kafka: KafkaStatus,
+    pub jobmanager: Option<ProcStatus>,
+    pub taskmanagers: Vec<TmStatus>,
+    pub jobs: Vec<JobStatus>,
+    pub workload: Option<WorkloadInfo>,
+    /// What could not be read (REST down, ...).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FlinkStatus {
+    pub version: String,
+    pub rest: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KafkaStatus {
+    pub version: String,
+    pub bootstrap: String,
+    pub pid: Option<i32>,
+    pub alive: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcStatus {
+    pub pid: i32,
+    pub alive: bool,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TmStatus {
+    pub resource_id: String,
+    pub pid: i32,
+    /// `active` when its slots run tasks, `standby` when all its slots are free (as Flink reports them now;
+    /// the role it was started in when Flink does not answer).
+    pub role: String,
+    pub alive: bool,
+    pub stopped: bool,
+    pub registered: bool,
+    pub slots: Option<i64>,
+    pub free_slots: Option<i64>,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobStatus {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+}
+
+pub async fn status(dir: &Path) -> Result<Status> {
+    let state = RunState::load(dir)?.ok_or_else(|| Error::NotUp(dir.to_path_buf()))?;
+    let client = flink::Client::new(state.rest_url());
+    let mut problems = Vec::new();
+    let tms = match client.taskmanagers().await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.push(format!("taskmanagers: {e}"));
+            None
+        }
+    };
+    let jobs = match client.jobs().await {
+        Ok(j) => j
+            .into_iter()
+            .map(|j| JobStatus {
+                id: j.jid,
+                name: j.name,
+                state: j.state,
+            })
+            .collect(),
+        Err(e) => {
+            problems.push(format!("jobs: {e}"));
+            Vec::new()
+        }
+    };
+    let taskmanagers = state
+        .taskmanagers
+        .iter()
+        .map(|t| {
+            let reg = tms
+                .as_ref()
+                .and_then(|l| l.iter().find(|x| x.id == t.resource_id));
+            let role = match reg {
+                Some(r) if r.free_slots < r.slots => "active".to_string(),
+                Some(_) => "standby".to_string(),
+                None => t.role.clone(),
+            };
+            TmStatus {
+                resource_id: t.resource_id.clone(),
+                pid: t.process.pid,
+                role,
+                alive: t.process.alive(),
+                stopped: t.process.stopped(),
+                registered: reg.is_some(),
+                slots: reg.map(|r| r.slots),
+                free_slots: reg.map(|r| r.free_slots),
+                log: t.process.log.clone(),
+            }
+        })
+        .collect();
+    let up = state.processes().iter().any(|p| p.alive());
+    Ok(Status {
+        up,
+        run_dir: state.run_dir.clone(),
+        profile: state.profile.clone(),
+        flink: FlinkStatus {
+            version: state.flink_version.clone(),
+            rest: state.rest_url(),
+        },
+        kafka: KafkaStatus {
+            version: state.kafka_version.clone(),
+            bootstrap: state.bootstrap(),
+            pid: state.kafka.as_ref().map(|k| k.pid),
+            alive: state.kafka.as_ref().is_some_and(|k| k.alive()),
+        },
+        jobmanager: state.jobmanager.as_ref().map(|j| ProcStatus {
+            pid: j.pid,
+            alive: j.alive(),
+            log: j.log.clone(),
+        }),
+        taskmanagers,
+        jobs,
+        workload: state.workload.clone(),
+        problems,
+    })
+}
+
+/// The log file of `component` (`kafka`, `jobmanager`, `tm-1`, ...).
+pub fn log_path(dir: &Path, component: &str, stdout: bool) -> Result<PathBuf> {
+    let state = RunState::load(dir)?.ok_or_else(|| Error::NotUp(dir.to_path_buf()))?;
+    let procs = state.processes();
+    match procs.iter().find(|p| p.name == component) {
+        Some(p) => Ok(if stdout { p.out.clone() } else { p.log.clone() }),
+        None => Err(Error::UnknownComponent {
+            name: component.to_string(),
+            known: procs
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_shift_and_overflow() {
+        let p = Ports::with_offset(100).unwrap();
+        assert_eq!((p.rest, p.kafka), (8181, 9192));
+        assert!(Ports::with_offset(60000).is_err());
+    }
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        let id = cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(base64_url(b"\xfb\xff"), "-_8");
+        assert_ne!(cluster_id(), cluster_id());
+    }
+
+    #[test]
+    fn state_round_trip_and_schema_check() {
+        let d = tempfile::tempdir().unwrap();
+        let s = RunState {
+            schema: STATE_SCHEMA.into(),
+            run_dir: d.path().to_path_buf(),
+            profile: "stock".into(),
+            flink_version: "1.20.5".into(),
+            kafka_version: "4.1.1".into(),
+            ports: Ports::with_offset(0).unwrap(),
+            slots: 2,
+            kafka: None,
+            jobmanager: None,
+            taskmanagers: vec![],
+            workload: None,
+            up_at_ms: None,
+            flink_home: PathBuf::new(),
+            tm_launch: None,
+        };
+        s.save().unwrap();
+        let back = RunState::load(d.path()).unwrap().unwrap();
+        assert_eq!(back.bootstrap(), "127.0.0.1:9092");
+        std::fs::write(RunState::path(d.path()), "{\"schema\": 1}").unwrap();
+        assert!(matches!(
+            RunState::load(d.path()),
+            Err(Error::BadState { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn down_with_nothing_up_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(down(d.path(), false).await.unwrap().is_none());
+        assert!(matches!(status(d.path()).await, Err(Error::NotUp(_))));
+    }
+
+    #[tokio::test]
+    async fn up_rejects_bad_options_before_starting_anything() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = UpOptions {
+            dir: d.path().join("run"),
+            taskmanagers: 0,
+            standby: 0,
+            slots: 2,
+            profile: "stock".into(),
+            port_offset: 0,
+            delivery: Delivery::ExactlyOnce,
+            checkpoint_interval: Duration::from_secs(1),
+            state_bytes: 0,
+        };
+        assert!(matches!(
+            up(&o, CancellationToken::new()).await,
+            Err(Error::Invalid(_))
+        ));
+        o.taskmanagers = 1;
+        o.profile = "turbo".into();
+        assert!(matches!(
+            up(&o, CancellationToken::new()).await,
+            Err(Error::Config(_))
+        ));
+        assert!(!o.dir.exists(), "nothing was created");
+    }
+
+    #[tokio::test]
+    async fn up_names_a_busy_port() {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Shift the REST port (8081) onto the busy one.
+        let Some(offset) = port.checked_sub(8081) else {
+            return; // an ephemeral port below 8081 cannot be reached by an offset; nothing to test on this host
+        };
+        let d = tempfile::tempdir().unwrap();
+        let o = UpOptions {
+            dir: d.path().join("run"),
+            taskmanagers: 1,
+            standby: 0,
+            slots: 1,
+            profile: "stock".into(),
+            port_offset: offset,
+            delivery: Delivery::ExactlyOnce,
+            checkpoint_interval: Duration::from_secs(1),
+            state_bytes: 0,
+        };
+        let e = up(&o, CancellationToken::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("Flink REST port {port}")), "{e}");
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+    }
+}

@@ -1,0 +1,357 @@
+//! Processes that `local` starts: spawning them detached, recognising them again later (pid + start time, so a
+//! recycled pid is never signalled), stopping them, and finding who holds a busy port.
+
+use std::fs::{File, OpenOptions};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("starting {name} ({program}): {source}")]
+    Spawn {
+        name: String,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening log file {path}: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("port {port} on 127.0.0.1 is already in use{}; stop it or pick other ports with --port-offset", holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
+    PortBusy { port: u16, holder: Option<String> },
+}
+
+/// A process started by `local`, as recorded in the run's state file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Recorded {
+    /// Component name: `kafka`, `jobmanager`, `tm-1`, ...
+    pub name: String,
+    pub pid: i32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid, identifies the process.
+    pub start_ticks: u64,
+    /// Where its log goes.
+    pub log: PathBuf,
+    /// Where its stdout/stderr go.
+    pub out: PathBuf,
+}
+
+/// Start time (clock ticks after boot) and state letter of `pid`, from `/proc/<pid>/stat`.
+pub fn proc_stat(pid: i32) -> Option<(u64, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // rest starts at field 3, so field 22 is index 19.
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+impl Recorded {
+    /// True when the recorded process still runs (same pid and start time, not a zombie).
+    pub fn alive(&self) -> bool {
+        matches!(proc_stat(self.pid), Some((start, state)) if start == self.start_ticks && state != 'Z' && state != 'X')
+    }
+
+    /// True when the process is stopped (SIGSTOP).
+    pub fn stopped(&self) -> bool {
+        matches!(proc_stat(self.pid), Some((start, 'T')) if start == self.start_ticks)
+    }
+
+    /// Sends `sig` to the process group the recorded process leads (see [`spawn`]), if that process is still the
+    /// one we started: helpers it may have started go with it.
+    pub fn signal(&self, sig: Signal) -> bool {
+        self.alive() && kill(Pid::from_raw(-self.pid), sig).is_ok()
+    }
+}
+
+/// What `spawn` needs to start one component.
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub program: &'a Path,
+    pub args: Vec<String>,
+    pub cwd: &'a Path,
+    pub log: PathBuf,
+    pub out: PathBuf,
+}
+
+/// Starts a component in its own process group (a Ctrl-C in the terminal reaches only `streamshield`, which then
+/// stops what it started), stdout and stderr appended to `spec.out`. A thread reaps it when it exits, so a
+/// long-lived caller (demo, tests, drills) leaves no zombies.
+pub fn spawn(spec: Spec<'_>) -> Result<Recorded, Error> {
+    let open = |p: &Path| -> Result<File, Error> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|source| Error::Log {
+                path: p.to_path_buf(),
+                source,
+            })
+    };
+    let out = open(&spec.out)?;
+    let err = out.try_clone().map_err(|source| Error::Log {
+        path: spec.out.clone(),
+        source,
+    })?;
+    let mut child = Command::new(spec.program)
+        .args(&spec.args)
+        .current_dir(spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            name: spec.name.to_string(),
+            program: spec.program.display().to_string(),
+            source,
+        })?;
+    let pid = child.id() as i32;
+    // The stat file exists as soon as spawn returns; retry briefly in case of a slow /proc.
+    let mut start_ticks = 0;
+    for _ in 0..50 {
+        if let Some((t, _)) = proc_stat(pid) {
+            start_ticks = t;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::Builder::new()
+        .name(format!("reap-{}", spec.name))
+        .spawn(move || {
+            let _ = child.wait();
+        })
+        .map_err(|source| Error::Spawn {
+            name: spec.name.to_string(),
+            program: "reaper thread".into(),
+            source,
+        })?;
+    Ok(Recorded {
+        name: spec.name.to_string(),
+        pid,
+        start_ticks,
+        log: spec.log,
+        out: spec.out,
+    })
+}
+
+/// How a process ended when asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stopped {
+    /// It was already gone.
+    NotRunning,
+    /// It exited after SIGTERM.
+    Terminated,
+    /// It ignored SIGTERM for the grace period (or was SIGSTOPped) and was killed.
+    Killed,
+}
+
+/// Stops every process in `procs` at once: SIGTERM (and SIGCONT, in case a drill stopped it), then SIGKILL for
+/// what is still there after `grace`. Returns once all are gone.
+pub async fn stop_all(procs: &[Recorded], grace: Duration) -> Vec<(String, Stopped)> {
+    let mut result: Vec<(String, Stopped)> = Vec::new();
+    let mut waiting = Vec::new();
+    for p in procs {
+        if p.signal(Signal::SIGTERM) {
+            let _ = p.signal(Signal::SIGCONT);
+            waiting.push(p);
+        } else {
+            result.push((p.name.clone(), Stopped::NotRunning));
+        }
+    }
+    let start = tokio::time::Instant::now();
+    while !waiting.is_empty() && start.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waiting.retain(|p| {
+            if p.alive() {
+                true
+            } else {
+                result.push((p.name.clone(), Stopped::Terminated));
+                false
+            }
+        });
+    }
+    for p in &waiting {
+        let _ = p.signal(Signal::SIGKILL);
+        result.push((p.name.clone(), Stopped::Killed));
+    }
+    // SIGKILL is not instant: wait (bounded) until the kernel has taken them down.
+    let start = tokio::time::Instant::now();
+    while waiting.iter().any(|p| p.alive()) && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    result
+}
+
+/// Fails with the port and, where /proc tells, the process holding it.
+pub fn check_port_free(port: u16) -> Result<(), Error> {
+    match TcpListener::bind(("127.0.0.1", port)) {
+        Ok(l) => {
+            drop(l);
+            Ok(())
+        }
+        Err(_) => Err(Error::PortBusy {
+            port,
+            holder: port_holder(port),
+        }),
+    }
+}
+
+/// `"pid 1234 (java)"` for the process listening on `port`, if /proc shows it.
+pub fn port_holder(port: u16) -> Option<String> {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let t = target.to_string_lossy();
+            if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                if inodes.iter().any(|i| i == inode) {
+                    let comm =
+                        std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                    return Some(format!("pid {pid} ({})", comm.trim()));
+                }
+            }
+        }
+    }
+    Some("another process (its owner is not visible from here)".into())
+}
+
+/// Socket inodes listening on `port` (any address), from /proc/net/tcp and tcp6.
+fn listening_inodes(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        out.extend(parse_listening(&text, port));
+    }
+    out
+}
+
+fn parse_listening(table: &str, port: u16) -> Vec<String> {
+    let want = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is field 1 ("0100007F:1F90"), st field 3 ("0A" = LISTEN), inode field 9.
+            let local_port = f.get(1)?.rsplit(':').next()?;
+            (local_port == want && *f.get(3)? == "0A").then(|| f.get(9).map(|s| s.to_string()))?
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F91 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 999 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(parse_listening(table, 8081), vec!["12345".to_string()]);
+        assert!(parse_listening(table, 8080).is_empty());
+    }
+
+    #[test]
+    fn busy_port_names_this_process() {
+        let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let err = check_port_free(port).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&port.to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(l);
+        check_port_free(port).unwrap();
+    }
+
+    #[test]
+    fn own_process_is_recognised_and_a_recycled_pid_is_not() {
+        let me = std::process::id() as i32;
+        let (start, _) = proc_stat(me).unwrap();
+        let rec = Recorded {
+            name: "me".into(),
+            pid: me,
+            start_ticks: start,
+            log: PathBuf::new(),
+            out: PathBuf::new(),
+        };
+        assert!(rec.alive());
+        let other = Recorded {
+            start_ticks: start + 1,
+            ..rec
+        };
+        assert!(!other.alive(), "same pid, other start time: not ours");
+    }
+
+    #[tokio::test]
+    async fn spawn_and_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = spawn(Spec {
+            name: "sleeper",
+            program: Path::new("sleep"),
+            args: vec!["30".into()],
+            cwd: dir.path(),
+            log: dir.path().join("sleeper.log"),
+            out: dir.path().join("sleeper.out"),
+        })
+        .unwrap();
+        assert!(rec.alive());
+        let r = stop_all(std::slice::from_ref(&rec), Duration::from_secs(5)).await;
+        assert_eq!(r, vec![("sleeper".to_string(), Stopped::Terminated)]);
+        assert!(!rec.alive());
+        let again = stop_all(std::slice::from_ref(&rec), Duration::from_secs(5)).await;
+        assert_eq!(again, vec![("sleeper".to_string(), Stopped::NotRunning)]);
+    }
+
+    #[tokio::test]
+    async fn a_process_ignoring_sigterm_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = spawn(Spec {
+            name: "stubborn",
+            program: Path::new("bash"),
+            args: vec![
+                "-c".into(),
+                "trap '' TERM; sleep 30 & wait; sleep 30".into(),
+            ],
+            cwd: dir.path(),
+            log: dir.path().join("s.log"),
+            out: dir.path().join("s.out"),
+        })
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = stop_all(std::slice::from_ref(&rec), Duration::from_millis(500)).await;
+        assert_eq!(r, vec![("stubborn".to_string(), Stopped::Killed)]);
+        assert!(!rec.alive());
+    }
+}

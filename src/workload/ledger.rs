@@ -1,0 +1,605 @@
+//! The verifier's bookkeeping, free of I/O so it can be tested on synthetic timelines.
+//!
+//! Every record belongs to a *stream*: one generator run (`run`) of one key. Within a stream the generator writes
+//! sequence numbers 1, 2, 3, ... The ledger keeps, per stream, the set of sequence numbers seen on the input topic
+//! and on the output topic. A record is *lost* when it is on the input (Kafka acknowledged it to the generator) and
+//! never reaches the output; *duplicated* when the output carries the same sequence number again; a *state error*
+//! when the operator's keyed state did not hold the predecessor of a record (`prev_seq != seq - 1`), which means
+//! state was lost or rewound wrongly even if every record arrived.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::record::{InputRecord, OutputRecord};
+
+/// A set of sequence numbers >= 1, compact when (as usual) it is a prefix 1..=n plus a few stragglers.
+#[derive(Debug, Default, Clone)]
+pub struct SeqSet {
+    /// Every number in 1..=upto is in the set.
+    upto: u64,
+    /// Members above `upto + 1`; folded into `upto` as the gap fills.
+    sparse: BTreeSet<u64>,
+}
+
+impl SeqSet {
+    /// Adds `seq`; false when it was already there.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        if seq == 0 || seq <= self.upto {
+            return false;
+        }
+        if seq == self.upto + 1 {
+            self.upto = seq;
+            while self.sparse.remove(&(self.upto + 1)) {
+                self.upto += 1;
+            }
+            true
+        } else {
+            self.sparse.insert(seq)
+        }
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        (seq >= 1 && seq <= self.upto) || self.sparse.contains(&seq)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.upto + self.sparse.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn max(&self) -> u64 {
+        self.sparse.last().copied().unwrap_or(self.upto)
+    }
+
+    /// Numbers missing below the maximum (holes in 1..=max).
+    pub fn holes(&self) -> u64 {
+        self.max() - self.len()
+    }
+
+    /// Members of `self` that are not in `other`, calling `f` on each (in ascending order).
+    pub fn for_each_not_in(&self, other: &SeqSet, mut f: impl FnMut(u64)) {
+        // 1..=min(upto) is in both; walk the rest.
+        let start = other.upto.min(self.upto) + 1;
+        for seq in start..=self.upto {
+            if !other.contains(seq) {
+                f(seq);
+            }
+        }
+        for &seq in &self.sparse {
+            if !other.contains(seq) {
+                f(seq);
+            }
+        }
+    }
+
+    /// How many members of `self` are not in `other`.
+    pub fn count_not_in(&self, other: &SeqSet) -> u64 {
+        let mut n = 0;
+        self.for_each_not_in(other, |_| n += 1);
+        n
+    }
+}
+
+/// Identifies a stream: one generator run of one key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct StreamId {
+    pub run: String,
+    pub key: String,
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    input: SeqSet,
+    output: SeqSet,
+    input_duplicates: u64,
+    output_duplicates: u64,
+    state_errors: u64,
+}
+
+/// One second of the run, by wall clock (unix seconds).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Second {
+    /// Unix time, seconds.
+    pub t: i64,
+    /// Input records whose generator send time falls in this second.
+    #[serde(rename = "in")]
+    pub input: u64,
+    /// Output records the verifier received in this second.
+    pub out: u64,
+    /// End-to-end latency (receive - send) of this second's output records, milliseconds.
+    pub p50_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
+    pub max_ms: Option<u64>,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+/// A record that is missing or repeated, for the report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Example {
+    pub run: String,
+    pub key: String,
+    pub seq: u64,
+}
+
+/// What the verifier found. `records_lost` is only set in a final report: while records are in flight they are
+/// `records_pending`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// True when this is the final report (after the settle phase).
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// Final reports: true when every input record reached the output or was found lost after the output
+    /// stopped moving for the whole settle time; false when the overall time-out cut the wait short.
+    pub complete: bool,
+    pub runs: Vec<String>,
+    pub streams: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub records_lost: u64,
+    pub records_pending: u64,
+    pub records_duplicated: u64,
+    /// Output records whose input the verifier never saw (another producer, or input not read yet).
+    pub records_unexpected: u64,
+    pub state_errors: u64,
+    /// Holes in the input sequence itself (the generator's writes that Kafka never acknowledged).
+    pub input_gaps: u64,
+    pub input_duplicates: u64,
+    pub malformed_input: u64,
+    pub malformed_output: u64,
+    pub latency_ms: Percentiles,
+    /// Output records per second over the seconds that had output.
+    pub throughput_out_per_s: f64,
+    pub timeline: Vec<Second>,
+    pub lost_examples: Vec<Example>,
+    pub duplicate_examples: Vec<Example>,
+}
+
+/// How many examples a report lists.
+const EXAMPLES: usize = 10;
+/// Latencies above this (1 h) are clamped: a record that old is a finding in its own right.
+const MAX_LATENCY_MS: u64 = 3_600_000;
+
+/// The verifier's state.
+pub struct Ledger {
+    /// Only streams of this run count (None: every run).
+    run_filter: Option<String>,
+    streams: HashMap<StreamId, Stream>,
+    latency: Histogram<u64>,
+    seconds: BTreeMap<i64, Second>,
+    /// Latencies of the second being received now; summarised into `seconds` when the clock moves on.
+    open_second: Option<(i64, Vec<u64>)>,
+    malformed_input: u64,
+    malformed_output: u64,
+    duplicate_examples: Vec<Example>,
+    last_output_ms: Option<i64>,
+}
+
+impl Ledger {
+    pub fn new(run_filter: Option<String>) -> Self {
+        Ledger {
+            run_filter,
+            streams: HashMap::new(),
+            latency: Histogram::new_with_bounds(1, MAX_LATENCY_MS, 3)
+                .expect("static histogram bounds"),
+            seconds: BTreeMap::new(),
+            open_second: None,
+            malformed_input: 0,
+            malformed_output: 0,
+            duplicate_examples: Vec::new(),
+            last_output_ms: None,
+        }
+    }
+
+    fn wanted(&self, run: &str) -> bool {
+        self.run_filter.as_deref().is_none_or(|r| r == run)
+    }
+
+    fn stream(&mut self, run: &str, key: &str) -> &mut Stream {
+        let id = StreamId {
+            run: run.to_string(),
+            key: key.to_string(),
+        };
+        self.streams.entry(id).or_default()
+    }
+
+    pub fn on_input(&mut self, rec: &InputRecord) {
+        if !self.wanted(&rec.run) {
+            return;
+        }
+        let s = self.stream(&rec.run, &rec.key);
+        if !s.input.insert(rec.seq) {
+            s.input_duplicates += 1;
+        }
+        self.seconds
+            .entry(rec.send_ts_ms.div_euclid(1000))
+            .or_insert_with(|| Second {
+                t: rec.send_ts_ms.div_euclid(1000),
+                ..Second::default()
+            })
+            .input += 1;
+    }
+
+    /// Records an output record received at `now_ms` (unix milliseconds).
+    pub fn on_output(&mut self, rec: &OutputRecord, now_ms: i64) {
+        if !self.wanted(&rec.run) {
+            return;
+        }
+        let s = self.stream(&rec.run, &rec.key);
+        let fresh = s.output.insert(rec.seq);
+        if !fresh {
+            s.output_duplicates += 1;
+        }
+        if rec.prev_seq + 1 != rec.seq {
+            s.state_errors += 1;
+        }
+        if !fresh && self.duplicate_examples.len() < EXAMPLES {
+            self.duplicate_examples.push(Example {
+                run: rec.run.clone(),
+                key: rec.key.clone(),
+                seq: rec.seq,
+            });
+        }
+        let latency = (now_ms - rec.send_ts_ms).clamp(1, MAX_LATENCY_MS as i64) as u64;
+        self.latency.saturating_record(latency);
+        self.last_output_ms = Some(now_ms);
+        let sec = now_ms.div_euclid(1000);
+        match &mut self.open_second {
+            Some((open, lat)) if *open >= sec => lat.push(latency),
+            _ => {
+                self.close_second();
+                self.open_second = Some((sec, vec![latency]));
+            }
+        }
+    }
+
+    pub fn on_malformed_input(&mut self) {
+        self.malformed_input += 1;
+    }
+
+    pub fn on_malformed_output(&mut self) {
+        self.malformed_output += 1;
+    }
+
+    fn close_second(&mut self) {
+        if let Some((t, lat)) = self.open_second.take() {
+            let entry = self.seconds.entry(t).or_insert_with(|| Second {
+                t,
+                ..Second::default()
+            });
+            summarise_second(entry, lat);
+        }
+    }
+
+    /// Input records that have not reached the output (yet).
+    pub fn outstanding(&self) -> u64 {
+        self.streams
+            .values()
+            .map(|s| s.input.count_not_in(&s.output))
+            .sum()
+    }
+
+    /// Distinct output records so far.
+    pub fn records_out(&self) -> u64 {
+        self.streams.values().map(|s| s.output.len()).sum()
+    }
+
+    /// When the last output record arrived (unix ms).
+    pub fn last_output_ms(&self) -> Option<i64> {
+        self.last_output_ms
+    }
+
+    /// The highest output sequence number of every stream: a progress marker. Output has progressed past the
+    /// marker once some stream's output goes beyond its entry (or a stream not in it appears).
+    pub fn max_output_seqs(&self) -> HashMap<StreamId, u64> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| !s.output.is_empty())
+            .map(|(id, s)| (id.clone(), s.output.max()))
+            .collect()
+    }
+
+    /// Builds a report. `is_final` turns pending records into lost ones.
+    pub fn report(&self, is_final: bool, complete: bool) -> Report {
+        let mut runs: Vec<String> = self.streams.keys().map(|id| id.run.clone()).collect();
+        runs.sort();
+        runs.dedup();
+        let mut outstanding = 0;
+        let mut unexpected = 0;
+        let mut lost_examples = Vec::new();
+        let mut ids: Vec<&StreamId> = self.streams.keys().collect();
+        ids.sort();
+        for id in ids {
+            let s = &self.streams[id];
+            s.input.for_each_not_in(&s.output, |seq| {
+                outstanding += 1;
+                if lost_examples.len() < EXAMPLES {
+                    lost_examples.push(Example {
+                        run: id.run.clone(),
+                        key: id.key.clone(),
+                        seq,
+                    });
+                }
+            });
+            unexpected += s.output.count_not_in(&s.input);
+        }
+        let sum = |f: fn(&Stream) -> u64| self.streams.values().map(f).sum::<u64>();
+        let mut timeline: Vec<Second> = self.seconds.values().cloned().collect();
+        if let Some((t, lat)) = &self.open_second {
+            let mut open = self.seconds.get(t).cloned().unwrap_or(Second {
+                t: *t,
+                ..Second::default()
+            });
+            summarise_second(&mut open, lat.clone());
+            match timeline.binary_search_by_key(t, |s| s.t) {
+                Ok(i) => timeline[i] = open,
+                Err(i) => timeline.insert(i, open),
+            }
+        }
+        let out_seconds: Vec<&Second> = timeline.iter().filter(|s| s.out > 0).collect();
+        let throughput_out_per_s = if out_seconds.is_empty() {
+            0.0
+        } else {
+            out_seconds.iter().map(|s| s.out).sum::<u64>() as f64 / out_seconds.len() as f64
+        };
+        Report {
+            is_final,
+            complete,
+            runs,
+            streams: self.streams.len() as u64,
+            records_in: sum(|s| s.input.len()),
+            records_out: sum(|s| s.output.len()),
+            records_lost: if is_final { outstanding } else { 0 },
+            records_pending: if is_final { 0 } else { outstanding },
+            records_duplicated: sum(|s| s.output_duplicates),
+            records_unexpected: unexpected,
+            state_errors: sum(|s| s.state_errors),
+            input_gaps: sum(|s| s.input.holes()),
+            input_duplicates: sum(|s| s.input_duplicates),
+            malformed_input: self.malformed_input,
+            malformed_output: self.malformed_output,
+            latency_ms: percentiles(&self.latency),
+            throughput_out_per_s,
+            timeline,
+            lost_examples: if is_final { lost_examples } else { Vec::new() },
+            duplicate_examples: self.duplicate_examples.clone(),
+        }
+    }
+}
+
+fn summarise_second(entry: &mut Second, mut lat: Vec<u64>) {
+    if lat.is_empty() {
+        return;
+    }
+    lat.sort_unstable();
+    let pick = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
+    entry.out += lat.len() as u64;
+    entry.p50_ms = Some(pick(0.5));
+    entry.p99_ms = Some(pick(0.99));
+    entry.max_ms = lat.last().copied();
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        count: h.len(),
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+        mean: (h.mean() * 10.0).round() / 10.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(key: &str, seq: u64, ts: i64) -> InputRecord {
+        InputRecord {
+            key: key.into(),
+            run: "r1".into(),
+            seq,
+            send_ts_ms: ts,
+        }
+    }
+
+    fn output(key: &str, seq: u64, prev: u64, ts: i64) -> OutputRecord {
+        OutputRecord {
+            key: key.into(),
+            run: "r1".into(),
+            seq,
+            send_ts_ms: ts,
+            prev_seq: prev,
+            count: seq,
+            subtask: 0,
+        }
+    }
+
+    #[test]
+    fn seqset_folds_stragglers_into_the_prefix() {
+        let mut s = SeqSet::default();
+        assert!(s.insert(3));
+        assert!(s.insert(1));
+        assert_eq!((s.upto, s.sparse.len()), (1, 1));
+        assert!(s.insert(2));
+        assert_eq!((s.upto, s.sparse.len()), (3, 0));
+        assert!(!s.insert(2), "duplicate");
+        assert!(!s.insert(0), "zero is never a member");
+        assert!(s.insert(10));
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.max(), 10);
+        assert_eq!(s.holes(), 6);
+        assert!(s.contains(10) && !s.contains(9));
+    }
+
+    #[test]
+    fn seqset_difference() {
+        let mut a = SeqSet::default();
+        let mut b = SeqSet::default();
+        for i in 1..=10 {
+            a.insert(i);
+        }
+        a.insert(20);
+        for i in [1, 2, 3, 5, 6, 20, 30] {
+            b.insert(i);
+        }
+        let mut missing = Vec::new();
+        a.for_each_not_in(&b, |s| missing.push(s));
+        assert_eq!(missing, vec![4, 7, 8, 9, 10]);
+        assert_eq!(b.count_not_in(&a), 1); // 30
+    }
+
+    #[test]
+    fn clean_run_has_nothing_lost_or_duplicated() {
+        let mut l = Ledger::new(None);
+        for seq in 1..=100 {
+            l.on_input(&input("k1", seq, 1_000_000 + seq as i64));
+            l.on_output(
+                &output("k1", seq, seq - 1, 1_000_000 + seq as i64),
+                1_000_050 + seq as i64,
+            );
+        }
+        let r = l.report(true, true);
+        assert_eq!((r.records_in, r.records_out), (100, 100));
+        assert_eq!(
+            (r.records_lost, r.records_duplicated, r.state_errors),
+            (0, 0, 0)
+        );
+        assert_eq!(r.latency_ms.p50, 50);
+        assert_eq!(r.timeline.iter().map(|s| s.out).sum::<u64>(), 100);
+        assert_eq!(r.timeline.iter().map(|s| s.input).sum::<u64>(), 100);
+    }
+
+    /// A fault that is never recovered: output stops at seq 40 of 100.
+    #[test]
+    fn unrecovered_fault_reports_every_missing_record_as_lost() {
+        let mut l = Ledger::new(None);
+        for seq in 1..=100 {
+            l.on_input(&input("k1", seq, seq as i64 * 10));
+        }
+        for seq in 1..=40 {
+            l.on_output(
+                &output("k1", seq, seq - 1, seq as i64 * 10),
+                seq as i64 * 10 + 5,
+            );
+        }
+        let live = l.report(false, false);
+        assert_eq!((live.records_pending, live.records_lost), (60, 0));
+        let fin = l.report(true, true);
+        assert_eq!((fin.records_pending, fin.records_lost), (0, 60));
+        assert_eq!(fin.lost_examples.len(), EXAMPLES);
+        assert_eq!(fin.lost_examples[0].seq, 41);
+    }
+
+    /// At-least-once recovery: records after the last checkpoint are replayed once more.
+    #[test]
+    fn replay_after_restore_counts_duplicates_without_state_errors() {
+        let mut l = Ledger::new(None);
+        for seq in 1..=10 {
+            l.on_input(&input("k1", seq, 0));
+        }
+        for seq in 1..=8 {
+            l.on_output(&output("k1", seq, seq - 1, 0), 10);
+        }
+        // Restored from a checkpoint taken after seq 5: 6..=10 come again, state says prev = seq - 1.
+        for seq in 6..=10 {
+            l.on_output(&output("k1", seq, seq - 1, 0), 20);
+        }
+        let r = l.report(true, true);
+        assert_eq!(r.records_lost, 0);
+        assert_eq!(r.records_duplicated, 3);
+        assert_eq!(r.state_errors, 0);
+        assert_eq!(r.duplicate_examples.len(), 3);
+    }
+
+    #[test]
+    fn lost_state_is_a_state_error_even_when_records_arrive() {
+        let mut l = Ledger::new(None);
+        for seq in 1..=4 {
+            l.on_input(&input("k1", seq, 0));
+        }
+        l.on_output(&output("k1", 1, 0, 0), 1);
+        l.on_output(&output("k1", 2, 1, 0), 1);
+        l.on_output(&output("k1", 3, 0, 0), 1); // state forgot seq 2
+        l.on_output(&output("k1", 4, 3, 0), 1);
+        let r = l.report(true, true);
+        assert_eq!((r.records_lost, r.state_errors), (0, 1));
+    }
+
+    #[test]
+    fn run_filter_and_unexpected_output() {
+        let mut l = Ledger::new(Some("r1".into()));
+        let mut other = input("k1", 1, 0);
+        other.run = "r0".into();
+        l.on_input(&other);
+        l.on_output(&output("k1", 1, 0, 0), 1); // no input for it
+        let r = l.report(true, true);
+        assert_eq!(r.runs, vec!["r1".to_string()]);
+        assert_eq!((r.records_in, r.records_unexpected), (0, 1));
+    }
+
+    #[test]
+    fn input_holes_are_not_blamed_on_flink() {
+        let mut l = Ledger::new(None);
+        let mut prev = 0;
+        for seq in [1, 2, 4] {
+            l.on_input(&input("k1", seq, 0));
+            // The operator's state holds the previous record it saw: 2 for seq 4.
+            l.on_output(&output("k1", seq, prev, 0), 1);
+            prev = seq;
+        }
+        let r = l.report(true, true);
+        assert_eq!((r.input_gaps, r.records_lost), (1, 0));
+        assert_eq!(r.state_errors, 1, "prev_seq 2 for seq 4 is flagged");
+    }
+
+    #[test]
+    fn timeline_splits_by_second_and_max_marker_tracks_progress() {
+        let mut l = Ledger::new(None);
+        for seq in 1..=6 {
+            l.on_input(&input("k1", seq, 0));
+        }
+        l.on_output(&output("k1", 1, 0, 0), 5_000);
+        l.on_output(&output("k1", 2, 1, 0), 5_900);
+        let marker = l.max_output_seqs();
+        l.on_output(&output("k1", 3, 2, 0), 9_100);
+        let r = l.report(false, false);
+        let secs: Vec<(i64, u64)> = r
+            .timeline
+            .iter()
+            .filter(|s| s.out > 0)
+            .map(|s| (s.t, s.out))
+            .collect();
+        assert_eq!(secs, vec![(5, 2), (9, 1)]);
+        assert_eq!(
+            r.timeline.iter().find(|s| s.t == 9).unwrap().p50_ms,
+            Some(9_100)
+        );
+        let id = StreamId {
+            run: "r1".into(),
+            key: "k1".into(),
+        };
+        assert_eq!(marker[&id], 2);
+        assert_eq!(l.max_output_seqs()[&id], 3);
+        assert_eq!(l.last_output_ms(), Some(9_100));
+    }
+}
