@@ -178,7 +178,7 @@ impl Client {
             return Err(Error::Status {
                 url,
                 status: status.as_u16(),
-                body: body.chars().take(4000).collect(),
+                body: error_text(&body),
             });
         }
         serde_json::from_str(&body).map_err(|source| Error::Decode { url, source })
@@ -312,6 +312,23 @@ impl Client {
     }
 }
 
+/// Flink's REST errors are `{"errors": [...]}`, often with whole stack traces: keep what says why.
+pub fn error_text(body: &str) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<String>,
+    }
+    match serde_json::from_str::<Errors>(body) {
+        Ok(e) if !e.errors.is_empty() => e
+            .errors
+            .iter()
+            .map(|t| summarize_stacktrace(t))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => body.chars().take(2000).collect(),
+    }
+}
+
 /// The first line of a Java stack trace plus its innermost "Caused by", which is usually the real reason.
 pub fn summarize_stacktrace(trace: &str) -> String {
     let first = trace.lines().next().unwrap_or("").trim();
@@ -339,6 +356,18 @@ mod tests {
         .unwrap();
         assert!(!j.fully_running());
         assert_eq!(j.timestamps["RUNNING"], 5);
+    }
+
+    #[test]
+    fn rest_errors_are_summarised() {
+        let body = r#"{"errors":["org.apache.flink.runtime.rest.handler.RestHandlerException: Could not execute application.\n\tat a\nCaused by: java.lang.IllegalArgumentException: --delivery must be exactly-once or at-least-once, got bogus\n\tat b"]}"#;
+        let t = error_text(body);
+        assert!(t.contains("Could not execute application"), "{t}");
+        assert!(
+            t.contains("IllegalArgumentException: --delivery must be"),
+            "{t}"
+        );
+        assert_eq!(error_text("plain text"), "plain text");
     }
 
     #[test]

@@ -77,6 +77,9 @@ enum LocalCommand {
         /// Extra keyed-state bytes per key (varies checkpoint and restore size).
         #[arg(long, default_value_t = 0)]
         state_bytes: u32,
+        /// An extra argument for the workload job, repeatable (e.g. --job-arg=--job-name --job-arg=mine).
+        #[arg(long = "job-arg", allow_hyphen_values = true)]
+        job_args: Vec<String>,
     },
     /// Shows the cluster: processes, TaskManager roles, jobs.
     Status {
@@ -270,6 +273,7 @@ async fn run_local(cmd: LocalCommand) -> Result<ExitCode> {
             delivery,
             checkpoint_interval,
             state_bytes,
+            job_args,
         } => {
             let opts = UpOptions {
                 dir: dir.dir,
@@ -281,6 +285,7 @@ async fn run_local(cmd: LocalCommand) -> Result<ExitCode> {
                 delivery,
                 checkpoint_interval,
                 state_bytes,
+                job_args,
             };
             match local::up(&opts, shutdown_token()).await {
                 Ok(state) => {

@@ -147,6 +147,31 @@ fn local_cluster_runs_the_workload_exactly_once_and_goes_away() {
     let down_again = streamshield(&["local", "down", "--dir", d]);
     assert!(down_again.status.success());
     assert!(String::from_utf8_lossy(&down_again.stdout).contains("nothing is up"));
+
+    // A job that cannot run: `up` fails with Flink's own reason, not a hang, and stops what it started.
+    let failed = streamshield(&[
+        "local",
+        "up",
+        "--dir",
+        d,
+        "--port-offset",
+        PORT_OFFSET,
+        "--standby",
+        "0",
+        "--job-arg=--delivery",
+        "--job-arg=bogus",
+    ]);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("the job did not reach RUNNING"), "{err}");
+    assert!(
+        err.contains("--delivery must be exactly-once or at-least-once, got bogus"),
+        "{err}"
+    );
+    assert!(
+        wait_no_process_naming(&dir, Duration::from_secs(10)),
+        "a failed up leaves nothing running"
+    );
     drop(cluster);
 }
 
@@ -198,4 +223,22 @@ async fn damaged_cache_is_detected_and_refetched() {
         good,
         "restored to its full size"
     );
+}
+
+/// Java missing: `up` says what to install and starts nothing.
+#[test]
+fn missing_java_is_named_with_what_to_install() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let out = Command::new(BIN)
+        .args(["local", "up", "--port-offset", "21000", "--dir"])
+        .arg(&dir)
+        .env("PATH", tmp.path()) // an empty directory: no java, no mvn
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("java is needed"), "{err}");
+    assert!(err.contains("openjdk-17"), "says what to install: {err}");
+    assert!(streamshield::local::processes_naming(&dir).is_empty());
 }

@@ -157,6 +157,8 @@ pub struct UpOptions {
     pub delivery: Delivery,
     pub checkpoint_interval: Duration,
     pub state_bytes: u32,
+    /// Extra arguments appended to the workload job's (later ones win; see SequenceJob's class doc).
+    pub job_args: Vec<String>,
 }
 
 /// The workload as submitted.
@@ -465,6 +467,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     ]
     .into_iter()
     .flat_map(|(k, v)| [k.to_string(), v])
+    .chain(opts.job_args.iter().cloned())
     .collect();
     let job_id = client
         .run_jar(
@@ -1220,12 +1223,10 @@ mod tests {
         assert_ne!(cluster_id(), cluster_id());
     }
 
-    #[test]
-    fn state_round_trip_and_schema_check() {
-        let d = tempfile::tempdir().unwrap();
-        let s = RunState {
+    fn test_state(dir: &Path) -> RunState {
+        RunState {
             schema: STATE_SCHEMA.into(),
-            run_dir: d.path().to_path_buf(),
+            run_dir: dir.to_path_buf(),
             profile: "stock".into(),
             flink_version: "1.20.5".into(),
             kafka_version: "4.1.1".into(),
@@ -1238,7 +1239,13 @@ mod tests {
             up_at_ms: None,
             flink_home: PathBuf::new(),
             tm_launch: None,
-        };
+        }
+    }
+
+    #[test]
+    fn state_round_trip_and_schema_check() {
+        let d = tempfile::tempdir().unwrap();
+        let s = test_state(d.path());
         s.save().unwrap();
         let back = RunState::load(d.path()).unwrap().unwrap();
         assert_eq!(back.bootstrap(), "127.0.0.1:9092");
@@ -1269,6 +1276,7 @@ mod tests {
             delivery: Delivery::ExactlyOnce,
             checkpoint_interval: Duration::from_secs(1),
             state_bytes: 0,
+            job_args: vec![],
         };
         assert!(matches!(
             up(&o, CancellationToken::new()).await,
@@ -1302,6 +1310,7 @@ mod tests {
             delivery: Delivery::ExactlyOnce,
             checkpoint_interval: Duration::from_secs(1),
             state_bytes: 0,
+            job_args: vec![],
         };
         let e = up(&o, CancellationToken::new())
             .await
@@ -1309,5 +1318,72 @@ mod tests {
             .to_string();
         assert!(e.contains(&format!("Flink REST port {port}")), "{e}");
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+    }
+
+    async fn fake_flink(job_state: &str) -> wiremock::MockServer {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, ResponseTemplate};
+        let server = wiremock::MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/jobs/j1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "jid": "j1", "name": "n", "state": job_state,
+                "vertices": [{"id": "v", "name": "src", "status": "CREATED", "parallelism": 1}]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/jobs/j1/exceptions"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "exceptionHistory": {"entries": [{
+                    "exceptionName": "org.apache.flink.runtime.JobException",
+                    "stacktrace": "org.apache.flink.runtime.JobException: Recovery is suppressed\n\tat x\nCaused by: org.apache.kafka.common.errors.TimeoutException: Timed out waiting for a node assignment\n\tat y",
+                    "timestamp": 1
+                }]}
+            })))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_fails_up_with_flinks_exception() {
+        let server = fake_flink("FAILED").await;
+        let d = tempfile::tempdir().unwrap();
+        let client = flink::Client::new(server.uri());
+        let e = wait_job_running(
+            &test_state(d.path()),
+            &client,
+            "j1",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is FAILED"), "{e}");
+        assert!(
+            e.contains("TimeoutException: Timed out waiting for a node assignment"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_that_never_runs_times_out_with_its_last_exception() {
+        let server = fake_flink("RESTARTING").await;
+        let d = tempfile::tempdir().unwrap();
+        let client = flink::Client::new(server.uri());
+        let start = std::time::Instant::now();
+        let e = wait_job_running(
+            &test_state(d.path()),
+            &client,
+            "j1",
+            Duration::from_millis(800),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(start.elapsed() < Duration::from_secs(10), "no hang");
+        assert!(e.contains("still RESTARTING"), "{e}");
+        assert!(e.contains("TimeoutException"), "{e}");
     }
 }
