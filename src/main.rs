@@ -528,8 +528,11 @@ fn print_report(r: &Report) {
         "throughput         {:.0} records/s (output, seconds with output)",
         r.throughput_out_per_s
     );
-    for e in &r.lost_examples {
-        println!("lost e.g.          {} {} seq {}", e.run, e.key, e.seq);
+    for k in r.lost_per_key.iter().take(20) {
+        println!(
+            "lost in            run {} key {}: {} records from seq {}",
+            k.run, k.key, k.lost, k.first_seq
+        );
     }
 }
 

@@ -137,6 +137,17 @@ pub struct Example {
     pub seq: u64,
 }
 
+/// Lost records of one stream, for the report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StreamLoss {
+    pub run: String,
+    pub key: String,
+    /// Records on the input that never reached the output.
+    pub lost: u64,
+    /// The lowest of them.
+    pub first_seq: u64,
+}
+
 /// What the verifier found. `records_lost` is only set in a final report: while records are in flight they are
 /// `records_pending`.
 #[derive(Debug, Clone, Serialize)]
@@ -167,6 +178,8 @@ pub struct Report {
     pub throughput_out_per_s: f64,
     pub timeline: Vec<Second>,
     pub lost_examples: Vec<Example>,
+    /// Final reports: every stream (run, key) that lost records, worst first, at most 100.
+    pub lost_per_key: Vec<StreamLoss>,
     pub duplicate_examples: Vec<Example>,
 }
 
@@ -324,10 +337,15 @@ impl Ledger {
         let mut lost_examples = Vec::new();
         let mut ids: Vec<&StreamId> = self.streams.keys().collect();
         ids.sort();
+        let mut per_key = Vec::new();
         for id in ids {
             let s = &self.streams[id];
+            let mut lost_here = 0;
+            let mut first = None;
             s.input.for_each_not_in(&s.output, |seq| {
                 outstanding += 1;
+                lost_here += 1;
+                first.get_or_insert(seq);
                 if lost_examples.len() < EXAMPLES {
                     lost_examples.push(Example {
                         run: id.run.clone(),
@@ -336,8 +354,22 @@ impl Ledger {
                     });
                 }
             });
+            if let Some(first_seq) = first {
+                per_key.push(StreamLoss {
+                    run: id.run.clone(),
+                    key: id.key.clone(),
+                    lost: lost_here,
+                    first_seq,
+                });
+            }
             unexpected += s.output.count_not_in(&s.input);
         }
+        per_key.sort_by(|a, b| {
+            b.lost
+                .cmp(&a.lost)
+                .then_with(|| (&a.run, &a.key).cmp(&(&b.run, &b.key)))
+        });
+        per_key.truncate(100);
         let sum = |f: fn(&Stream) -> u64| self.streams.values().map(f).sum::<u64>();
         let mut timeline: Vec<Second> = self.seconds.values().cloned().collect();
         if let Some((t, lat)) = &self.open_second {
@@ -377,6 +409,7 @@ impl Ledger {
             throughput_out_per_s,
             timeline,
             lost_examples: if is_final { lost_examples } else { Vec::new() },
+            lost_per_key: if is_final { per_key } else { Vec::new() },
             duplicate_examples: self.duplicate_examples.clone(),
         }
     }
@@ -508,6 +541,15 @@ mod tests {
         assert_eq!((fin.records_pending, fin.records_lost), (0, 60));
         assert_eq!(fin.lost_examples.len(), EXAMPLES);
         assert_eq!(fin.lost_examples[0].seq, 41);
+        assert_eq!(
+            fin.lost_per_key,
+            vec![StreamLoss {
+                run: "r1".into(),
+                key: "k1".into(),
+                lost: 60,
+                first_seq: 41
+            }]
+        );
     }
 
     /// At-least-once recovery: records after the last checkpoint are replayed once more.
