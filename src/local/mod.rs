@@ -585,13 +585,9 @@ async fn start_kafka(
             "-Dkafka.log.file={}",
             logs.join("kafka-format.log").display()
         ))
-        .args([
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            &cluster_id(),
-            "-c",
-        ])
+        .args(["kafka.tools.StorageTool", "format"])
+        .arg(format!("--cluster-id={}", cluster_id()))
+        .arg("--config")
         .arg(&props)
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone().map_err(io(&format_out))?)
@@ -644,6 +640,7 @@ async fn start_kafka(
 }
 
 /// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints).
+/// Like Kafka's own `Uuid.randomUuid`, never one starting with '-', which a command line would take for an option.
 fn cluster_id() -> String {
     let mut bytes = [0u8; 16];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
@@ -654,6 +651,8 @@ fn cluster_id() -> String {
         let t = crate::workload::live::now_ms() as u128 ^ ((std::process::id() as u128) << 64);
         bytes = t.to_le_bytes();
     }
+    // The first character encodes the top 6 bits of the first byte; with the top bit clear it is one of A..f.
+    bytes[0] &= 0x7f;
     base64_url(&bytes)
 }
 
@@ -1221,6 +1220,12 @@ mod tests {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_eq!(base64_url(b"\xfb\xff"), "-_8");
         assert_ne!(cluster_id(), cluster_id());
+        for _ in 0..2000 {
+            assert!(
+                !cluster_id().starts_with('-'),
+                "a leading '-' reads as an option"
+            );
+        }
     }
 
     fn test_state(dir: &Path) -> RunState {
