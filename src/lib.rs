@@ -13,6 +13,8 @@
 //!   - [`local::process`]: spawning, recognising (pid + start time) and stopping processes; busy-port diagnosis.
 //! - [`workload`]: the sequence workload's Rust side: the generator and the record-by-record verifier, usable as a
 //!   live consumer that other components query while it runs.
+//! - [`protocol`]: the framed, versioned link protocol between plugin, agents and coordinator
+//!   (docs/protocol.md).
 //! - [`flink`]: a client for the Flink REST API.
 //! - [`kafka`]: Kafka helpers (topics, readiness) over rdkafka.
 //! - [`demo`]: `streamshield demo`, the main job on the embedded default.
@@ -26,4 +28,5 @@ pub mod demo;
 pub mod flink;
 pub mod kafka;
 pub mod local;
+pub mod protocol;
 pub mod workload;

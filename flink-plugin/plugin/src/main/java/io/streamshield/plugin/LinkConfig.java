@@ -1,0 +1,134 @@
+package io.streamshield.plugin;
+
+import java.lang.management.ManagementFactory;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Paths;
+import java.util.Map;
+import java.util.Properties;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * Where the local agent is and who this process is. Resolved from, in order: the reporter's configuration
+ * ({@code metrics.reporter.streamshield.<key>}), the environment ({@code STREAMSHIELD_*}, what the local launcher
+ * and the Kubernetes sidecar injector set), and the JVM's own command line.
+ *
+ * <ul>
+ *   <li>{@code agent-address} / {@code STREAMSHIELD_AGENT_ADDRESS}: {@code unix:/path/plugin.sock} or {@code
+ *       tcp:127.0.0.1:PORT}. Unset: the link is disabled (one log line, Flink unaffected).
+ *   <li>{@code agent-secret-file} / {@code STREAMSHIELD_AGENT_SECRET_FILE}: the agent's secret, required for TCP.
+ *   <li>{@code role} / {@code STREAMSHIELD_ROLE}: {@code tm} or {@code jm}; default from the main class.
+ *   <li>{@code resource-id} / {@code STREAMSHIELD_RESOURCE_ID}: default {@code taskmanager.resource-id} from the
+ *       command line, else {@code jobmanager} / {@code host-pid}.
+ *   <li>{@code heartbeat-interval-ms} / {@code STREAMSHIELD_HEARTBEAT_INTERVAL_MS}: default 100.
+ *   <li>{@code queue-capacity}: messages buffered while the agent is slow or away (default 1024; oldest dropped).
+ * </ul>
+ */
+public final class LinkConfig {
+    final String address;
+    final String secret;
+    final String role;
+    final String resourceId;
+    final long pid;
+    final String flinkVersion;
+    final long heartbeatIntervalMs;
+    final int queueCapacity;
+
+    LinkConfig(
+            String address,
+            String secret,
+            String role,
+            String resourceId,
+            long pid,
+            String flinkVersion,
+            long heartbeatIntervalMs,
+            int queueCapacity) {
+        this.address = address;
+        this.secret = secret;
+        this.role = role;
+        this.resourceId = resourceId;
+        this.pid = pid;
+        this.flinkVersion = flinkVersion;
+        this.heartbeatIntervalMs = heartbeatIntervalMs;
+        this.queueCapacity = queueCapacity;
+    }
+
+    /** Resolves the configuration of this JVM. */
+    public static LinkConfig resolve(Properties reporterConfig) {
+        return resolve(
+                reporterConfig,
+                System.getenv(),
+                System.getProperty("sun.java.command", ""),
+                ProcessHandle.current().pid(),
+                flinkVersion());
+    }
+
+    static LinkConfig resolve(
+            Properties conf, Map<String, String> env, String javaCommand, long pid, String flinkVersion) {
+        String address = pick(conf, "agent-address", env, "STREAMSHIELD_AGENT_ADDRESS", null);
+        String secretFile = pick(conf, "agent-secret-file", env, "STREAMSHIELD_AGENT_SECRET_FILE", null);
+        String secret = null;
+        if (secretFile != null) {
+            try {
+                secret = new String(Files.readAllBytes(Paths.get(secretFile)), StandardCharsets.UTF_8).trim();
+            } catch (Exception e) {
+                throw new IllegalArgumentException(
+                        "cannot read the StreamShield agent secret from " + secretFile + ": " + e, e);
+            }
+        }
+        String detectedRole = javaCommand.contains("TaskManagerRunner") ? "tm" : "jm";
+        String role = pick(conf, "role", env, "STREAMSHIELD_ROLE", detectedRole);
+        if (!role.equals("tm") && !role.equals("jm")) {
+            throw new IllegalArgumentException("StreamShield role must be tm or jm, got " + role);
+        }
+        String defaultId = role.equals("jm") ? "jobmanager" : fromCommand(javaCommand, pid);
+        String resourceId = pick(conf, "resource-id", env, "STREAMSHIELD_RESOURCE_ID", defaultId);
+        long hb = Long.parseLong(pick(conf, "heartbeat-interval-ms", env, "STREAMSHIELD_HEARTBEAT_INTERVAL_MS", "100"));
+        if (hb < 10 || hb > 60_000) {
+            throw new IllegalArgumentException("heartbeat-interval-ms must be 10..60000, got " + hb);
+        }
+        int capacity = Integer.parseInt(conf.getProperty("queue-capacity", "1024"));
+        if (capacity < 16) {
+            throw new IllegalArgumentException("queue-capacity must be >= 16, got " + capacity);
+        }
+        return new LinkConfig(address, secret, role, resourceId, pid, flinkVersion, hb, capacity);
+    }
+
+    private static String pick(Properties conf, String key, Map<String, String> env, String envKey, String dflt) {
+        String v = conf.getProperty(key);
+        if (v == null || v.isEmpty()) {
+            v = env.get(envKey);
+        }
+        return v == null || v.isEmpty() ? dflt : v.trim();
+    }
+
+    private static final Pattern RESOURCE_ID = Pattern.compile("taskmanager\\.resource-id=(\\S+)");
+
+    private static String fromCommand(String javaCommand, long pid) {
+        Matcher m = RESOURCE_ID.matcher(javaCommand);
+        if (m.find()) {
+            return m.group(1);
+        }
+        String host = ManagementFactory.getRuntimeMXBean().getName();
+        int at = host.indexOf('@');
+        return (at >= 0 ? host.substring(at + 1) : "localhost") + "-" + pid;
+    }
+
+    private static String flinkVersion() {
+        try {
+            Object v =
+                    Class.forName("org.apache.flink.runtime.util.EnvironmentInformation")
+                            .getMethod("getVersion")
+                            .invoke(null);
+            return String.valueOf(v);
+        } catch (Exception | LinkageError e) {
+            return "unknown";
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "agent " + (address == null ? "(none)" : address) + ", " + role + " " + resourceId + ", pid " + pid;
+    }
+}

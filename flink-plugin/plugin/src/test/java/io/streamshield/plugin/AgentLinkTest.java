@@ -1,0 +1,151 @@
+package io.streamshield.plugin;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.streamshield.plugin.protocol.Frames;
+import io.streamshield.plugin.protocol.Json;
+import java.net.ServerSocket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.function.BooleanSupplier;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class AgentLinkTest {
+
+    static LinkConfig config(String address, String secret, int capacity) {
+        return new LinkConfig(address, secret, "tm", "tm-9", 4242, "1.20.5", 20, capacity);
+    }
+
+    static void await(BooleanSupplier cond, long ms, String what) throws InterruptedException {
+        long deadline = System.currentTimeMillis() + ms;
+        while (!cond.getAsBoolean()) {
+            if (System.currentTimeMillis() > deadline) {
+                throw new AssertionError("timed out waiting for " + what);
+            }
+            Thread.sleep(10);
+        }
+    }
+
+    @Test
+    void tcpLinkHandshakesWithItsSecretAndStreams() throws Exception {
+        try (FakeAgent agent = FakeAgent.tcp();
+                AgentLink link = new AgentLink(config(agent.address, "s3cr3t", 64))) {
+            link.start();
+            await(link::connected, 5_000, "the handshake");
+            Map<String, Object> hello = agent.hellos.get(0);
+            assertEquals("s3cr3t", hello.get("secret"));
+            assertEquals("tm-9", hello.get("resource_id"));
+            assertEquals("tm", hello.get("role"));
+            assertEquals(1.0, hello.get("protocol"));
+            assertEquals(4242.0, hello.get("pid"));
+
+            link.offer(Frames.METRICS, Map.of("ts_ms", 1, "dropped", 0, "metrics", java.util.List.of()));
+            assertNotNull(agent.next(Frames.METRICS, 5_000), "the metrics batch arrives");
+            double last = 0;
+            for (int i = 0; i < 3; i++) {
+                Frames.Frame hb = agent.next(Frames.HEARTBEAT, 5_000);
+                assertNotNull(hb, "heartbeats keep coming");
+                double seq = (Double) ((Map<?, ?>) Json.parse(new String(hb.payload, StandardCharsets.UTF_8))).get("seq");
+                assertTrue(seq > last, "heartbeat seq increases");
+                last = seq;
+            }
+        }
+    }
+
+    @Test
+    void unixDomainSocketLinkNeedsNoSecret(@TempDir Path dir) throws Exception {
+        try (FakeAgent agent = FakeAgent.unix(dir.resolve("plugin.sock"));
+                AgentLink link = new AgentLink(config(agent.address, null, 64))) {
+            link.start();
+            await(link::connected, 5_000, "the handshake");
+            assertFalse(agent.hellos.get(0).containsKey("secret"));
+            assertNotNull(agent.next(Frames.HEARTBEAT, 5_000));
+        }
+    }
+
+    @Test
+    void aRejectedHandshakeIsRetriedWithBackoffAndNeverBlocksFlink() throws Exception {
+        try (FakeAgent agent = FakeAgent.tcp();
+                AgentLink link = new AgentLink(config(agent.address, "wrong", 16))) {
+            agent.rejectWith = "wrong secret";
+            link.start();
+            await(() -> agent.hellos.size() >= 3, 5_000, "three attempts");
+            assertFalse(link.connected());
+            assertEquals(0, link.connects());
+            long start = System.nanoTime();
+            for (int i = 0; i < 1000; i++) {
+                link.offer(Frames.SPAN, Map.of("i", i));
+            }
+            assertTrue((System.nanoTime() - start) / 1_000_000 < 1_000, "offer does not wait for the agent");
+            assertEquals(16, link.queued());
+            assertEquals(1000 - 16, link.dropped());
+
+            agent.rejectWith = null;
+            await(link::connected, 10_000, "the link once the agent accepts");
+            Frames.Frame first = agent.next(Frames.SPAN, 5_000);
+            assertNotNull(first);
+            assertEquals(
+                    984.0,
+                    ((Map<?, ?>) Json.parse(new String(first.payload, StandardCharsets.UTF_8))).get("i"),
+                    "the oldest messages were the ones dropped");
+        }
+    }
+
+    @Test
+    void noAgentAtAll() throws Exception {
+        int port;
+        try (ServerSocket s = new ServerSocket(0)) {
+            port = s.getLocalPort();
+        }
+        try (AgentLink link = new AgentLink(config("tcp:127.0.0.1:" + port, "x", 32))) {
+            link.start();
+            for (int i = 0; i < 100; i++) {
+                link.offer(Frames.HEARTBEAT, Map.of("seq", i));
+            }
+            Thread.sleep(300);
+            assertFalse(link.connected());
+            assertEquals(32, link.queued());
+        }
+    }
+
+    @Test
+    void reconnectsAfterTheAgentGoesAway() throws Exception {
+        try (FakeAgent agent = FakeAgent.tcp();
+                AgentLink link = new AgentLink(config(agent.address, "s", 64))) {
+            link.start();
+            await(link::connected, 5_000, "first connection");
+            agent.dropConnections();
+            await(() -> link.connects() >= 2, 10_000, "a second connection");
+            assertEquals(2, agent.hellos.size());
+        }
+    }
+
+    @Test
+    void configurationFromEnvironmentAndCommandLine() {
+        java.util.Properties conf = new java.util.Properties();
+        LinkConfig c =
+                LinkConfig.resolve(
+                        conf,
+                        Map.of("STREAMSHIELD_AGENT_ADDRESS", "unix:/run/a.sock"),
+                        "org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir x -D taskmanager.resource-id=tm-3",
+                        7,
+                        "1.20.5");
+        assertEquals("tm", c.role);
+        assertEquals("tm-3", c.resourceId);
+        assertEquals("unix:/run/a.sock", c.address);
+        assertEquals(100, c.heartbeatIntervalMs);
+        LinkConfig jm =
+                LinkConfig.resolve(
+                        conf, Map.of(), "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint", 8, "x");
+        assertEquals("jm", jm.role);
+        assertEquals("jobmanager", jm.resourceId);
+        conf.setProperty("heartbeat-interval-ms", "1");
+        org.junit.jupiter.api.Assertions.assertThrows(
+                IllegalArgumentException.class, () -> LinkConfig.resolve(conf, Map.of(), "", 1, "x"));
+    }
+}

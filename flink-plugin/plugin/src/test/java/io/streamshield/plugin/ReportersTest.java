@@ -1,0 +1,177 @@
+package io.streamshield.plugin;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.streamshield.plugin.protocol.Frames;
+import io.streamshield.plugin.protocol.Json;
+import java.io.ByteArrayInputStream;
+import java.nio.charset.StandardCharsets;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Executor;
+import org.apache.flink.api.common.JobID;
+import org.apache.flink.api.common.JobInfo;
+import org.apache.flink.metrics.Gauge;
+import org.apache.flink.metrics.MetricConfig;
+import org.apache.flink.metrics.MetricGroup;
+import org.apache.flink.metrics.SimpleCounter;
+import org.apache.flink.traces.Span;
+import org.apache.flink.core.failure.FailureEnricher;
+import org.junit.jupiter.api.Test;
+
+/** The reporters and the enricher against a link that is not started: what they offer is what would be sent. */
+class ReportersTest {
+
+    private static AgentLink idleLink() {
+        return new AgentLink(AgentLinkTest.config(null, null, 64));
+    }
+
+    private static Map<?, ?> only(AgentLink link, int kind) throws Exception {
+        List<byte[]> frames = link.drain();
+        assertEquals(1, frames.size());
+        Frames.Frame f = Frames.read(new ByteArrayInputStream(frames.get(0)), Frames.MAX_FRAME);
+        assertEquals(kind, f.kind);
+        return (Map<?, ?>) Json.parse(new String(f.payload, StandardCharsets.UTF_8));
+    }
+
+    @Test
+    void metricReporterForwardsTheCuratedSetWithLabels() throws Exception {
+        AgentLink link = idleLink();
+        StreamShieldMetricReporter r = new StreamShieldMetricReporter(c -> link);
+        MetricConfig conf = new MetricConfig();
+        conf.setProperty("include", "myCustom.*");
+        r.open(conf);
+        MetricGroup job =
+                new TestingMetricGroup(
+                        "localhost.jobmanager.seq", Map.of("<job_id>", "j1", "<job_name>", "seq", "<host>", "h"));
+        SimpleCounter restarts = new SimpleCounter();
+        restarts.inc(3);
+        r.notifyOfAddedMetric(restarts, "numRestarts", job);
+        r.notifyOfAddedMetric((Gauge<Double>) () -> Double.NaN, "lastCheckpointDuration", job);
+        r.notifyOfAddedMetric((Gauge<String>) () -> "text", "uptime", job);
+        r.notifyOfAddedMetric(new SimpleCounter(), "notCurated", job);
+        r.notifyOfAddedMetric((Gauge<Long>) () -> 5L, "myCustomThing", job);
+        MetricGroup heap = new TestingMetricGroup("localhost.taskmanager.tm-1.Status.JVM.Memory.Heap", Map.of());
+        r.notifyOfAddedMetric((Gauge<Long>) () -> 1024L, "Used", heap);
+        MetricGroup other = new TestingMetricGroup("localhost.taskmanager.tm-1.Status.Network", Map.of());
+        r.notifyOfAddedMetric((Gauge<Long>) () -> 1L, "Used", other);
+        assertEquals(5, r.tracked(), "numRestarts, lastCheckpointDuration, uptime, myCustomThing, heap Used");
+
+        r.report();
+        Map<?, ?> batch = only(link, Frames.METRICS);
+        List<?> metrics = (List<?>) batch.get("metrics");
+        assertEquals(3, metrics.size(), "NaN and text gauges are skipped: " + metrics);
+        Map<String, Double> byName = new java.util.HashMap<>();
+        for (Object o : metrics) {
+            Map<?, ?> m = (Map<?, ?>) o;
+            byName.put((String) m.get("name"), (Double) m.get("value"));
+            if (m.get("name").equals("numRestarts")) {
+                assertEquals(Map.of("job_id", "j1", "job_name", "seq"), m.get("labels"), "host is not a label");
+            }
+        }
+        assertEquals(3.0, byName.get("numRestarts"));
+        assertEquals(1024.0, byName.get("Status.JVM.Memory.Heap.Used"));
+        assertEquals(5.0, byName.get("myCustomThing"));
+
+        r.notifyOfRemovedMetric(restarts, "numRestarts", job);
+        assertEquals(4, r.tracked());
+    }
+
+    @Test
+    void valuesOfEveryMetricKind() {
+        assertEquals(1.0, StreamShieldMetricReporter.valueOf((Gauge<Boolean>) () -> true));
+        assertNull(StreamShieldMetricReporter.valueOf((Gauge<Object>) () -> null));
+        assertNull(
+                StreamShieldMetricReporter.valueOf(
+                        (Gauge<Long>)
+                                () -> {
+                                    throw new IllegalStateException("gauge broke");
+                                }));
+        assertNull(StreamShieldMetricReporter.valueOf((Gauge<Double>) () -> Double.POSITIVE_INFINITY));
+    }
+
+    @Test
+    void traceReporterForwardsSpans() throws Exception {
+        AgentLink link = idleLink();
+        StreamShieldTraceReporter r = new StreamShieldTraceReporter(c -> link);
+        r.open(new MetricConfig());
+        Span span =
+                Span.builder(ReportersTest.class, "JobInitialization")
+                        .setStartTsMillis(10)
+                        .setEndTsMillis(25)
+                        .setAttribute("restoreStateDurationMs", 7L)
+                        .setAttribute("jobId", "j1")
+                        .build();
+        r.notifyOfAddedSpan(span);
+        Map<?, ?> m = only(link, Frames.SPAN);
+        assertEquals("JobInitialization", m.get("name"));
+        assertEquals(15.0, (Double) m.get("end_ms") - (Double) m.get("start_ms"));
+        assertEquals(7.0, ((Map<?, ?>) m.get("attributes")).get("restoreStateDurationMs"));
+        assertEquals("j1", ((Map<?, ?>) m.get("attributes")).get("jobId"));
+    }
+
+    @Test
+    void failureEnricherSendsTheFailureAndLabelsIt() throws Exception {
+        AgentLink link = idleLink();
+        StreamShieldFailureEnricher e = new StreamShieldFailureEnricher(() -> link);
+        assertEquals(java.util.Set.of("streamshield.event"), e.getOutputKeys());
+        JobID job = new JobID();
+        Map<String, String> labels =
+                e.processFailure(new IllegalStateException("boom"), new TestingContext(job)).get();
+        String id = labels.get("streamshield.event");
+        assertTrue(id.endsWith("-1"), id);
+        Map<?, ?> m = only(link, Frames.FAILURE);
+        assertEquals("TASK_MANAGER", m.get("failure_type"));
+        assertEquals("java.lang.IllegalStateException", m.get("exception"));
+        assertEquals("boom", m.get("message"));
+        assertEquals(job.toString(), m.get("job_id"));
+        assertEquals(id, m.get("event"));
+        assertTrue(e.processFailure(null, new TestingContext(job)).get().get("streamshield.event").endsWith("-2"));
+    }
+
+    /** A failure context for a TaskManager loss. */
+    private static final class TestingContext implements FailureEnricher.Context {
+        private final JobID job;
+
+        TestingContext(JobID job) {
+            this.job = job;
+        }
+
+        @Override
+        public JobID getJobId() {
+            return job;
+        }
+
+        @Override
+        public String getJobName() {
+            return "seq";
+        }
+
+        @Override
+        public MetricGroup getMetricGroup() {
+            return new TestingMetricGroup("jm", Map.of());
+        }
+
+        @Override
+        public FailureType getFailureType() {
+            return FailureType.TASK_MANAGER;
+        }
+
+        @Override
+        public ClassLoader getUserClassLoader() {
+            return getClass().getClassLoader();
+        }
+
+        @Override
+        public Executor getIOExecutor() {
+            return Runnable::run;
+        }
+
+        @Override
+        public JobInfo getJobInfo() {
+            throw new IllegalStateException("not used by the enricher");
+        }
+    }
+}
