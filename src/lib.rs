@@ -17,6 +17,10 @@
 //!   (docs/protocol.md).
 //! - [`flink`]: a client for the Flink REST API.
 //! - [`kafka`]: Kafka helpers (topics, readiness) over rdkafka.
+//! - [`agent`]: `streamshield agent`, the sidecar beside each Flink process: plugin link, liveness, metrics,
+//!   uplink to the coordinator.
+//! - [`endpoint`]: `unix:`/`tcp:` addresses and listeners.
+//! - [`metrics`]: Prometheus text exposition.
 //! - [`demo`]: `streamshield demo`, the main job on the embedded default.
 //!
 //! The Java side lives in `flink-plugin/` (Maven): `workloads` is the sequence job the verifier checks.
@@ -24,9 +28,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod demo;
+pub mod endpoint;
 pub mod flink;
 pub mod kafka;
 pub mod local;
+pub mod metrics;
 pub mod protocol;
 pub mod workload;

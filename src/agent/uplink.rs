@@ -1,0 +1,100 @@
+//! The agent's link to the coordinator: an authenticated handshake, then AGENT_STATUS every status interval and
+//! AGENT_EVENT for everything that happened (liveness transitions first-hand, Flink failures and spans). Reconnects
+//! with back-off; events wait in a bounded buffer meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::protocol::handshake;
+use crate::protocol::{FrameCodec, Hello, Message, Role, PROTOCOL_VERSION};
+
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let Some(addr) = shared.cfg.coordinator.clone() else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut last_problem = String::new();
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = session(&shared, &addr, &shutdown) => r,
+        };
+        shared.lock().uplink_connected = false;
+        match result {
+            Ok(()) => return,
+            Err(problem) => {
+                if problem != last_problem {
+                    tracing::warn!(coordinator = %addr, %problem, "Coordinator link down; retrying");
+                    last_problem = problem;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    addr: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, FrameCodec::default());
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        role: Role::Agent,
+        resource_id: shared.cfg.resource_id.clone(),
+        pid: std::process::id(),
+        flink_version: shared.lock().flink_version.clone(),
+        secret: shared.token.clone(),
+    };
+    handshake::connect(&mut framed, hello, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    {
+        let mut inner = shared.lock();
+        inner.uplink_connected = true;
+        inner.counters.uplink_connects += 1;
+    }
+    tracing::info!(coordinator = %addr, "Connected to the coordinator");
+    let mut tick = tokio::time::interval(shared.cfg.status_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Liveness transitions should not wait for the next status tick: look for new events often.
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                let status = shared.status();
+                framed.send(Message::AgentStatus(status).to_frame()).await.map_err(|e| e.to_string())?;
+            }
+            _ = poll.tick() => {}
+        }
+        loop {
+            let next = shared.lock().pending_events.pop_front();
+            let Some(ev) = next else { break };
+            if let Err(e) = framed
+                .feed(Message::AgentEvent(ev.clone()).to_frame())
+                .await
+            {
+                // Put it back: it goes out after the reconnect.
+                shared.lock().pending_events.push_front(ev);
+                return Err(e.to_string());
+            }
+        }
+        framed.flush().await.map_err(|e| e.to_string())?;
+    }
+}

@@ -1,0 +1,186 @@
+//! Prometheus text exposition, written by hand (no registry crate): each component renders its current state into a
+//! [`Text`] when scraped. Names follow `streamshield_<subsystem>_<name>_<unit>[_total]` (docs/metrics.md).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// A metrics page being built. Each family is declared once (HELP, TYPE), then its samples follow.
+#[derive(Default)]
+pub struct Text {
+    out: String,
+}
+
+impl Text {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares a family: `kind` is `gauge` or `counter`.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {}",
+            help.replace('\\', "\\\\").replace('\n', " ")
+        );
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        self
+    }
+
+    /// One sample. Non-finite values are written as Prometheus spells them.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let v = if value.is_nan() {
+            "NaN".to_string()
+        } else if value.is_infinite() {
+            if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+        } else {
+            format!("{value}")
+        };
+        let _ = writeln!(self.out, " {v}");
+        self
+    }
+
+    /// A family with one unlabelled sample.
+    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) -> &mut Self {
+        self.family(name, kind, help).sample(name, &[], value)
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `numRestarts` -> `num_restarts`, `Status.JVM.CPU.Load` -> `status_jvm_cpu_load`, `records-lag-max` ->
+/// `records_lag_max`: a Flink metric name as a Prometheus name part.
+pub fn snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 8);
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            if prev_lower {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+            prev_lower = false;
+        } else if c.is_ascii_alphanumeric() {
+            out.push(c);
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        } else {
+            if !out.ends_with('_') {
+                out.push('_');
+            }
+            prev_lower = false;
+        }
+    }
+    out.trim_matches('_').to_string()
+}
+
+/// Label names must match `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn label_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if s.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+/// This process's resident memory and CPU time from /proc/self (the standard `process_*` metrics).
+pub fn process_metrics(t: &mut Text) {
+    let page = 4096.0;
+    let ticks = 100.0;
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        if let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+            // Fields from 3 on: utime is field 14 (index 11), stime 15 (12), rss 24 (21).
+            t.single(
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                (num(11) + num(12)) / ticks,
+            );
+            t.single(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                num(21) * page,
+            );
+        }
+    }
+}
+
+/// Label pairs of one sample.
+pub type Labels = Vec<(String, String)>;
+
+/// Groups samples by family so each family is declared once, whatever order they come in.
+#[derive(Default)]
+pub struct Families {
+    map: BTreeMap<String, Vec<(Labels, f64)>>,
+}
+
+impl Families {
+    pub fn add(&mut self, name: String, labels: Labels, value: f64) {
+        self.map.entry(name).or_default().push((labels, value));
+    }
+
+    pub fn render(&self, t: &mut Text, kind: &str, help: &str) {
+        for (name, samples) in &self.map {
+            t.family(name, kind, help);
+            for (labels, v) in samples {
+                let l: Vec<(&str, &str)> = labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                t.sample(name, &l, *v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_snake_case() {
+        assert_eq!(snake("numRestarts"), "num_restarts");
+        assert_eq!(snake("Status.JVM.CPU.Load"), "status_jvm_cpu_load");
+        assert_eq!(snake("records-lag-max"), "records_lag_max");
+        assert_eq!(snake("busyTimeMsPerSecond"), "busy_time_ms_per_second");
+        assert_eq!(snake("numRecordsIn"), "num_records_in");
+        assert_eq!(label_name("3x-y"), "_3x_y");
+    }
+
+    #[test]
+    fn exposition_format() {
+        let mut t = Text::new();
+        t.family("x_total", "counter", "Things.")
+            .sample("x_total", &[("a", "q\"uote")], 2.0);
+        t.single("y", "gauge", "Why.", f64::NAN);
+        let s = t.finish();
+        assert_eq!(
+            s,
+            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{a=\"q\\\"uote\"} 2\n# HELP y Why.\n# TYPE y gauge\ny NaN\n"
+        );
+    }
+}
