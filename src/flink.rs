@@ -120,6 +120,7 @@ pub struct TaskManager {
     pub slots: i64,
     #[serde(rename = "freeSlots")]
     pub free_slots: i64,
+    /// When the JobManager last heard from it, unix ms (despite the REST field's name).
     #[serde(rename = "timeSinceLastHeartbeat", default)]
     pub last_heartbeat: i64,
 }
@@ -149,9 +150,14 @@ pub struct Client {
 impl Client {
     /// `base` like `http://127.0.0.1:8081`.
     pub fn new(base: impl Into<String>) -> Self {
+        Self::with_timeout(base, Duration::from_secs(30))
+    }
+
+    /// A client whose requests give up after `timeout` (pollers want short ones).
+    pub fn with_timeout(base: impl Into<String>, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(3))
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(3).min(timeout))
             .build()
             .expect("static reqwest client settings");
         Client {

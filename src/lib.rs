@@ -19,6 +19,8 @@
 //! - [`kafka`]: Kafka helpers (topics, readiness) over rdkafka.
 //! - [`agent`]: `streamshield agent`, the sidecar beside each Flink process: plugin link, liveness, metrics,
 //!   uplink to the coordinator.
+//! - [`coordinator`]: `streamshield coordinator`, the one place that decides: agents + Flink REST merged into one
+//!   model, event and decision logs, an authenticated HTTP API (observe-only for now).
 //! - [`endpoint`]: `unix:`/`tcp:` addresses and listeners.
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`demo`]: `streamshield demo`, the main job on the embedded default.
@@ -29,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod coordinator;
 pub mod demo;
 pub mod endpoint;
 pub mod flink;

@@ -38,6 +38,118 @@ enum Command {
     },
     /// Runs the main job on the embedded default: local up, produce + verify, summary, local down.
     Demo(DemoArgs),
+    /// The sidecar beside one Flink process: plugin link, liveness, /metrics, uplink to the coordinator.
+    Agent(AgentArgs),
+    /// The coordinator: merges agents and Flink REST, logs events and (observe-only) decisions, serves the API.
+    Coordinator(CoordinatorArgs),
+    /// A live table of the cluster from the coordinator.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// Where the plugin connects: unix:/path (owner-only socket) or tcp:127.0.0.1:PORT (needs --secret-file).
+    #[arg(long, env = "STREAMSHIELD_AGENT_LISTEN")]
+    listen: streamshield::endpoint::Endpoint,
+    /// The secret a plugin must present; created (0600) when missing. Required for tcp:.
+    #[arg(long, env = "STREAMSHIELD_AGENT_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// Resource id of the watched process (the TaskManager's taskmanager.resource-id, or jobmanager).
+    #[arg(long, env = "STREAMSHIELD_RESOURCE_ID")]
+    resource_id: String,
+    /// What the agent watches: tm or jm.
+    #[arg(long, default_value = "tm", value_parser = parse_role)]
+    watches: streamshield::protocol::Role,
+    /// Pid of the watched process, when known before its plugin connects.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Address of /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:0", env = "STREAMSHIELD_AGENT_HTTP")]
+    http: std::net::SocketAddr,
+    /// The coordinator's agent address (host:port).
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR")]
+    coordinator: Option<String>,
+    /// The coordinator's agent token.
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// No heartbeat for this long makes the process suspect (then paused, hung or busy-gc by /proc).
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    suspect_after: Duration,
+    /// How often status goes to the coordinator.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    status_interval: Duration,
+    /// The heartbeat interval plugins are asked to keep.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Close a connection that holds half a frame without progress for this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    stall_timeout: Duration,
+    /// Write the bound addresses and pid here (JSON) once serving.
+    #[arg(long)]
+    info_file: Option<PathBuf>,
+}
+
+fn parse_role(s: &str) -> Result<streamshield::protocol::Role, String> {
+    match s {
+        "tm" => Ok(streamshield::protocol::Role::Tm),
+        "jm" => Ok(streamshield::protocol::Role::Jm),
+        _ => Err(format!("expected tm or jm, got {s:?}")),
+    }
+}
+
+#[derive(Args)]
+struct CoordinatorArgs {
+    /// Where agents connect.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9250",
+        env = "STREAMSHIELD_COORDINATOR_AGENTS"
+    )]
+    agents_listen: String,
+    /// Where the HTTP API listens.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9251",
+        env = "STREAMSHIELD_COORDINATOR_API"
+    )]
+    api: std::net::SocketAddr,
+    /// Token agents must present; created (0600) when missing.
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_TOKEN_FILE")]
+    agent_token_file: PathBuf,
+    /// Bearer token of the API; created (0600) when missing.
+    #[arg(long, env = "STREAMSHIELD_API_TOKEN_FILE")]
+    api_token_file: PathBuf,
+    /// Flink's REST endpoint.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8081",
+        env = "STREAMSHIELD_FLINK_REST"
+    )]
+    flink_rest: String,
+    /// How often Flink's REST API is polled.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// Write the bound addresses and pid here (JSON) once serving.
+    #[arg(long)]
+    info_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// The coordinator API (default: the local run's).
+    #[arg(long)]
+    api: Option<String>,
+    /// The API's bearer token file (default: the local run's).
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
+    /// Print the coordinator's /v1/cluster JSON.
+    #[arg(long)]
+    json: bool,
+    /// Refresh every N seconds until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    watch: Option<Duration>,
 }
 
 #[derive(Args, Clone)]
@@ -258,6 +370,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Local { command } => run_local(command).await,
         Command::Workload { command } => run_workload(command).await,
         Command::Demo(a) => run_demo(a).await,
+        Command::Agent(a) => run_agent(a).await,
+        Command::Coordinator(a) => run_coordinator(a).await,
+        Command::Status(a) => run_status(a).await,
     }
 }
 
@@ -402,6 +517,24 @@ fn print_status(s: &local::Status) {
     }
     for j in &s.jobs {
         println!("job       {} {} {}", j.id, j.name, j.state);
+    }
+    if let Some(c) = &s.coordinator {
+        println!(
+            "coord     pid {} ({}) API {}",
+            c.pid,
+            if c.alive { "running" } else { "not running" },
+            c.api
+        );
+    }
+    for a in &s.agents {
+        println!(
+            "agent     {:<10} pid {:<8} {} liveness {} {}",
+            a.resource_id,
+            a.pid,
+            if a.alive { "running" } else { "NOT RUNNING" },
+            a.liveness.as_deref().unwrap_or("?"),
+            a.metrics_url
+        );
     }
     for p in &s.problems {
         println!("problem   {p}");
@@ -559,4 +692,206 @@ async fn run_demo(a: DemoArgs) -> Result<ExitCode> {
             ExitCode::from(3)
         },
     )
+}
+
+/// sysexits EX_USAGE: the configuration is invalid.
+const EXIT_CONFIG: u8 = 64;
+
+fn write_info(path: &Option<PathBuf>, info: serde_json::Value) -> Result<()> {
+    if let Some(p) = path {
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_agent(a: AgentArgs) -> Result<ExitCode> {
+    use streamshield::agent::{AgentConfig, BoundAgent, Error as AgentError};
+    let cfg = AgentConfig {
+        listen: a.listen,
+        secret_file: a.secret_file,
+        resource_id: a.resource_id,
+        watches: a.watches,
+        pid: a.pid,
+        http: a.http,
+        coordinator: a.coordinator,
+        token_file: a.token_file,
+        suspect_after: a.suspect_after,
+        status_interval: a.status_interval,
+        heartbeat_interval: a.heartbeat_interval,
+        stall_timeout: a.stall_timeout,
+    };
+    let agent = match BoundAgent::bind(cfg).await {
+        Ok(b) => b,
+        Err(e @ AgentError::Invalid(_)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    write_info(
+        &a.info_file,
+        serde_json::json!({"pid": std::process::id(), "plugin": agent.plugin_endpoint().to_string(),
+                           "http": agent.http_addr().to_string()}),
+    )?;
+    let shutdown = shutdown_token();
+    agent.run(shutdown).await?;
+    eprintln!("agent stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
+    use streamshield::coordinator::{BoundCoordinator, CoordinatorConfig, Error as CoordError};
+    let cfg = CoordinatorConfig {
+        agents_listen: a.agents_listen,
+        api_listen: a.api,
+        agent_token_file: a.agent_token_file,
+        api_token_file: a.api_token_file,
+        flink_rest: a.flink_rest,
+        poll_interval: a.poll_interval,
+    };
+    let c = match BoundCoordinator::bind(cfg).await {
+        Ok(c) => c,
+        Err(e @ CoordError::Invalid(_)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    write_info(
+        &a.info_file,
+        serde_json::json!({"pid": std::process::id(), "agents": c.agents_addr().to_string(),
+                           "api": format!("http://{}", c.api_addr())}),
+    )?;
+    c.run(shutdown_token()).await?;
+    eprintln!("coordinator stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_status(a: StatusArgs) -> Result<ExitCode> {
+    let (api, token_file) = match (a.api, a.api_token_file) {
+        (Some(api), Some(t)) => (api, t),
+        (api, token) => {
+            let state = local::RunState::load(&a.dir.dir)?;
+            let Some(c) = state.as_ref().and_then(|s| s.coordinator.clone()) else {
+                bail!(
+                    "no coordinator known: pass --api and --api-token-file, or run `streamshield local up --profile shield` (looked in {})",
+                    a.dir.dir.display()
+                );
+            };
+            (api.unwrap_or(c.api), token.unwrap_or(c.api_token_file))
+        }
+    };
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading the API token {}", token_file.display()))?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let cancel = shutdown_token();
+    loop {
+        let resp = client
+            .get(format!("{api}/v1/cluster"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .with_context(|| format!("asking the coordinator at {api}"))?;
+        if !resp.status().is_success() {
+            bail!(
+                "the coordinator answered {}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        let cluster: serde_json::Value = resp.json().await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&cluster)?);
+        } else {
+            print_cluster(&cluster);
+        }
+        let Some(every) = a.watch else { break };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(every) => println!(),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_cluster(c: &serde_json::Value) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let f = &c["flink"];
+    println!(
+        "coordinator  {}   flink {} ({})",
+        s(&c["mode"]),
+        s(&f["rest"]),
+        if f["reachable"] == true {
+            "reachable"
+        } else {
+            "UNREACHABLE"
+        }
+    );
+    for j in f["jobs"].as_array().into_iter().flatten() {
+        println!(
+            "job          {} {} {} ({}/{} vertices running)",
+            s(&j["id"]),
+            s(&j["name"]),
+            s(&j["state"]),
+            j["vertices_running"],
+            j["vertices"]
+        );
+    }
+    println!(
+        "{:<12} {:<8} {:<10} {:<9} {:<10} {}",
+        "RESOURCE", "ROLE", "SLOTS", "AGENT", "LIVENESS", "PID"
+    );
+    for t in c["taskmanagers"].as_array().into_iter().flatten() {
+        let slots = match (&t["flink"]["free_slots"], &t["flink"]["slots"]) {
+            (serde_json::Value::Number(fr), serde_json::Value::Number(n)) => {
+                format!("{fr}/{n} free")
+            }
+            _ => "-".into(),
+        };
+        let agent = &t["agent"];
+        println!(
+            "{:<12} {:<8} {:<10} {:<9} {:<10} {}",
+            s(&t["resource_id"]),
+            s(&t["role"]),
+            slots,
+            if agent["connected"] == true {
+                "connected"
+            } else if agent.is_null() {
+                "none"
+            } else {
+                "LOST"
+            },
+            s(&agent["status"]["liveness"]),
+            agent["status"]["pid"]
+        );
+    }
+    for a in c["agents"].as_array().into_iter().flatten() {
+        if a["status"]["watches"] == "jm" {
+            println!(
+                "jobmanager   agent {}  liveness {}  pid {}",
+                if a["connected"] == true {
+                    "connected"
+                } else {
+                    "LOST"
+                },
+                s(&a["status"]["liveness"]),
+                a["status"]["pid"]
+            );
+        }
+    }
+    for d in c["decisions"].as_array().into_iter().flatten().take(5) {
+        println!(
+            "decision     #{} {} {}: {} [{}]",
+            d["id"],
+            s(&d["trigger"]),
+            s(&d["resource_id"]),
+            s(&d["action"]),
+            s(&d["mode"])
+        );
+    }
 }

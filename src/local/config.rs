@@ -28,10 +28,21 @@ pub const KAFKA_SERVER: &str = include_str!("../../deploy/local/kafka/server.pro
 pub const KAFKA_LOG4J2: &str = include_str!("../../deploy/local/kafka/log4j2.yaml");
 
 /// Profiles: Flink settings laid over the base configuration. `stock` changes nothing.
-pub const PROFILES: &[(&str, &str)] = &[(
-    "stock",
-    include_str!("../../deploy/local/profiles/stock.yaml"),
-)];
+pub const PROFILES: &[(&str, &str)] = &[
+    (
+        "stock",
+        include_str!("../../deploy/local/profiles/stock.yaml"),
+    ),
+    (
+        "shield",
+        include_str!("../../deploy/local/profiles/shield.yaml"),
+    ),
+];
+
+/// Profiles that run StreamShield's plugin, agents and coordinator.
+pub fn runs_streamshield(profile: &str) -> bool {
+    profile == "shield"
+}
 
 pub fn profile_names() -> String {
     PROFILES
@@ -167,6 +178,36 @@ mod tests {
             .unwrap()
             .contains("--add-opens=java.base/java.util=ALL-UNNAMED"));
         assert!(!c.contains("${"));
+    }
+
+    #[test]
+    fn shield_profile_adds_the_plugin() {
+        let c = flink_config("shield", &vars()).unwrap();
+        assert_eq!(
+            lookup(&c, "metrics.reporter.streamshield.factory.class"),
+            Some("io.streamshield.plugin.StreamShieldMetricReporterFactory")
+        );
+        assert_eq!(
+            lookup(&c, "metrics.reporter.streamshield.interval"),
+            Some("1 s")
+        );
+        assert_eq!(lookup(&c, "rest.port"), Some("8081"), "the base stays");
+        assert!(runs_streamshield("shield") && !runs_streamshield("stock"));
+    }
+
+    #[test]
+    fn shield_profile_adds_the_plugin() {
+        let c = flink_config("shield", &vars()).unwrap();
+        assert_eq!(
+            lookup(&c, "metrics.reporter.streamshield.factory.class"),
+            Some("io.streamshield.plugin.StreamShieldMetricReporterFactory")
+        );
+        assert_eq!(
+            lookup(&c, "metrics.reporter.streamshield.interval"),
+            Some("1 s")
+        );
+        assert_eq!(lookup(&c, "rest.port"), Some("8081"), "the base stays");
+        assert!(runs_streamshield("shield") && !runs_streamshield("stock"));
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub enum Error {
         cache: PathBuf,
         detail: String,
     },
-    #[error("building the workload jar from {source_dir} failed (log: {log}): {detail}")]
+    #[error("building a jar from {source_dir} failed (log: {log}): {detail}")]
     Build {
         source_dir: PathBuf,
         log: PathBuf,
@@ -501,37 +501,52 @@ fn sha1_matches(jar: &Path) -> bool {
 
 /// The workload jar, built with Maven from `source` and cached by a hash of its sources.
 pub async fn ensure_workload_jar(cache: &Path, source: &Path) -> Result<PathBuf> {
+    ensure_module_jar(cache, source, "workloads", "streamshield-workloads.jar").await
+}
+
+/// The Flink plugin jar (for `plugins/streamshield/`), built and cached the same way.
+pub async fn ensure_plugin_jar(cache: &Path, source: &Path) -> Result<PathBuf> {
+    ensure_module_jar(cache, source, "plugin", "streamshield-flink-plugin.jar").await
+}
+
+/// A jar of one `flink-plugin/` module, built with Maven and cached under a hash of the module's sources.
+async fn ensure_module_jar(
+    cache: &Path,
+    source: &Path,
+    module: &str,
+    jar_name: &str,
+) -> Result<PathBuf> {
     let plugin = source.join("flink-plugin");
-    let hash = sources_hash(&[plugin.join("pom.xml"), plugin.join("workloads")])?;
-    let dir = cache.join("workloads").join(&hash[..16]);
-    let jar = dir.join("streamshield-workloads.jar");
-    if cached(&dir, "workload jar").is_some() && jar.is_file() {
+    let hash = sources_hash(&[plugin.join("pom.xml"), plugin.join(module)])?;
+    let dir = cache.join(module).join(&hash[..16]);
+    let jar = dir.join(jar_name);
+    if cached(&dir, jar_name).is_some() && jar.is_file() {
         return Ok(jar);
     }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let log = dir.join("build.log");
     say(format!(
-        "building the workload jar with Maven (log: {})",
+        "building {jar_name} with Maven (log: {})",
         log.display()
     ));
     let mut cmd = tokio::process::Command::new("mvn");
     cmd.args(["-B", "-ntp", "-f"])
         .arg(plugin.join("pom.xml"))
-        .args(["-pl", "workloads", "-am", "package", "-DskipTests"]);
-    run_logged(cmd, &log, "building the workload jar")
+        .args(["-pl", module, "-am", "package", "-DskipTests"]);
+    run_logged(cmd, &log, &format!("building {jar_name}"))
         .await
         .map_err(|detail| Error::Build {
             source_dir: plugin.clone(),
             log: log.clone(),
             detail,
         })?;
-    let built = plugin.join("workloads/target/streamshield-workloads.jar");
+    let built = plugin.join(module).join("target").join(jar_name);
     std::fs::copy(&built, &jar).map_err(io(&built))?;
     // The build log is not part of what the manifest guards.
     let _ = std::fs::rename(
         &log,
         cache
-            .join("workloads")
+            .join(module)
             .join(format!("build-{}.log", &hash[..16])),
     );
     write_manifest(&dir)?;

@@ -99,6 +99,10 @@ pub struct Ports {
     pub blob: u16,
     pub kafka: u16,
     pub kafka_controller: u16,
+    /// Where agents reach the coordinator (shield profile).
+    pub coordinator_agents: u16,
+    /// The coordinator's HTTP API (shield profile).
+    pub coordinator_api: u16,
 }
 
 impl Ports {
@@ -114,11 +118,15 @@ impl Ports {
             blob: add(6124)?,
             kafka: add(9092)?,
             kafka_controller: add(9093)?,
+            coordinator_agents: add(9250)?,
+            coordinator_api: add(9251)?,
         })
     }
 
-    fn all(&self) -> [(&'static str, u16); 5] {
+    fn all(&self) -> [(&'static str, u16); 7] {
         [
+            ("StreamShield coordinator (agents)", self.coordinator_agents),
+            ("StreamShield coordinator API", self.coordinator_api),
             ("Flink REST", self.rest),
             ("JobManager RPC", self.jm_rpc),
             ("Flink blob server", self.blob),
@@ -175,6 +183,29 @@ pub struct WorkloadInfo {
     pub partitions: u32,
 }
 
+/// An agent of the run (shield profile).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub resource_id: String,
+    /// Where its plugin connects (`unix:...`).
+    pub plugin: String,
+    /// Its /metrics and /healthz base URL.
+    pub http: String,
+    pub process: Recorded,
+}
+
+/// The run's coordinator (shield profile).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoordinatorInfo {
+    /// API base URL.
+    pub api: String,
+    /// Where agents connect (host:port).
+    pub agents: String,
+    pub api_token_file: PathBuf,
+    pub agent_token_file: PathBuf,
+    pub process: Recorded,
+}
+
 /// A TaskManager of the run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TmInfo {
@@ -197,6 +228,14 @@ pub struct RunState {
     pub kafka: Option<Recorded>,
     pub jobmanager: Option<Recorded>,
     pub taskmanagers: Vec<TmInfo>,
+    /// Agents (shield profile), one per Flink process.
+    #[serde(default)]
+    pub agents: Vec<AgentInfo>,
+    #[serde(default)]
+    pub coordinator: Option<CoordinatorInfo>,
+    /// The plugin directory handed to Flink (shield profile).
+    #[serde(default)]
+    pub plugins_dir: Option<PathBuf>,
     pub workload: Option<WorkloadInfo>,
     /// Unix ms when `up` finished (None while it runs).
     pub up_at_ms: Option<i64>,
@@ -252,8 +291,14 @@ impl RunState {
     pub fn processes(&self) -> Vec<&Recorded> {
         let mut v: Vec<&Recorded> = self.taskmanagers.iter().map(|t| &t.process).collect();
         v.extend(self.jobmanager.iter());
+        v.extend(self.agents.iter().map(|a| &a.process));
+        v.extend(self.coordinator.iter().map(|c| &c.process));
         v.extend(self.kafka.iter());
         v
+    }
+
+    pub fn shielded(&self) -> bool {
+        config::runs_streamshield(&self.profile)
     }
 
     pub fn rest_url(&self) -> String {
@@ -341,6 +386,9 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
         kafka: None,
         jobmanager: None,
         taskmanagers: Vec::new(),
+        agents: Vec::new(),
+        coordinator: None,
+        plugins_dir: None,
         workload: None,
         up_at_ms: None,
         flink_home: PathBuf::new(),
@@ -375,12 +423,28 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     let cache = dist::cache_dir();
     std::fs::create_dir_all(&cache).map_err(io(&cache))?;
     let source = dist::source_dir()?;
-    let (flink_home, kafka_home, jar) = tokio::try_join!(
+    let shield = config::runs_streamshield(&opts.profile);
+    let plugin_jar = async {
+        if shield {
+            dist::ensure_plugin_jar(&cache, &source).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (flink_home, kafka_home, jar, plugin_jar) = tokio::try_join!(
         dist::ensure_flink(&cache),
         dist::ensure_kafka(&cache),
         dist::ensure_workload_jar(&cache, &source),
+        plugin_jar,
     )?;
     state.flink_home = flink_home.clone();
+    if let Some(pj) = plugin_jar {
+        let dir = state.run_dir.join("flink/plugins/streamshield");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let target = dir.join("streamshield-flink-plugin.jar");
+        std::fs::copy(&pj, &target).map_err(io(&target))?;
+        state.plugins_dir = Some(state.run_dir.join("flink/plugins"));
+    }
     say(format!(
         "components ready after {:.1} s",
         started.elapsed().as_secs_f64()
@@ -428,6 +492,10 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
         .collect();
     let classpath = flink_classpath(&flink_home)?;
 
+    if shield {
+        start_coordinator(state).await?;
+        start_agent(state, "jobmanager", "jm").await?;
+    }
     let topics = async {
         kafka::ensure_topic(&bootstrap, INPUT_TOPIC, parallelism as i32).await?;
         kafka::ensure_topic(&bootstrap, OUTPUT_TOPIC, parallelism as i32).await
@@ -440,7 +508,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     let tm_launch = tm_launch(state, &flink_home, &classpath, &java_opts).await?;
     state.tm_launch = Some(tm_launch);
     for i in 1..=opts.taskmanagers {
-        start_taskmanager(state, &format!("tm-{i}"), "active")?;
+        start_taskmanager(state, &format!("tm-{i}"), "active").await?;
     }
     let client = flink::Client::new(state.rest_url());
     wait_registered(state, &client, opts.taskmanagers as usize).await?;
@@ -493,9 +561,12 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     wait_job_running(state, &client, &job_id, Duration::from_secs(180)).await?;
 
     for i in 1..=opts.standby {
-        start_taskmanager(state, &format!("tm-{}", opts.taskmanagers + i), "standby")?;
+        start_taskmanager(state, &format!("tm-{}", opts.taskmanagers + i), "standby").await?;
     }
     wait_registered(state, &client, (opts.taskmanagers + opts.standby) as usize).await?;
+    if shield {
+        wait_plugins_linked(state).await?;
+    }
 
     probe_output(state).await?;
     state.up_at_ms = Some(crate::workload::live::now_ms());
@@ -621,6 +692,7 @@ async fn start_kafka(
         cwd: &dir,
         log: logs.join("kafka.log"),
         out: logs.join("kafka.out"),
+        env: vec![],
     })?;
     state.kafka = Some(rec.clone());
     state.save()?;
@@ -764,6 +836,7 @@ async fn start_jobmanager(
         cwd: &state.run_dir,
         log,
         out: state.logs_dir().join("jobmanager.out"),
+        env: plugin_env(state, "jobmanager", "jm"),
     })?;
     state.jobmanager = Some(rec.clone());
     state.save()?;
@@ -819,8 +892,202 @@ async fn tm_launch(
     })
 }
 
-/// Starts TaskManager `name` (also its resource id) with the run's recorded launch line, and records it.
-pub fn start_taskmanager(state: &mut RunState, name: &str, role: &str) -> Result<()> {
+/// Environment that points a Flink process at its plugin directory and its agent (shield profile).
+fn plugin_env(state: &RunState, resource_id: &str, role: &str) -> Vec<(String, String)> {
+    let Some(plugins) = &state.plugins_dir else {
+        return Vec::new();
+    };
+    let mut env = vec![(
+        "FLINK_PLUGINS_DIR".to_string(),
+        plugins.display().to_string(),
+    )];
+    if let Some(a) = state.agents.iter().find(|a| a.resource_id == resource_id) {
+        env.push(("STREAMSHIELD_AGENT_ADDRESS".into(), a.plugin.clone()));
+        env.push(("STREAMSHIELD_RESOURCE_ID".into(), resource_id.into()));
+        env.push(("STREAMSHIELD_ROLE".into(), role.into()));
+    }
+    env
+}
+
+/// Reads the JSON info file a starting component writes once it serves; fails if the process exits first.
+async fn wait_info(rec: &Recorded, path: &Path, what: &str) -> Result<serde_json::Value> {
+    let waited = Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + waited;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(v) = serde_json::from_str(&text) {
+                return Ok(v);
+            }
+        }
+        if !rec.alive() {
+            return Err(exited(rec));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: format!("{what} serving"),
+                waited,
+                detail: format!("; see {}", rec.out.display()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// This very binary: agents and the coordinator are `streamshield` subcommands.
+fn streamshield_binary() -> Result<PathBuf> {
+    std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))
+}
+
+async fn start_coordinator(state: &mut RunState) -> Result<()> {
+    let dir = state.run_dir.join("coordinator");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let info = dir.join("info.json");
+    let _ = std::fs::remove_file(&info);
+    let api_token_file = dir.join("api.token");
+    let agent_token_file = dir.join("agent.token");
+    say(format!(
+        "starting the StreamShield coordinator (API http://127.0.0.1:{})",
+        state.ports.coordinator_api
+    ));
+    let rec = process::spawn(process::Spec {
+        name: "coordinator",
+        program: &streamshield_binary()?,
+        args: vec![
+            "coordinator".into(),
+            "--agents-listen".into(),
+            format!("127.0.0.1:{}", state.ports.coordinator_agents),
+            "--api".into(),
+            format!("127.0.0.1:{}", state.ports.coordinator_api),
+            "--agent-token-file".into(),
+            agent_token_file.display().to_string(),
+            "--api-token-file".into(),
+            api_token_file.display().to_string(),
+            "--flink-rest".into(),
+            state.rest_url(),
+            "--info-file".into(),
+            info.display().to_string(),
+        ],
+        cwd: &dir,
+        log: state.logs_dir().join("coordinator.out"),
+        out: state.logs_dir().join("coordinator.out"),
+        env: vec![("STREAMSHIELD_LOG".into(), "info".into())],
+    })?;
+    state.coordinator = Some(CoordinatorInfo {
+        api: format!("http://127.0.0.1:{}", state.ports.coordinator_api),
+        agents: format!("127.0.0.1:{}", state.ports.coordinator_agents),
+        api_token_file,
+        agent_token_file,
+        process: rec.clone(),
+    });
+    state.save()?;
+    wait_info(&rec, &info, "the coordinator").await?;
+    Ok(())
+}
+
+/// Starts the agent for `resource_id` (before its Flink process, so the plugin finds it at once) and records it.
+async fn start_agent(state: &mut RunState, resource_id: &str, watches: &str) -> Result<()> {
+    let Some(coord) = state.coordinator.clone() else {
+        return Ok(());
+    };
+    let dir = state.run_dir.join("agents").join(resource_id);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let info = dir.join("info.json");
+    let _ = std::fs::remove_file(&info);
+    let name = format!("agent-{resource_id}");
+    let sock = dir.join("plugin.sock");
+    let rec = process::spawn(process::Spec {
+        name: &name,
+        program: &streamshield_binary()?,
+        args: vec![
+            "agent".into(),
+            "--listen".into(),
+            format!("unix:{}", sock.display()),
+            "--resource-id".into(),
+            resource_id.into(),
+            "--watches".into(),
+            watches.into(),
+            "--coordinator".into(),
+            coord.agents.clone(),
+            "--token-file".into(),
+            coord.agent_token_file.display().to_string(),
+            "--info-file".into(),
+            info.display().to_string(),
+        ],
+        cwd: &dir,
+        log: state.logs_dir().join(format!("{name}.out")),
+        out: state.logs_dir().join(format!("{name}.out")),
+        env: vec![("STREAMSHIELD_LOG".into(), "info".into())],
+    })?;
+    state.agents.retain(|a| a.resource_id != resource_id);
+    state.agents.push(AgentInfo {
+        resource_id: resource_id.into(),
+        plugin: format!("unix:{}", sock.display()),
+        http: String::new(),
+        process: rec.clone(),
+    });
+    state.save()?;
+    let v = wait_info(&rec, &info, &name).await?;
+    if let Some(a) = state
+        .agents
+        .iter_mut()
+        .find(|a| a.resource_id == resource_id)
+    {
+        a.http = format!("http://{}", v["http"].as_str().unwrap_or("127.0.0.1:0"));
+    }
+    state.save()
+}
+
+/// Waits until every agent reports its plugin connected (the plugin loaded in Flink and linked).
+async fn wait_plugins_linked(state: &RunState) -> Result<()> {
+    say("waiting for every plugin to link to its agent");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("static client settings");
+    let waited = Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + waited;
+    loop {
+        let mut missing = Vec::new();
+        for a in &state.agents {
+            let ok = match http.get(format!("{}/healthz", a.http)).send().await {
+                Ok(r) => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .map(|v| v["plugin_connected"] == true)
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            if !ok {
+                missing.push(a.resource_id.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: format!(
+                    "the plugins of {} linking to their agents",
+                    missing.join(", ")
+                ),
+                waited,
+                detail: format!(
+                    "; see the agent and Flink logs in {}",
+                    state.logs_dir().display()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts TaskManager `name` (also its resource id) with the run's recorded launch line, and records it. With the
+/// shield profile its agent is started first.
+pub async fn start_taskmanager(state: &mut RunState, name: &str, role: &str) -> Result<()> {
+    if state.shielded() {
+        start_agent(state, name, "tm").await?;
+    }
+
     let launch = state.tm_launch.clone().ok_or_else(|| {
         Error::Invalid("this run has no TaskManager launch line (was `up` interrupted?)".into())
     })?;
@@ -847,6 +1114,7 @@ pub fn start_taskmanager(state: &mut RunState, name: &str, role: &str) -> Result
         cwd: &state.run_dir,
         log,
         out: state.logs_dir().join(format!("{name}.out")),
+        env: plugin_env(state, name, "tm"),
     })?;
     state.taskmanagers.retain(|t| t.resource_id != name);
     state.taskmanagers.push(TmInfo {
@@ -983,6 +1251,13 @@ pub async fn stop_processes(state: &RunState) -> Vec<(String, process::Stopped)>
         .chain(state.jobmanager.clone())
         .collect();
     let mut out = process::stop_all(&flink, grace).await;
+    let streamshield: Vec<Recorded> = state
+        .agents
+        .iter()
+        .map(|a| a.process.clone())
+        .chain(state.coordinator.iter().map(|c| c.process.clone()))
+        .collect();
+    out.extend(process::stop_all(&streamshield, grace).await);
     out.extend(process::stop_all(&state.kafka.iter().cloned().collect::<Vec<_>>(), grace).await);
     let strays = processes_naming(&state.run_dir);
     if !strays.is_empty() {
@@ -1059,8 +1334,33 @@ pub struct Status {
     pub taskmanagers: Vec<TmStatus>,
     pub jobs: Vec<JobStatus>,
     pub workload: Option<WorkloadInfo>,
+    /// Agents (shield profile): their process and what they report of theirs.
+    pub agents: Vec<AgentStatusLine>,
+    pub coordinator: Option<CoordinatorStatus>,
     /// What could not be read (REST down, ...).
     pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentStatusLine {
+    pub resource_id: String,
+    /// The agent's own pid.
+    pub pid: i32,
+    pub alive: bool,
+    pub metrics_url: String,
+    /// The agent's view of its Flink process (None when the agent does not answer).
+    pub liveness: Option<String>,
+    pub plugin_connected: Option<bool>,
+    /// The watched Flink process's pid, as its plugin reported it.
+    pub watched_pid: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CoordinatorStatus {
+    pub api: String,
+    pub pid: i32,
+    pub alive: bool,
+    pub api_token_file: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -1156,6 +1456,37 @@ pub async fn status(dir: &Path) -> Result<Status> {
             }
         })
         .collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("static client settings");
+    let mut agents = Vec::new();
+    for a in &state.agents {
+        let health: Option<serde_json::Value> =
+            match http.get(format!("{}/healthz", a.http)).send().await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+        agents.push(AgentStatusLine {
+            resource_id: a.resource_id.clone(),
+            pid: a.process.pid,
+            alive: a.process.alive(),
+            metrics_url: format!("{}/metrics", a.http),
+            liveness: health
+                .as_ref()
+                .and_then(|h| h["liveness"].as_str().map(str::to_string)),
+            plugin_connected: health
+                .as_ref()
+                .and_then(|h| h["plugin_connected"].as_bool()),
+            watched_pid: health.as_ref().and_then(|h| h["pid"].as_u64()),
+        });
+    }
+    let coordinator = state.coordinator.as_ref().map(|c| CoordinatorStatus {
+        api: c.api.clone(),
+        pid: c.process.pid,
+        alive: c.process.alive(),
+        api_token_file: c.api_token_file.clone(),
+    });
     let up = state.processes().iter().any(|p| p.alive());
     Ok(Status {
         up,
@@ -1179,6 +1510,8 @@ pub async fn status(dir: &Path) -> Result<Status> {
         taskmanagers,
         jobs,
         workload: state.workload.clone(),
+        agents,
+        coordinator,
         problems,
     })
 }
@@ -1240,6 +1573,9 @@ mod tests {
             kafka: None,
             jobmanager: None,
             taskmanagers: vec![],
+            agents: vec![],
+            coordinator: None,
+            plugins_dir: None,
             workload: None,
             up_at_ms: None,
             flink_home: PathBuf::new(),

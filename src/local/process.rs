@@ -84,6 +84,8 @@ pub struct Spec<'a> {
     pub cwd: &'a Path,
     pub log: PathBuf,
     pub out: PathBuf,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 /// Starts a component in its own process group (a Ctrl-C in the terminal reaches only `streamshield`, which then
@@ -108,6 +110,7 @@ pub fn spawn(spec: Spec<'_>) -> Result<Recorded, Error> {
     let mut child = Command::new(spec.program)
         .args(&spec.args)
         .current_dir(spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -324,6 +327,7 @@ mod tests {
             cwd: dir.path(),
             log: dir.path().join("sleeper.log"),
             out: dir.path().join("sleeper.out"),
+            env: vec![],
         })
         .unwrap();
         assert!(rec.alive());
@@ -347,6 +351,7 @@ mod tests {
             cwd: dir.path(),
             log: dir.path().join("s.log"),
             out: dir.path().join("s.out"),
+            env: vec![],
         })
         .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,0 +1,117 @@
+//! Agent connections: authenticated handshake (the coordinator's token), then AGENT_STATUS and AGENT_EVENT into the
+//! model. An agent silent for longer than [`AGENT_TIMEOUT`] is treated as lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::protocol::handshake::{self, AcceptPolicy};
+use crate::protocol::{FrameCodec, FrameError, Message, Role};
+
+/// No status from a connected agent for this long: the connection is closed and the agent counted lost.
+pub const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Agents served at once.
+pub const MAX_AGENTS: usize = 256;
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accepting an agent connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_AGENTS {
+            *shared
+                .model()
+                .agent_connections
+                .entry("too_many")
+                .or_default() += 1;
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (shared, shutdown, open) = (shared.clone(), shutdown.clone(), open.clone());
+        tokio::spawn(async move {
+            connection(&shared, stream, peer.to_string(), shutdown).await;
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+}
+
+async fn connection(
+    shared: &Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    peer: String,
+    shutdown: CancellationToken,
+) {
+    let mut framed = Framed::new(stream, FrameCodec::default());
+    let policy = AcceptPolicy {
+        secret: Some(shared.agent_token.clone()),
+        roles: vec![Role::Agent],
+        server: format!("streamshield-coordinator {}", env!("CARGO_PKG_VERSION")),
+        heartbeat_interval_ms: 200,
+    };
+    let hello = match handshake::accept(&mut framed, &policy, Duration::from_secs(5)).await {
+        Ok(h) => h,
+        Err(e) => {
+            *shared
+                .model()
+                .agent_connections
+                .entry(e.label())
+                .or_default() += 1;
+            tracing::warn!(%peer, reason = %e, "Refusing agent connection");
+            return;
+        }
+    };
+    let rid = hello.resource_id.clone();
+    {
+        let mut m = shared.model();
+        *m.agent_connections.entry("accepted").or_default() += 1;
+        m.agent_connected(&rid, &peer);
+    }
+    tracing::info!(%peer, resource_id = %rid, "Agent connected");
+    let reason = loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            n = tokio::time::timeout(AGENT_TIMEOUT, framed.next()) => n,
+        };
+        match next {
+            Err(_) => break format!("no status for {AGENT_TIMEOUT:?}"),
+            Ok(None) => break "connection closed".to_string(),
+            Ok(Some(Err(FrameError::Io(e)))) => break e.to_string(),
+            Ok(Some(Err(e))) => break format!("protocol error: {e}"),
+            Ok(Some(Ok(frame))) => match Message::from_frame(&frame) {
+                Ok(Some(Message::AgentStatus(s))) if s.resource_id == rid => {
+                    shared.model().agent_status(s)
+                }
+                Ok(Some(Message::AgentEvent(ev))) if ev.resource_id == rid => {
+                    shared.model().agent_event(ev)
+                }
+                Ok(Some(other)) => {
+                    tracing::debug!(%peer, kind = other.kind(), "Ignoring a message an agent should not send")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "Skipping an undecodable agent message")
+                }
+            },
+        }
+    };
+    tracing::warn!(%peer, resource_id = %rid, %reason, "Agent lost");
+    shared.model().agent_disconnected(&rid, &reason);
+}

@@ -1,0 +1,259 @@
+//! The coordinator's HTTP API. Everything under `/v1/` and `/metrics` needs `Authorization: Bearer <api token>`;
+//! `/healthz` is open (for liveness probes) and says only whether the coordinator serves.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::model::{AgentView, Decision, Event, FlinkView, JobView, TaskManagerView};
+use super::Shared;
+use crate::metrics::{self, Text};
+use crate::protocol::handshake::secrets_equal;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let authed = Router::new()
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/taskmanagers", get(taskmanagers))
+        .route("/v1/events", get(events))
+        .route("/v1/decisions", get(decisions))
+        .route("/metrics", get(metrics_page))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(authed)
+        .with_state(shared)
+}
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) {
+    let r = axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "Coordinator API failed");
+    }
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| secrets_equal(t.trim(), &shared.api_token));
+    if ok {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({"error": "a valid bearer token is required (the coordinator's API token file)"})),
+        )
+            .into_response()
+    }
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let m = shared.model();
+    Json(serde_json::json!({
+        "ok": true,
+        "agents_connected": m.agents.values().filter(|a| a.connected).count(),
+        "flink_reachable": m.flink.reachable,
+    }))
+}
+
+/// A TaskManager as Flink and its agent see it.
+#[derive(Debug, Serialize)]
+pub struct MergedTaskManager {
+    pub resource_id: String,
+    /// `active` (some slots in use), `standby` (all free), or `unknown` (not registered with Flink).
+    pub role: String,
+    pub flink: Option<TaskManagerView>,
+    pub agent: Option<AgentView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cluster {
+    pub mode: &'static str,
+    pub flink: FlinkView,
+    pub agents: Vec<AgentView>,
+    pub taskmanagers: Vec<MergedTaskManager>,
+    pub decisions: Vec<Decision>,
+}
+
+fn merged(shared: &Shared) -> Vec<MergedTaskManager> {
+    let m = shared.model();
+    let mut ids: Vec<String> = m.flink.taskmanagers.iter().map(|t| t.id.clone()).collect();
+    for (id, a) in &m.agents {
+        let is_tm = a
+            .status
+            .as_ref()
+            .is_none_or(|s| s.watches == crate::protocol::Role::Tm);
+        if is_tm && !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    ids.sort();
+    ids.into_iter()
+        .map(|id| {
+            let flink = m.flink.taskmanagers.iter().find(|t| t.id == id).cloned();
+            let role = match &flink {
+                Some(t) if t.free_slots < t.slots => "active",
+                Some(_) => "standby",
+                None => "unknown",
+            };
+            MergedTaskManager {
+                role: role.into(),
+                agent: m.agents.get(&id).cloned(),
+                flink,
+                resource_id: id,
+            }
+        })
+        .collect()
+}
+
+async fn cluster(State(shared): State<Arc<Shared>>) -> Json<Cluster> {
+    let taskmanagers = merged(&shared);
+    let m = shared.model();
+    Json(Cluster {
+        mode: "observe-only",
+        flink: m.flink.clone(),
+        agents: m.agents.values().cloned().collect(),
+        taskmanagers,
+        decisions: m.decisions.iter().rev().take(50).cloned().collect(),
+    })
+}
+
+async fn jobs(State(shared): State<Arc<Shared>>) -> Json<Vec<JobView>> {
+    Json(shared.model().flink.jobs.clone())
+}
+
+async fn taskmanagers(State(shared): State<Arc<Shared>>) -> Json<Vec<MergedTaskManager>> {
+    Json(merged(&shared))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventQuery {
+    /// Only events with a larger id.
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<EventQuery>,
+) -> Json<Vec<Event>> {
+    let m = shared.model();
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(500).min(super::model::EVENT_LOG);
+    let all: Vec<Event> = m.events.iter().filter(|e| e.id > since).cloned().collect();
+    let skip = all.len().saturating_sub(limit);
+    Json(all.into_iter().skip(skip).collect())
+}
+
+async fn decisions(State(shared): State<Arc<Shared>>) -> Json<Vec<Decision>> {
+    Json(shared.model().decisions.iter().cloned().collect())
+}
+
+async fn metrics_page(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&shared),
+    )
+}
+
+pub fn render(shared: &Shared) -> String {
+    let m = shared.model();
+    let mut t = Text::new();
+    t.single(
+        "streamshield_coordinator_agents_connected",
+        "gauge",
+        "Agents connected to the coordinator.",
+        m.agents.values().filter(|a| a.connected).count() as f64,
+    );
+    t.family(
+        "streamshield_coordinator_agent_liveness",
+        "gauge",
+        "1 for each agent's reported liveness of its process.",
+    );
+    for a in m.agents.values() {
+        if let Some(s) = &a.status {
+            t.sample(
+                "streamshield_coordinator_agent_liveness",
+                &[("resource_id", &a.resource_id), ("state", &s.liveness)],
+                1.0,
+            );
+        }
+    }
+    t.single(
+        "streamshield_coordinator_flink_reachable",
+        "gauge",
+        "1 when the last poll of Flink's REST API succeeded.",
+        f64::from(u8::from(m.flink.reachable)),
+    );
+    t.family(
+        "streamshield_coordinator_flink_polls_total",
+        "counter",
+        "Polls of Flink's REST API, by result.",
+    )
+    .sample(
+        "streamshield_coordinator_flink_polls_total",
+        &[("result", "ok")],
+        m.flink.polls_ok as f64,
+    )
+    .sample(
+        "streamshield_coordinator_flink_polls_total",
+        &[("result", "error")],
+        m.flink.polls_failed as f64,
+    );
+    t.family(
+        "streamshield_coordinator_events_total",
+        "counter",
+        "Events recorded, by source.",
+    );
+    for (s, n) in &m.events_by_source {
+        t.sample(
+            "streamshield_coordinator_events_total",
+            &[("source", s)],
+            *n as f64,
+        );
+    }
+    t.family(
+        "streamshield_coordinator_decisions_total",
+        "counter",
+        "Decisions taken (or, observe-only, recorded), by trigger.",
+    );
+    for (k, n) in &m.decisions_by_kind {
+        t.sample(
+            "streamshield_coordinator_decisions_total",
+            &[("kind", k), ("mode", "observe-only")],
+            *n as f64,
+        );
+    }
+    t.family(
+        "streamshield_coordinator_agent_connections_total",
+        "counter",
+        "Agent connections, by result (accepted, or why they were refused).",
+    );
+    for (r, n) in &m.agent_connections {
+        t.sample(
+            "streamshield_coordinator_agent_connections_total",
+            &[("result", r)],
+            *n as f64,
+        );
+    }
+    drop(m);
+    metrics::process_metrics(&mut t);
+    t.finish()
+}

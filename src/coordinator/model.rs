@@ -1,0 +1,602 @@
+//! The coordinator's cluster model: what agents report, what Flink's REST API shows, the event log and the
+//! (observe-only) decision log. Pure bookkeeping; the I/O lives in the sibling modules.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::flink;
+use crate::protocol::message::{AgentEvent, AgentStatus};
+use crate::workload::live::now_ms;
+
+/// Events kept for `/v1/events`.
+pub const EVENT_LOG: usize = 2000;
+/// Decisions kept for `/v1/decisions`.
+pub const DECISION_LOG: usize = 500;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub resource_id: String,
+    pub connected: bool,
+    pub peer: String,
+    pub connected_since_ms: i64,
+    /// When the last status or event arrived (coordinator clock, unix ms).
+    pub last_seen_ms: i64,
+    pub status: Option<AgentStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub vertices_running: usize,
+    pub vertices: usize,
+    /// Flink's own per-state timestamps (ms).
+    pub timestamps: BTreeMap<String, i64>,
+    /// Newest exception history entry seen (ms), to report only new ones.
+    pub last_exception_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FlinkView {
+    pub rest: String,
+    pub reachable: bool,
+    pub last_ok_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+    pub jobs: Vec<JobView>,
+    pub taskmanagers: Vec<TaskManagerView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskManagerView {
+    pub id: String,
+    pub slots: i64,
+    pub free_slots: i64,
+    /// When the JobManager last heard from it (unix ms; Flink's REST calls this `timeSinceLastHeartbeat`).
+    pub last_heartbeat_ms: i64,
+}
+
+impl From<&flink::TaskManager> for TaskManagerView {
+    fn from(t: &flink::TaskManager) -> Self {
+        TaskManagerView {
+            id: t.id.clone(),
+            slots: t.slots,
+            free_slots: t.free_slots,
+            last_heartbeat_ms: t.last_heartbeat,
+        }
+    }
+}
+
+/// One line of the event log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: u64,
+    /// When the coordinator recorded it (unix ms).
+    pub ts_ms: i64,
+    /// When it happened at its source (unix ms; the agent's or Flink's clock).
+    pub source_ts_ms: i64,
+    /// `agent`, `flink` or `coordinator`.
+    pub source: String,
+    pub resource_id: Option<String>,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// A piece of evidence behind a decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    pub ts_ms: i64,
+    pub signal: String,
+    pub detail: serde_json::Value,
+}
+
+/// What the coordinator decided (or, observe-only, would have done) about an incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub id: u64,
+    pub ts_ms: i64,
+    /// `tm-dead`, `tm-hung`, `tm-paused`, `tm-busy-gc`, `jm-dead`, `agent-lost`, ...
+    pub trigger: String,
+    pub resource_id: String,
+    pub evidence: Vec<Evidence>,
+    /// The action, in words.
+    pub action: String,
+    /// `observe-only`: recorded, not taken.
+    pub mode: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Model {
+    pub agents: BTreeMap<String, AgentView>,
+    pub flink: FlinkView,
+    pub events: VecDeque<Event>,
+    pub decisions: VecDeque<Decision>,
+    next_event: u64,
+    next_decision: u64,
+    /// Open incidents by resource id: no second decision for the same trigger until the resource is alive again.
+    open: BTreeMap<String, String>,
+    pub events_by_source: BTreeMap<String, u64>,
+    pub decisions_by_kind: BTreeMap<String, u64>,
+    pub agent_connections: BTreeMap<&'static str, u64>,
+}
+
+impl Model {
+    pub fn new(rest: &str) -> Self {
+        Model {
+            flink: FlinkView {
+                rest: rest.to_string(),
+                ..FlinkView::default()
+            },
+            ..Model::default()
+        }
+    }
+
+    pub fn record(
+        &mut self,
+        source: &str,
+        resource_id: Option<&str>,
+        kind: &str,
+        source_ts_ms: i64,
+        detail: serde_json::Value,
+    ) -> u64 {
+        self.next_event += 1;
+        if self.events.len() >= EVENT_LOG {
+            self.events.pop_front();
+        }
+        *self.events_by_source.entry(source.to_string()).or_default() += 1;
+        self.events.push_back(Event {
+            id: self.next_event,
+            ts_ms: now_ms(),
+            source_ts_ms,
+            source: source.into(),
+            resource_id: resource_id.map(str::to_string),
+            kind: kind.into(),
+            detail,
+        });
+        self.next_event
+    }
+
+    pub fn agent_connected(&mut self, resource_id: &str, peer: &str) {
+        let now = now_ms();
+        let view = self
+            .agents
+            .entry(resource_id.to_string())
+            .or_insert_with(|| AgentView {
+                resource_id: resource_id.to_string(),
+                connected: false,
+                peer: String::new(),
+                connected_since_ms: now,
+                last_seen_ms: now,
+                status: None,
+            });
+        view.connected = true;
+        view.peer = peer.to_string();
+        view.connected_since_ms = now;
+        view.last_seen_ms = now;
+        self.record(
+            "coordinator",
+            Some(resource_id),
+            "agent-connected",
+            now,
+            serde_json::json!({"peer": peer}),
+        );
+    }
+
+    pub fn agent_disconnected(&mut self, resource_id: &str, reason: &str) {
+        let now = now_ms();
+        if let Some(v) = self.agents.get_mut(resource_id) {
+            v.connected = false;
+        }
+        self.record(
+            "coordinator",
+            Some(resource_id),
+            "agent-lost",
+            now,
+            serde_json::json!({"reason": reason}),
+        );
+        let last = self.agents.get(resource_id).and_then(|a| a.status.clone());
+        // An agent whose process is already known dead explains its own silence.
+        if last.as_ref().is_some_and(|s| s.liveness == "dead") {
+            return;
+        }
+        let flink_tm = self
+            .flink
+            .taskmanagers
+            .iter()
+            .find(|t| t.id == resource_id)
+            .cloned();
+        self.decide(
+            "agent-lost",
+            resource_id,
+            vec![
+                Evidence {
+                    ts_ms: now,
+                    signal: "agent connection closed".into(),
+                    detail: serde_json::json!({"reason": reason}),
+                },
+                Evidence {
+                    ts_ms: now,
+                    signal: "last agent status".into(),
+                    detail: serde_json::to_value(&last).unwrap_or_default(),
+                },
+                Evidence {
+                    ts_ms: now,
+                    signal: "flink taskmanager view".into(),
+                    detail: serde_json::to_value(&flink_tm).unwrap_or_default(),
+                },
+            ],
+            format!(
+                "would treat {resource_id} as possibly partitioned: watch Flink's heartbeat to it, and if that stops too, \
+                 fail it over like a hang"
+            ),
+        );
+    }
+
+    pub fn agent_status(&mut self, status: AgentStatus) {
+        let now = now_ms();
+        let id = status.resource_id.clone();
+        if let Some(v) = self.agents.get_mut(&id) {
+            v.last_seen_ms = now;
+            v.status = Some(status);
+        }
+    }
+
+    /// An event from an agent; liveness transitions may open an incident.
+    pub fn agent_event(&mut self, ev: AgentEvent) {
+        if let Some(v) = self.agents.get_mut(&ev.resource_id) {
+            v.last_seen_ms = now_ms();
+        }
+        self.record(
+            "agent",
+            Some(&ev.resource_id),
+            &ev.kind,
+            ev.ts_ms,
+            ev.detail.clone(),
+        );
+        if ev.kind != "liveness" {
+            return;
+        }
+        let to = ev
+            .detail
+            .get("to")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let rid = ev.resource_id.clone();
+        if to == "alive" {
+            self.open.remove(&rid);
+            return;
+        }
+        let watches_jm = self
+            .agents
+            .get(&rid)
+            .and_then(|a| a.status.as_ref())
+            .is_some_and(|s| s.watches == crate::protocol::Role::Jm);
+        let evidence = vec![
+            Evidence {
+                ts_ms: ev.ts_ms,
+                signal: format!("agent liveness {to}"),
+                detail: ev.detail.clone(),
+            },
+            Evidence {
+                ts_ms: now_ms(),
+                signal: "flink taskmanager view".into(),
+                detail: serde_json::to_value(self.flink.taskmanagers.iter().find(|t| t.id == rid))
+                    .unwrap_or_default(),
+            },
+        ];
+        let (trigger, action) = match (to.as_str(), watches_jm) {
+            ("dead", true) => ("jm-dead", "would restart the JobManager (with the profile's HA) and wait for jobs to recover".to_string()),
+            ("dead", false) => {
+                let standby = self.standby_for(&rid);
+                (
+                    "tm-dead",
+                    match standby {
+                        Some(s) => format!(
+                            "would make sure free slots exist (standby {s} has them), restart {rid} in place with the same resource id, and let Flink redeploy"
+                        ),
+                        None => format!("would restart {rid} in place with the same resource id (no standby with free slots)"),
+                    },
+                )
+            }
+            ("hung", _) => ("tm-hung", format!("would fence {rid} (SIGKILL through its agent) once it has been hung past the hang tolerance")),
+            ("paused", _) => ("tm-paused", format!("would fence {rid} (SIGKILL through its agent) once it has been stopped past the hang tolerance")),
+            ("busy-gc", _) => ("tm-busy-gc", format!("would wait: {rid} is using CPU without heartbeats (likely garbage collection); fence only past the GC tolerance")),
+            _ => return,
+        };
+        self.decide(trigger, &rid, evidence, action);
+    }
+
+    /// A TaskManager that Flink reports with all slots free and whose agent says alive.
+    fn standby_for(&self, failed: &str) -> Option<String> {
+        self.flink
+            .taskmanagers
+            .iter()
+            .filter(|t| t.id != failed && t.slots > 0 && t.free_slots == t.slots)
+            .find(|t| {
+                self.agents
+                    .get(&t.id)
+                    .and_then(|a| a.status.as_ref())
+                    .is_none_or(|s| s.liveness == "alive")
+            })
+            .map(|t| t.id.clone())
+    }
+
+    fn decide(
+        &mut self,
+        trigger: &str,
+        resource_id: &str,
+        evidence: Vec<Evidence>,
+        action: String,
+    ) {
+        if self.open.get(resource_id).is_some_and(|t| t == trigger) {
+            return;
+        }
+        self.open
+            .insert(resource_id.to_string(), trigger.to_string());
+        self.next_decision += 1;
+        let d = Decision {
+            id: self.next_decision,
+            ts_ms: now_ms(),
+            trigger: trigger.into(),
+            resource_id: resource_id.into(),
+            evidence,
+            action: action.clone(),
+            mode: "observe-only".into(),
+        };
+        tracing::warn!(trigger, resource_id, %action, "Decision (observe-only)");
+        *self
+            .decisions_by_kind
+            .entry(trigger.to_string())
+            .or_default() += 1;
+        let detail = serde_json::to_value(&d).unwrap_or_default();
+        if self.decisions.len() >= DECISION_LOG {
+            self.decisions.pop_front();
+        }
+        self.decisions.push_back(d);
+        self.record(
+            "coordinator",
+            Some(resource_id),
+            "decision",
+            now_ms(),
+            detail,
+        );
+    }
+
+    /// The result of one Flink poll.
+    pub fn flink_polled(
+        &mut self,
+        result: Result<
+            (
+                Vec<JobView>,
+                Vec<TaskManagerView>,
+                Vec<(String, flink::ExceptionEntry)>,
+            ),
+            String,
+        >,
+    ) {
+        let now = now_ms();
+        match result {
+            Ok((jobs, tms, exceptions)) => {
+                if !self.flink.reachable {
+                    self.record(
+                        "flink",
+                        None,
+                        "rest-reachable",
+                        now,
+                        serde_json::json!({"rest": self.flink.rest}),
+                    );
+                }
+                for j in &jobs {
+                    let before = self
+                        .flink
+                        .jobs
+                        .iter()
+                        .find(|o| o.id == j.id)
+                        .map(|o| o.state.clone());
+                    if before.as_deref() != Some(j.state.as_str()) {
+                        let ts = j.timestamps.get(&j.state).copied().unwrap_or(now);
+                        self.record(
+                            "flink",
+                            None,
+                            "job-state",
+                            ts,
+                            serde_json::json!({"job_id": j.id, "from": before, "to": j.state}),
+                        );
+                    }
+                }
+                for t in &tms {
+                    if !self.flink.taskmanagers.iter().any(|o| o.id == t.id) {
+                        self.record(
+                            "flink",
+                            Some(&t.id),
+                            "taskmanager-registered",
+                            now,
+                            serde_json::json!({"slots": t.slots}),
+                        );
+                    }
+                }
+                for o in &self.flink.taskmanagers.clone() {
+                    if !tms.iter().any(|t| t.id == o.id) {
+                        self.record(
+                            "flink",
+                            Some(&o.id),
+                            "taskmanager-released",
+                            now,
+                            serde_json::json!({}),
+                        );
+                    }
+                }
+                for (job, e) in exceptions {
+                    self.record(
+                        "flink",
+                        e.task_manager_id.as_deref(),
+                        "exception",
+                        e.timestamp,
+                        serde_json::json!({"job_id": job, "exception": e.exception_name, "summary": flink::summarize_stacktrace(&e.stacktrace)}),
+                    );
+                }
+                self.flink.jobs = jobs;
+                self.flink.taskmanagers = tms;
+                self.flink.reachable = true;
+                self.flink.last_ok_ms = Some(now);
+                self.flink.last_error = None;
+                self.flink.polls_ok += 1;
+            }
+            Err(e) => {
+                if self.flink.reachable || self.flink.polls_failed == 0 {
+                    self.record(
+                        "flink",
+                        None,
+                        "rest-unreachable",
+                        now,
+                        serde_json::json!({"error": e}),
+                    );
+                }
+                self.flink.reachable = false;
+                self.flink.last_error = Some(e);
+                self.flink.polls_failed += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Role;
+
+    fn status(rid: &str, liveness: &str, watches: Role) -> AgentStatus {
+        AgentStatus {
+            resource_id: rid.into(),
+            watches,
+            pid: Some(1),
+            liveness: liveness.into(),
+            since_ms: 0,
+            last_heartbeat_ms: None,
+            plugin_connected: true,
+            metrics_url: String::new(),
+            ts_ms: 0,
+        }
+    }
+
+    fn liveness(rid: &str, to: &str) -> AgentEvent {
+        AgentEvent {
+            ts_ms: 5,
+            resource_id: rid.into(),
+            kind: "liveness".into(),
+            detail: serde_json::json!({"from": "alive", "to": to}),
+        }
+    }
+
+    fn tm(id: &str, slots: i64, free: i64) -> TaskManagerView {
+        TaskManagerView {
+            id: id.into(),
+            slots,
+            free_slots: free,
+            last_heartbeat_ms: 100,
+        }
+    }
+
+    #[test]
+    fn a_dead_taskmanager_gets_one_decision_naming_the_standby() {
+        let mut m = Model::new("http://x");
+        for id in ["tm-1", "tm-2", "tm-3"] {
+            m.agent_connected(id, "peer");
+            m.agent_status(status(id, "alive", Role::Tm));
+        }
+        m.flink_polled(Ok((
+            vec![],
+            vec![tm("tm-1", 2, 0), tm("tm-2", 2, 0), tm("tm-3", 2, 2)],
+            vec![],
+        )));
+        m.agent_event(liveness("tm-1", "dead"));
+        m.agent_event(liveness("tm-1", "dead"));
+        assert_eq!(m.decisions.len(), 1, "one incident, one decision");
+        let d = &m.decisions[0];
+        assert_eq!(
+            (d.trigger.as_str(), d.mode.as_str()),
+            ("tm-dead", "observe-only")
+        );
+        assert!(d.action.contains("standby tm-3"), "{}", d.action);
+        assert_eq!(d.evidence.len(), 2);
+        assert!(m.events.iter().any(|e| e.kind == "decision"));
+        // Back alive, then hung: a new incident.
+        m.agent_event(liveness("tm-1", "alive"));
+        m.agent_event(liveness("tm-1", "hung"));
+        assert_eq!(m.decisions.back().unwrap().trigger, "tm-hung");
+        assert_eq!(m.decisions_by_kind["tm-dead"], 1);
+    }
+
+    #[test]
+    fn jobmanager_death_and_lost_agents() {
+        let mut m = Model::new("http://x");
+        m.agent_connected("jobmanager", "p");
+        m.agent_status(status("jobmanager", "alive", Role::Jm));
+        m.agent_event(liveness("jobmanager", "dead"));
+        assert_eq!(m.decisions.back().unwrap().trigger, "jm-dead");
+
+        m.agent_connected("tm-2", "p");
+        m.agent_status(status("tm-2", "alive", Role::Tm));
+        m.agent_disconnected("tm-2", "eof");
+        assert_eq!(m.decisions.back().unwrap().trigger, "agent-lost");
+        assert!(!m.agents["tm-2"].connected);
+
+        // An agent whose process died first is not a partition.
+        m.agent_connected("tm-4", "p");
+        m.agent_status(status("tm-4", "dead", Role::Tm));
+        let n = m.decisions.len();
+        m.agent_disconnected("tm-4", "eof");
+        assert_eq!(m.decisions.len(), n);
+    }
+
+    #[test]
+    fn flink_reachability_and_job_state_changes_are_events() {
+        let mut m = Model::new("http://x");
+        m.flink_polled(Err("connection refused".into()));
+        m.flink_polled(Err("connection refused".into()));
+        assert_eq!(
+            m.events
+                .iter()
+                .filter(|e| e.kind == "rest-unreachable")
+                .count(),
+            1
+        );
+        let job = |state: &str| JobView {
+            id: "j".into(),
+            name: "n".into(),
+            state: state.into(),
+            vertices_running: 0,
+            vertices: 1,
+            timestamps: BTreeMap::new(),
+            last_exception_ms: 0,
+        };
+        m.flink_polled(Ok((vec![job("RUNNING")], vec![], vec![])));
+        m.flink_polled(Ok((vec![job("RESTARTING")], vec![], vec![])));
+        let kinds: Vec<&str> = m.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "rest-unreachable",
+                "rest-reachable",
+                "job-state",
+                "job-state"
+            ]
+        );
+        assert!(m.flink.reachable);
+        assert_eq!((m.flink.polls_ok, m.flink.polls_failed), (2, 2));
+    }
+
+    #[test]
+    fn the_event_log_is_bounded() {
+        let mut m = Model::new("x");
+        for i in 0..(EVENT_LOG + 10) {
+            m.record("agent", None, "span", i as i64, serde_json::Value::Null);
+        }
+        assert_eq!(m.events.len(), EVENT_LOG);
+        assert_eq!(m.events.front().unwrap().id, 11);
+    }
+}
