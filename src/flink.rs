@@ -12,12 +12,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("flink REST {url}: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("flink REST {url}: {detail}")]
+    Http { url: String, detail: String },
     #[error("flink REST {url} answered {status}: {body}")]
     Status {
         url: String,
@@ -41,6 +37,30 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A request error with its causes ("timed out", "connection refused"), which reqwest's own message leaves out.
+fn http_err(url: &str, e: reqwest::Error) -> Error {
+    let mut detail = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !detail.contains(&text) {
+            detail.push_str(": ");
+            detail.push_str(&text);
+        }
+        cause = c.source();
+    }
+    Error::Http {
+        url: url.to_string(),
+        detail,
+    }
+}
 
 /// One job in `/jobs/overview`.
 #[derive(Debug, Clone, Deserialize)]
@@ -176,10 +196,7 @@ impl Client {
         resp: reqwest::Response,
     ) -> Result<T> {
         let status = resp.status();
-        let body = resp.text().await.map_err(|source| Error::Http {
-            url: url.clone(),
-            source,
-        })?;
+        let body = resp.text().await.map_err(|e| http_err(&url, e))?;
         if !status.is_success() {
             return Err(Error::Status {
                 url,
@@ -197,10 +214,7 @@ impl Client {
             .get(&url)
             .send()
             .await
-            .map_err(|source| Error::Http {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(|e| http_err(&url, e))?;
         self.read(url, resp).await
     }
 
@@ -255,10 +269,7 @@ impl Client {
             .multipart(form)
             .send()
             .await
-            .map_err(|source| Error::Http {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(|e| http_err(&url, e))?;
         let up: Upload = self.read(url, resp).await?;
         let filename = up
             .filename
@@ -287,10 +298,7 @@ impl Client {
             .json(&body)
             .send()
             .await
-            .map_err(|source| Error::Http {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(|e| http_err(&url, e))?;
         Ok(self.read::<RunResponse>(url, resp).await?.jobid)
     }
 
@@ -302,10 +310,7 @@ impl Client {
             .patch(&url)
             .send()
             .await
-            .map_err(|source| Error::Http {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(|e| http_err(&url, e))?;
         if resp.status().is_success() {
             Ok(())
         } else {

@@ -843,8 +843,8 @@ fn print_cluster(c: &serde_json::Value) {
         );
     }
     println!(
-        "{:<12} {:<8} {:<10} {:<9} {:<10} {}",
-        "RESOURCE", "ROLE", "SLOTS", "AGENT", "LIVENESS", "PID"
+        "{:<12} {:<8} {:<10} {:<9} {:<10} PID",
+        "RESOURCE", "ROLE", "SLOTS", "AGENT", "LIVENESS"
     );
     for t in c["taskmanagers"].as_array().into_iter().flatten() {
         let slots = match (&t["flink"]["free_slots"], &t["flink"]["slots"]) {

@@ -91,6 +91,27 @@ pub fn snake(name: &str) -> String {
     out.trim_matches('_').to_string()
 }
 
+/// The Prometheus name and value scale for a forwarded Flink metric: `streamshield_flink_<snake name>`, with
+/// Flink's `...TimeMsPerSecond` gauges as `..._time_ratio` (0..1) and suffixes Prometheus reserves for counters,
+/// histograms and summaries renamed (`..._count` of a garbage collector becomes `..._collections`).
+pub fn flink_metric(name: &str) -> (String, f64) {
+    let mut n = snake(name);
+    let mut scale = 1.0;
+    if let Some(stem) = n.strip_suffix("_ms_per_second") {
+        n = format!("{stem}_ratio");
+        scale = 0.001;
+    } else if let Some(stem) = n.strip_suffix("_count") {
+        n = if stem.contains("garbage_collector") {
+            format!("{stem}_collections")
+        } else {
+            format!("{stem}_number")
+        };
+    } else if ["_total", "_sum", "_bucket"].iter().any(|s| n.ends_with(s)) {
+        n.push_str("_value");
+    }
+    (format!("streamshield_flink_{n}"), scale)
+}
+
 /// Label names must match `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn label_name(name: &str) -> String {
     let s: String = name
@@ -169,6 +190,22 @@ mod tests {
         assert_eq!(snake("busyTimeMsPerSecond"), "busy_time_ms_per_second");
         assert_eq!(snake("numRecordsIn"), "num_records_in");
         assert_eq!(label_name("3x-y"), "_3x_y");
+        assert_eq!(
+            flink_metric("busyTimeMsPerSecond"),
+            ("streamshield_flink_busy_time_ratio".into(), 0.001)
+        );
+        assert_eq!(
+            flink_metric("Status.JVM.GarbageCollector.G1_Young_Generation.Count").0,
+            "streamshield_flink_status_jvm_garbage_collector_g1_young_generation_collections"
+        );
+        assert_eq!(
+            flink_metric("numRestarts").0,
+            "streamshield_flink_num_restarts"
+        );
+        assert_eq!(
+            flink_metric("x_total").0,
+            "streamshield_flink_x_total_value"
+        );
     }
 
     #[test]

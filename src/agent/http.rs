@@ -173,14 +173,14 @@ pub fn render(shared: &Shared) -> String {
     if let Some(batch) = &inner.metrics {
         let mut fams = Families::default();
         for m in &batch.metrics {
-            let name = format!("streamshield_flink_{}", metrics::snake(&m.name));
+            let (name, scale) = metrics::flink_metric(&m.name);
             let mut labels = vec![("resource_id".to_string(), rid.to_string())];
             labels.extend(
                 m.labels
                     .iter()
                     .map(|(k, v)| (metrics::label_name(k), v.clone())),
             );
-            fams.add(name, labels, m.value);
+            fams.add(name, labels, m.value * scale);
         }
         fams.render(
             &mut t,

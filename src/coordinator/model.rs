@@ -9,6 +9,13 @@ use crate::flink;
 use crate::protocol::message::{AgentEvent, AgentStatus};
 use crate::workload::live::now_ms;
 
+/// One successful poll of Flink: jobs, TaskManagers, and exception-history entries new since the last poll.
+pub type Polled = (
+    Vec<JobView>,
+    Vec<TaskManagerView>,
+    Vec<(String, flink::ExceptionEntry)>,
+);
+
 /// Events kept for `/v1/events`.
 pub const EVENT_LOG: usize = 2000;
 /// Decisions kept for `/v1/decisions`.
@@ -266,6 +273,10 @@ impl Model {
             .unwrap_or("")
             .to_string();
         let rid = ev.resource_id.clone();
+        // The event is newer than the last periodic status: let the status show it at once.
+        if let Some(st) = self.agents.get_mut(&rid).and_then(|a| a.status.as_mut()) {
+            st.liveness = to.clone();
+        }
         if to == "alive" {
             self.open.remove(&rid);
             return;
@@ -367,17 +378,7 @@ impl Model {
     }
 
     /// The result of one Flink poll.
-    pub fn flink_polled(
-        &mut self,
-        result: Result<
-            (
-                Vec<JobView>,
-                Vec<TaskManagerView>,
-                Vec<(String, flink::ExceptionEntry)>,
-            ),
-            String,
-        >,
-    ) {
+    pub fn flink_polled(&mut self, result: Result<Polled, String>) {
         let now = now_ms();
         match result {
             Ok((jobs, tms, exceptions)) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::model::{JobView, TaskManagerView};
+use super::model::{JobView, Polled, TaskManagerView};
 use super::Shared;
 use crate::flink;
 
@@ -34,12 +34,6 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         shared.model().flink_polled(result);
     }
 }
-
-type Polled = (
-    Vec<JobView>,
-    Vec<TaskManagerView>,
-    Vec<(String, flink::ExceptionEntry)>,
-);
 
 /// One poll. `known` holds (job id, newest exception already reported) from the previous poll.
 pub async fn poll(client: &flink::Client, known: &[(String, i64)]) -> flink::Result<Polled> {

@@ -196,21 +196,6 @@ mod tests {
     }
 
     #[test]
-    fn shield_profile_adds_the_plugin() {
-        let c = flink_config("shield", &vars()).unwrap();
-        assert_eq!(
-            lookup(&c, "metrics.reporter.streamshield.factory.class"),
-            Some("io.streamshield.plugin.StreamShieldMetricReporterFactory")
-        );
-        assert_eq!(
-            lookup(&c, "metrics.reporter.streamshield.interval"),
-            Some("1 s")
-        );
-        assert_eq!(lookup(&c, "rest.port"), Some("8081"), "the base stays");
-        assert!(runs_streamshield("shield") && !runs_streamshield("stock"));
-    }
-
-    #[test]
     fn unknown_profile_and_unbound_placeholder_are_errors() {
         assert!(matches!(
             flink_config("nope", &vars()),

@@ -1,0 +1,355 @@
+//! The coordinator against a fake Flink REST API (wiremock: 5xx, time-outs, malformed JSON, recovery), its API's
+//! authentication, and a real agent (fed by a fake plugin) whose liveness events become observe-only decisions.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use streamshield::agent::{AgentConfig, BoundAgent};
+use streamshield::coordinator::{BoundCoordinator, CoordinatorConfig};
+use streamshield::endpoint::Endpoint;
+use streamshield::protocol::handshake;
+use streamshield::protocol::{FrameCodec, Heartbeat, Hello, Message, Role};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+struct Coord {
+    api: String,
+    agents: String,
+    token: String,
+    agent_token_file: std::path::PathBuf,
+    stop: CancellationToken,
+}
+
+impl Drop for Coord {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn coordinator(dir: &Path, flink: &str) -> Coord {
+    let cfg = CoordinatorConfig {
+        agents_listen: "127.0.0.1:0".into(),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        agent_token_file: dir.join("agent.token"),
+        api_token_file: dir.join("api.token"),
+        flink_rest: flink.to_string(),
+        poll_interval: Duration::from_millis(200),
+    };
+    let c = BoundCoordinator::bind(cfg).await.unwrap();
+    let api = format!("http://{}", c.api_addr());
+    let agents = c.agents_addr().to_string();
+    let stop = CancellationToken::new();
+    tokio::spawn(c.run(stop.clone()));
+    Coord {
+        api,
+        agents,
+        token: std::fs::read_to_string(dir.join("api.token")).unwrap(),
+        agent_token_file: dir.join("agent.token"),
+        stop,
+    }
+}
+
+async fn get(c: &Coord, p: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}{p}", c.api))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn eventually<F: Fn(&serde_json::Value) -> bool>(
+    c: &Coord,
+    p: &str,
+    within: Duration,
+    f: F,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let v = get(c, p).await;
+        if f(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < within,
+            "condition on {p} not met within {within:?}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn healthy_flink(server: &MockServer) -> Vec<Mock> {
+    vec![
+        Mock::given(method("GET")).and(path("/jobs/overview")).respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"jobs": [{"jid": "j1", "name": "seq", "state": "RUNNING"}]})),
+        ),
+        Mock::given(method("GET")).and(path("/jobs/j1")).respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"jid": "j1", "name": "seq", "state": "RUNNING", "timestamps": {"RUNNING": 5},
+                               "vertices": [{"id": "v", "name": "src", "status": "RUNNING", "parallelism": 2}]}),
+        )),
+        Mock::given(method("GET"))
+            .and(path("/jobs/j1/exceptions"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"exceptionHistory": {"entries": []}}))),
+        Mock::given(method("GET")).and(path("/taskmanagers")).respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"taskmanagers": [
+                {"id": "tm-1", "slotsNumber": 2, "freeSlots": 0, "timeSinceLastHeartbeat": 1},
+                {"id": "tm-2", "slotsNumber": 2, "freeSlots": 2, "timeSinceLastHeartbeat": 1}]}),
+        )),
+    ]
+    .into_iter()
+    .inspect(|_| {
+        let _ = server;
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn flink_failures_are_recorded_and_polling_recovers() {
+    let flink = MockServer::start().await;
+    let d = tempfile::tempdir().unwrap();
+    // First: 5xx.
+    Mock::given(method("GET"))
+        .and(path("/jobs/overview"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("busy"))
+        .up_to_n_times(3)
+        .mount(&flink)
+        .await;
+    let c = coordinator(d.path(), &flink.uri()).await;
+    let v = eventually(&c, "/v1/cluster", Duration::from_secs(5), |v| {
+        v["flink"]["polls_failed"].as_u64() >= Some(2)
+    })
+    .await;
+    assert_eq!(v["flink"]["reachable"], false);
+    assert!(
+        v["flink"]["last_error"].as_str().unwrap().contains("503"),
+        "{v}"
+    );
+
+    // Then malformed JSON.
+    Mock::given(method("GET"))
+        .and(path("/jobs/overview"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{\"jobs\": [ {oops"))
+        .up_to_n_times(2)
+        .mount(&flink)
+        .await;
+    eventually(&c, "/v1/cluster", Duration::from_secs(5), |v| {
+        v["flink"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("JSON"))
+    })
+    .await;
+
+    // Then a time-out (the poller gives up after 2 s).
+    Mock::given(method("GET"))
+        .and(path("/jobs/overview"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(4))
+                .set_body_json(serde_json::json!({"jobs": []})),
+        )
+        .up_to_n_times(1)
+        .mount(&flink)
+        .await;
+    eventually(&c, "/v1/cluster", Duration::from_secs(8), |v| {
+        v["flink"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out") || e.contains("timeout"))
+    })
+    .await;
+
+    // Then healthy: the model fills in.
+    for m in healthy_flink(&flink) {
+        m.mount(&flink).await;
+    }
+    let v = eventually(&c, "/v1/cluster", Duration::from_secs(10), |v| {
+        v["flink"]["reachable"] == true
+    })
+    .await;
+    assert_eq!(v["flink"]["jobs"][0]["state"], "RUNNING");
+    let tms = get(&c, "/v1/taskmanagers").await;
+    let roles: Vec<(&str, &str)> = tms
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["resource_id"].as_str().unwrap(),
+                t["role"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(roles, vec![("tm-1", "active"), ("tm-2", "standby")]);
+    let events = get(&c, "/v1/events").await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"rest-unreachable")
+            && kinds.contains(&"rest-reachable")
+            && kinds.contains(&"job-state"),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_api_refuses_requests_without_the_token() {
+    let flink = MockServer::start().await;
+    let d = tempfile::tempdir().unwrap();
+    let c = coordinator(d.path(), &flink.uri()).await;
+    let http = reqwest::Client::new();
+    for p in [
+        "/v1/cluster",
+        "/v1/jobs",
+        "/v1/taskmanagers",
+        "/v1/events",
+        "/v1/decisions",
+        "/metrics",
+    ] {
+        let none = http.get(format!("{}{p}", c.api)).send().await.unwrap();
+        assert_eq!(none.status(), 401, "{p} without a token");
+        let wrong = http
+            .get(format!("{}{p}", c.api))
+            .bearer_auth("nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{p} with a wrong token");
+        let ok = http
+            .get(format!("{}{p}", c.api))
+            .bearer_auth(&c.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200, "{p} with the token");
+    }
+    let health = http.get(format!("{}/healthz", c.api)).send().await.unwrap();
+    assert_eq!(health.status(), 200, "health is open");
+}
+
+#[tokio::test]
+async fn an_agents_liveness_becomes_an_observe_only_decision() {
+    let flink = MockServer::start().await;
+    for m in healthy_flink(&flink) {
+        m.mount(&flink).await;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let c = coordinator(d.path(), &flink.uri()).await;
+
+    // An agent with the wrong token is refused.
+    let bad_token = d.path().join("bad.token");
+    std::fs::write(&bad_token, "not-the-token").unwrap();
+    let mut cfg = AgentConfig {
+        listen: Endpoint::Unix(d.path().join("a/plugin.sock")),
+        secret_file: None,
+        resource_id: "tm-1".into(),
+        watches: Role::Tm,
+        pid: None,
+        http: "127.0.0.1:0".parse().unwrap(),
+        coordinator: Some(c.agents.clone()),
+        token_file: Some(bad_token),
+        suspect_after: Duration::from_millis(300),
+        status_interval: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_millis(100),
+        stall_timeout: Duration::from_secs(10),
+    };
+    let impostor = BoundAgent::bind(cfg.clone()).await.unwrap();
+    let stop_impostor = CancellationToken::new();
+    tokio::spawn(impostor.run(stop_impostor.clone()));
+    let m = eventually(&c, "/v1/cluster", Duration::from_secs(5), |_| true).await;
+    assert!(m["agents"].as_array().unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", c.api))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "streamshield_coordinator_agent_connections_total{result=\"unauthenticated\"}"
+        ),
+        "{metrics}"
+    );
+    stop_impostor.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The real one.
+    cfg.token_file = Some(c.agent_token_file.clone());
+    cfg.listen = Endpoint::Unix(d.path().join("b/plugin.sock"));
+    let agent = BoundAgent::bind(cfg).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(agent.run(stop.clone()));
+    eventually(&c, "/v1/cluster", Duration::from_secs(5), |v| {
+        v["agents"][0]["connected"] == true
+    })
+    .await;
+
+    // A fake plugin connects, beats, and goes away: the agent reports dead, the coordinator decides.
+    let s = tokio::net::UnixStream::connect(d.path().join("b/plugin.sock"))
+        .await
+        .unwrap();
+    let mut p = Framed::new(s, FrameCodec::default());
+    handshake::connect(
+        &mut p,
+        Hello {
+            protocol: 1,
+            role: Role::Tm,
+            resource_id: "tm-1".into(),
+            pid: std::process::id(),
+            flink_version: "1.20.5".into(),
+            secret: None,
+        },
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    p.send(Message::Heartbeat(Heartbeat { seq: 1, ts_ms: 0 }).to_frame())
+        .await
+        .unwrap();
+    eventually(&c, "/v1/cluster", Duration::from_secs(5), |v| {
+        v["agents"][0]["status"]["liveness"] == "alive"
+    })
+    .await;
+    let killed = Instant::now();
+    drop(p);
+    let decisions = eventually(&c, "/v1/decisions", Duration::from_secs(5), |v| {
+        !v.as_array().unwrap().is_empty()
+    })
+    .await;
+    let took = killed.elapsed();
+    let d0 = &decisions[0];
+    assert_eq!(d0["trigger"], "tm-dead");
+    assert_eq!(d0["mode"], "observe-only");
+    assert!(
+        d0["action"].as_str().unwrap().contains("standby tm-2"),
+        "{d0}"
+    );
+    assert!(took < Duration::from_secs(2), "decision after {took:?}");
+
+    // Losing the agent itself is an event too (its process was already dead: no second decision).
+    stop.cancel();
+    eventually(&c, "/v1/cluster", Duration::from_secs(5), |v| {
+        v["agents"][0]["connected"] == false
+    })
+    .await;
+    let events = get(&c, "/v1/events").await;
+    assert!(events
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "agent-lost"));
+    assert_eq!(get(&c, "/v1/decisions").await.as_array().unwrap().len(), 1);
+}

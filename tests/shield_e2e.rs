@@ -1,0 +1,230 @@
+//! End to end with the shield profile on real Flink: the plugin inside the JobManager and every TaskManager links
+//! to its agent, Flink's metrics flow out through the agents, the metric pages pass `promtool check metrics`, and a
+//! `kill -9` of an active TaskManager is reported dead by its agent within 500 ms and turned into an (observe-only)
+//! decision by the coordinator. Everything is taken down at the end, also when an assertion fails.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamshield");
+
+fn streamshield(args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run streamshield");
+    eprintln!(
+        "$ streamshield {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+struct Cluster(PathBuf);
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN)
+            .args(["local", "down", "--dir"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
+fn get(url: &str, token: Option<&str>) -> String {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().and_then(|r| r.text()).unwrap_or_default()
+}
+
+fn promtool_check(page: &str, what: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/prereqs installs Debian's prometheus package)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics on the {what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let d = dir.to_str().unwrap();
+    let _cluster = Cluster(dir.clone());
+    let up = streamshield(&[
+        "local",
+        "up",
+        "--dir",
+        d,
+        "--profile",
+        "shield",
+        "--port-offset",
+        "24000",
+    ]);
+    assert!(up.status.success(), "local up --profile shield failed");
+
+    let status: Value =
+        serde_json::from_slice(&streamshield(&["local", "status", "--json", "--dir", d]).stdout)
+            .unwrap();
+    let agents = status["agents"].as_array().unwrap();
+    let mut names: Vec<&str> = agents
+        .iter()
+        .map(|a| a["resource_id"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["jobmanager", "tm-1", "tm-2", "tm-3"]);
+    for a in agents {
+        assert_eq!(a["alive"], true, "{a}");
+        assert_eq!(a["plugin_connected"], true, "{a}");
+        assert_eq!(a["liveness"], "alive", "{a}");
+    }
+    assert_eq!(status["coordinator"]["alive"], true);
+    let api = status["coordinator"]["api"].as_str().unwrap().to_string();
+    let token =
+        std::fs::read_to_string(status["coordinator"]["api_token_file"].as_str().unwrap()).unwrap();
+    let agent_url = |rid: &str| {
+        agents.iter().find(|a| a["resource_id"] == rid).unwrap()["metrics_url"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // The live table from the coordinator: every TaskManager with a connected agent.
+    let table = streamshield(&["status", "--dir", d]);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    for tm in ["tm-1", "tm-2", "tm-3"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(tm))
+            .unwrap_or_else(|| panic!("{tm} missing:\n{text}"));
+        assert!(
+            line.contains("connected") && line.contains("alive"),
+            "{line}"
+        );
+    }
+
+    // Flink's metrics flow through the agents (the reporter sends every second).
+    let start = Instant::now();
+    let (tm_page, jm_page) = loop {
+        let tm = get(&agent_url("tm-1"), None);
+        let jm = get(&agent_url("jobmanager"), None);
+        if tm.contains("streamshield_flink_num_records_in{")
+            && jm.contains("streamshield_flink_num_restarts{")
+        {
+            break (tm, jm);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no forwarded Flink metrics:\n{tm}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    promtool_check(&tm_page, "tm-1 agent's /metrics");
+    promtool_check(&jm_page, "jobmanager agent's /metrics");
+    promtool_check(
+        &get(&format!("{api}/metrics"), Some(token.trim())),
+        "coordinator's /metrics",
+    );
+
+    // kill -9 of an active TaskManager: its agent says dead within 500 ms.
+    let tm1 = status["taskmanagers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["resource_id"] == "tm-1")
+        .unwrap()
+        .clone();
+    assert_eq!(tm1["role"], "active");
+    let health = agent_url("tm-1").replace("/metrics", "/healthz");
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tm1["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let detected = loop {
+        let h: Value = serde_json::from_str(&get(&health, None)).unwrap_or(Value::Null);
+        if h["liveness"] == "dead" {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "agent never reported tm-1 dead: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    eprintln!(
+        "tm-1 reported dead {} ms after kill -9",
+        detected.as_millis()
+    );
+    assert!(
+        detected < Duration::from_millis(500),
+        "dead after {detected:?}"
+    );
+
+    // The coordinator logs what it would do, with its evidence.
+    let decision = loop {
+        let v: Value =
+            serde_json::from_str(&get(&format!("{api}/v1/decisions"), Some(token.trim())))
+                .unwrap_or(Value::Null);
+        if let Some(d) = v
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["resource_id"] == "tm-1"))
+        {
+            break d.clone();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no decision for tm-1: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(decision["trigger"], "tm-dead");
+    assert_eq!(decision["mode"], "observe-only");
+    assert!(
+        decision["action"]
+            .as_str()
+            .unwrap()
+            .contains("standby tm-3"),
+        "{decision}"
+    );
+    assert!(!decision["evidence"].as_array().unwrap().is_empty());
+
+    let down = streamshield(&["local", "down", "--dir", d]);
+    assert!(down.status.success());
+    let start = Instant::now();
+    while !streamshield::local::processes_naming(&dir).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "processes of the run remain"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
