@@ -51,6 +51,8 @@ pub struct FlinkView {
     pub reachable: bool,
     pub last_ok_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// The last few poll errors with their time (unix ms), newest last.
+    pub recent_errors: VecDeque<(i64, String)>,
     pub polls_ok: u64,
     pub polls_failed: u64,
     pub jobs: Vec<JobView>,
@@ -458,6 +460,10 @@ impl Model {
                     );
                 }
                 self.flink.reachable = false;
+                if self.flink.recent_errors.len() >= 10 {
+                    self.flink.recent_errors.pop_front();
+                }
+                self.flink.recent_errors.push_back((now, e.clone()));
                 self.flink.last_error = Some(e);
                 self.flink.polls_failed += 1;
             }
