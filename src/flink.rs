@@ -132,6 +132,51 @@ struct History {
     entries: Vec<ExceptionEntry>,
 }
 
+/// `/jobs/:id/checkpoints` (the parts StreamShield uses).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CheckpointStats {
+    #[serde(default)]
+    pub counts: CheckpointCounts,
+    #[serde(default)]
+    pub latest: LatestCheckpoints,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CheckpointCounts {
+    #[serde(default)]
+    pub restored: u64,
+    #[serde(default)]
+    pub total: u64,
+    #[serde(default)]
+    pub in_progress: u64,
+    #[serde(default)]
+    pub completed: u64,
+    #[serde(default)]
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LatestCheckpoints {
+    pub completed: Option<CompletedCheckpoint>,
+    pub restored: Option<RestoredCheckpoint>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletedCheckpoint {
+    pub id: u64,
+    #[serde(default)]
+    pub latest_ack_timestamp: i64,
+    #[serde(default)]
+    pub end_to_end_duration: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestoredCheckpoint {
+    pub id: u64,
+    #[serde(default)]
+    pub restore_timestamp: i64,
+}
+
 /// One TaskManager in `/taskmanagers`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TaskManager {
@@ -237,6 +282,10 @@ impl Client {
             .get(&format!("/jobs/{id}/exceptions?maxExceptions=20"))
             .await?;
         Ok(e.history.map(|h| h.entries).unwrap_or_default())
+    }
+
+    pub async fn checkpoints(&self, id: &str) -> Result<CheckpointStats> {
+        self.get(&format!("/jobs/{id}/checkpoints")).await
     }
 
     pub async fn taskmanagers(&self) -> Result<Vec<TaskManager>> {
@@ -379,6 +428,23 @@ mod tests {
             "{t}"
         );
         assert_eq!(error_text("plain text"), "plain text");
+    }
+
+    #[test]
+    fn checkpoint_stats_decode() {
+        let c: CheckpointStats = serde_json::from_str(
+            r#"{"counts":{"restored":1,"total":9,"in_progress":0,"completed":8,"failed":1},
+                "latest":{"completed":{"id":9,"latest_ack_timestamp":1000,"end_to_end_duration":35,"extra":1},
+                          "restored":{"id":4,"restore_timestamp":900},"savepoint":null,"failed":null},
+                "history":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.counts.completed, c.counts.failed, c.counts.restored),
+            (8, 1, 1)
+        );
+        assert_eq!(c.latest.completed.unwrap().end_to_end_duration, 35);
+        assert_eq!(c.latest.restored.unwrap().id, 4);
     }
 
     #[test]

@@ -58,19 +58,23 @@ async fn start(cfg: AgentConfig) -> Running {
     Running { http, sock, stop }
 }
 
+fn hello(protocol: u32, role: Role, pid: u32, secret: Option<String>) -> Hello {
+    Hello {
+        protocol,
+        role,
+        resource_id: "tm-1".into(),
+        pid,
+        flink_version: "1.20.5".into(),
+        secret,
+    }
+}
+
 async fn plugin(sock: &Path, pid: u32) -> Framed<UnixStream, FrameCodec> {
     let s = UnixStream::connect(sock).await.unwrap();
     let mut f = Framed::new(s, FrameCodec::default());
     handshake::connect(
         &mut f,
-        Hello {
-            protocol: 1,
-            role: Role::Tm,
-            resource_id: "tm-1".into(),
-            pid,
-            flink_version: "1.20.5".into(),
-            secret: None,
-        },
+        hello(1, Role::Tm, pid, None),
         Duration::from_secs(2),
     )
     .await
@@ -244,14 +248,7 @@ async fn hostile_connections_are_closed_and_counted_while_the_plugin_keeps_strea
     let mut f3 = Framed::new(s3, FrameCodec::default());
     let r = handshake::connect(
         &mut f3,
-        Hello {
-            protocol: 99,
-            role: Role::Tm,
-            resource_id: "x".into(),
-            pid: 1,
-            flink_version: String::new(),
-            secret: None,
-        },
+        hello(99, Role::Tm, 1, None),
         Duration::from_secs(2),
     )
     .await;
@@ -259,19 +256,7 @@ async fn hostile_connections_are_closed_and_counted_while_the_plugin_keeps_strea
     // A JobManager plugin at a TaskManager's agent.
     let s4 = UnixStream::connect(&a.sock).await.unwrap();
     let mut f4 = Framed::new(s4, FrameCodec::default());
-    let r = handshake::connect(
-        &mut f4,
-        Hello {
-            protocol: 1,
-            role: Role::Jm,
-            resource_id: "x".into(),
-            pid: 1,
-            flink_version: String::new(),
-            secret: None,
-        },
-        Duration::from_secs(2),
-    )
-    .await;
+    let r = handshake::connect(&mut f4, hello(1, Role::Jm, 1, None), Duration::from_secs(2)).await;
     assert!(r.is_err());
     // A half-written frame, then silence (after a proper handshake).
     let mut half = plugin(&a.sock, std::process::id()).await;
@@ -345,14 +330,7 @@ async fn tcp_listeners_need_the_secret() {
         let mut f = Framed::new(s, FrameCodec::default());
         let r = handshake::connect(
             &mut f,
-            Hello {
-                protocol: 1,
-                role: Role::Tm,
-                resource_id: "tm-1".into(),
-                pid: std::process::id(),
-                flink_version: String::new(),
-                secret,
-            },
+            hello(1, Role::Tm, std::process::id(), secret),
             Duration::from_secs(2),
         )
         .await;

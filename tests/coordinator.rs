@@ -103,6 +103,12 @@ fn healthy_flink() -> Vec<Mock> {
                                "vertices": [{"id": "v", "name": "src", "status": "RUNNING", "parallelism": 2}]}),
         )),
         Mock::given(method("GET"))
+            .and(path("/jobs/j1/checkpoints"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "counts": {"restored": 0, "total": 3, "in_progress": 0, "completed": 3, "failed": 0},
+                "latest": {"completed": {"id": 3, "latest_ack_timestamp": 1000, "end_to_end_duration": 40}}
+            }))),
+        Mock::given(method("GET"))
             .and(path("/jobs/j1/exceptions"))
             .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"exceptionHistory": {"entries": []}}))),
         Mock::given(method("GET")).and(path("/taskmanagers")).respond_with(ResponseTemplate::new(200).set_body_json(
@@ -172,6 +178,11 @@ async fn flink_failures_are_recorded_and_polling_recovers() {
     })
     .await;
     assert_eq!(v["flink"]["jobs"][0]["state"], "RUNNING");
+    assert_eq!(v["flink"]["jobs"][0]["checkpoints"]["completed"], 3);
+    assert_eq!(
+        v["flink"]["jobs"][0]["checkpoints"]["latest_duration_ms"],
+        40
+    );
     let tms = get(&c, "/v1/taskmanagers").await;
     let roles: Vec<(&str, &str)> = tms
         .as_array()

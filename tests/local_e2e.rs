@@ -2,43 +2,17 @@
 //! verifier (exactly-once: nothing lost, nothing duplicated), `local down`, and no process of the run left behind —
 //! also when an assertion fails (the guard below takes the cluster down on unwind).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_streamshield");
+mod common;
+
+use common::{streamshield, wait_no_process_naming, Cluster, BIN};
+
 /// Keeps this test's cluster off the default ports, so a developer's own `local up` can run beside it.
 const PORT_OFFSET: &str = "20000";
-
-fn streamshield(args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run streamshield");
-    eprintln!(
-        "$ streamshield {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out
-}
-
-/// Takes the run down when dropped, whether the test passed or panicked.
-struct Cluster {
-    dir: PathBuf,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(BIN)
-            .args(["local", "down", "--dir"])
-            .arg(&self.dir)
-            .output();
-    }
-}
 
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
@@ -50,7 +24,7 @@ fn local_cluster_runs_the_workload_exactly_once_and_goes_away() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     let d = dir.to_str().unwrap();
-    let cluster = Cluster { dir: dir.clone() };
+    let cluster = Cluster(dir.clone());
 
     let start = Instant::now();
     let up = streamshield(&["local", "up", "--dir", d, "--port-offset", PORT_OFFSET]);
@@ -173,21 +147,6 @@ fn local_cluster_runs_the_workload_exactly_once_and_goes_away() {
         "a failed up leaves nothing running"
     );
     drop(cluster);
-}
-
-fn wait_no_process_naming(dir: &Path, within: Duration) -> bool {
-    let start = Instant::now();
-    loop {
-        let left = streamshield::local::processes_naming(dir);
-        if left.is_empty() {
-            return true;
-        }
-        if start.elapsed() > within {
-            eprintln!("left behind: {left:?}");
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A cached distribution that was damaged on disk is noticed and fetched again (here: the Kafka jars, in a cache

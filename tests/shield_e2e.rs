@@ -4,37 +4,14 @@
 //! decision by the coordinator. Everything is taken down at the end, also when an assertion fails.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_streamshield");
+mod common;
 
-fn streamshield(args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run streamshield");
-    eprintln!(
-        "$ streamshield {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    out
-}
-
-struct Cluster(PathBuf);
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(BIN)
-            .args(["local", "down", "--dir"])
-            .arg(&self.0)
-            .output();
-    }
-}
+use common::{streamshield, wait_no_process_naming, Cluster};
 
 fn get(url: &str, token: Option<&str>) -> String {
     let client = reqwest::blocking::Client::builder()
@@ -217,14 +194,35 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
     );
     assert!(!decision["evidence"].as_array().unwrap().is_empty());
 
+    // The JobManager's failure enricher and the trace reporters report through their agents too: the failure the
+    // kill causes, and Flink's spans (checkpoints every second), arrive in the coordinator's event log.
+    let start = Instant::now();
+    loop {
+        let v: Value = serde_json::from_str(&get(
+            &format!("{api}/v1/events?limit=2000"),
+            Some(token.trim()),
+        ))
+        .unwrap_or(Value::Null);
+        let events = v.as_array().cloned().unwrap_or_default();
+        let failure = events
+            .iter()
+            .any(|e| e["kind"] == "failure" && e["resource_id"] == "jobmanager");
+        let span = events.iter().any(|e| e["kind"] == "span");
+        if failure && span {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "failure {failure}, span {span} in {} events",
+            events.len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
     let down = streamshield(&["local", "down", "--dir", d]);
     assert!(down.status.success());
-    let start = Instant::now();
-    while !streamshield::local::processes_naming(&dir).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "processes of the run remain"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        wait_no_process_naming(&dir, Duration::from_secs(10)),
+        "processes of the run remain"
+    );
 }

@@ -79,11 +79,11 @@ async fn connection(
         }
     };
     let rid = hello.resource_id.clone();
-    {
+    let conn = {
         let mut m = shared.model();
         *m.agent_connections.entry("accepted").or_default() += 1;
-        m.agent_connected(&rid, &peer);
-    }
+        m.agent_connected(&rid, &peer)
+    };
     tracing::info!(%peer, resource_id = %rid, "Agent connected");
     let reason = loop {
         let next = tokio::select! {
@@ -113,5 +113,5 @@ async fn connection(
         }
     };
     tracing::warn!(%peer, resource_id = %rid, %reason, "Agent lost");
-    shared.model().agent_disconnected(&rid, &reason);
+    shared.model().agent_disconnected(&rid, conn, &reason);
 }

@@ -30,6 +30,9 @@ pub struct AgentView {
     /// When the last status or event arrived (coordinator clock, unix ms).
     pub last_seen_ms: i64,
     pub status: Option<AgentStatus>,
+    /// The current connection's id.
+    #[serde(skip)]
+    pub connection: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +46,38 @@ pub struct JobView {
     pub timestamps: BTreeMap<String, i64>,
     /// Newest exception history entry seen (ms), to report only new ones.
     pub last_exception_ms: i64,
+    pub checkpoints: Option<CheckpointView>,
+}
+
+/// A job's checkpoint statistics from Flink.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct CheckpointView {
+    pub completed: u64,
+    pub failed: u64,
+    pub in_progress: u64,
+    pub restored: u64,
+    pub latest_completed_id: Option<u64>,
+    /// When the latest completed checkpoint was acknowledged by all tasks (ms).
+    pub latest_completed_ms: Option<i64>,
+    pub latest_duration_ms: Option<i64>,
+    pub latest_restored_id: Option<u64>,
+    pub latest_restore_ms: Option<i64>,
+}
+
+impl From<flink::CheckpointStats> for CheckpointView {
+    fn from(c: flink::CheckpointStats) -> Self {
+        CheckpointView {
+            completed: c.counts.completed,
+            failed: c.counts.failed,
+            in_progress: c.counts.in_progress,
+            restored: c.counts.restored,
+            latest_completed_id: c.latest.completed.as_ref().map(|l| l.id),
+            latest_completed_ms: c.latest.completed.as_ref().map(|l| l.latest_ack_timestamp),
+            latest_duration_ms: c.latest.completed.as_ref().map(|l| l.end_to_end_duration),
+            latest_restored_id: c.latest.restored.as_ref().map(|r| r.id),
+            latest_restore_ms: c.latest.restored.as_ref().map(|r| r.restore_timestamp),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -125,6 +160,7 @@ pub struct Model {
     pub decisions: VecDeque<Decision>,
     next_event: u64,
     next_decision: u64,
+    next_connection: u64,
     /// Open incidents by resource id: no second decision for the same trigger until the resource is alive again.
     open: BTreeMap<String, String>,
     pub events_by_source: BTreeMap<String, u64>,
@@ -168,8 +204,12 @@ impl Model {
         self.next_event
     }
 
-    pub fn agent_connected(&mut self, resource_id: &str, peer: &str) {
+    /// An agent completed its handshake; returns the connection's id (an agent that reconnects replaces its older
+    /// connection, whose end is then no longer news).
+    pub fn agent_connected(&mut self, resource_id: &str, peer: &str) -> u64 {
         let now = now_ms();
+        self.next_connection += 1;
+        let conn = self.next_connection;
         let view = self
             .agents
             .entry(resource_id.to_string())
@@ -180,8 +220,10 @@ impl Model {
                 connected_since_ms: now,
                 last_seen_ms: now,
                 status: None,
+                connection: 0,
             });
         view.connected = true;
+        view.connection = conn;
         view.peer = peer.to_string();
         view.connected_since_ms = now;
         view.last_seen_ms = now;
@@ -192,12 +234,15 @@ impl Model {
             now,
             serde_json::json!({"peer": peer}),
         );
+        conn
     }
 
-    pub fn agent_disconnected(&mut self, resource_id: &str, reason: &str) {
+    /// Connection `conn` of an agent ended.
+    pub fn agent_disconnected(&mut self, resource_id: &str, conn: u64, reason: &str) {
         let now = now_ms();
-        if let Some(v) = self.agents.get_mut(resource_id) {
-            v.connected = false;
+        match self.agents.get_mut(resource_id) {
+            Some(v) if v.connection == conn => v.connected = false,
+            _ => return,
         }
         self.record(
             "coordinator",
@@ -394,6 +439,24 @@ impl Model {
                     );
                 }
                 for j in &jobs {
+                    let old_restore = self
+                        .flink
+                        .jobs
+                        .iter()
+                        .find(|o| o.id == j.id)
+                        .and_then(|o| o.checkpoints.as_ref())
+                        .and_then(|c| c.latest_restored_id);
+                    if let Some(cp) = &j.checkpoints {
+                        if cp.latest_restored_id.is_some() && cp.latest_restored_id != old_restore {
+                            self.record(
+                                "flink",
+                                None,
+                                "checkpoint-restored",
+                                cp.latest_restore_ms.unwrap_or(now),
+                                serde_json::json!({"job_id": j.id, "checkpoint_id": cp.latest_restored_id}),
+                            );
+                        }
+                    }
                     let before = self
                         .flink
                         .jobs
@@ -546,17 +609,23 @@ mod tests {
         m.agent_event(liveness("jobmanager", "dead"));
         assert_eq!(m.decisions.back().unwrap().trigger, "jm-dead");
 
-        m.agent_connected("tm-2", "p");
+        let old = m.agent_connected("tm-2", "p");
+        let new = m.agent_connected("tm-2", "p");
         m.agent_status(status("tm-2", "alive", Role::Tm));
-        m.agent_disconnected("tm-2", "eof");
+        m.agent_disconnected("tm-2", old, "eof");
+        assert!(
+            m.agents["tm-2"].connected,
+            "the end of a replaced connection is not news"
+        );
+        m.agent_disconnected("tm-2", new, "eof");
         assert_eq!(m.decisions.back().unwrap().trigger, "agent-lost");
         assert!(!m.agents["tm-2"].connected);
 
         // An agent whose process died first is not a partition.
-        m.agent_connected("tm-4", "p");
+        let c4 = m.agent_connected("tm-4", "p");
         m.agent_status(status("tm-4", "dead", Role::Tm));
         let n = m.decisions.len();
-        m.agent_disconnected("tm-4", "eof");
+        m.agent_disconnected("tm-4", c4, "eof");
         assert_eq!(m.decisions.len(), n);
     }
 
@@ -580,6 +649,7 @@ mod tests {
             vertices: 1,
             timestamps: BTreeMap::new(),
             last_exception_ms: 0,
+            checkpoints: None,
         };
         m.flink_polled(Ok((vec![job("RUNNING")], vec![], vec![])));
         m.flink_polled(Ok((vec![job("RESTARTING")], vec![], vec![])));

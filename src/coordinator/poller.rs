@@ -1,4 +1,5 @@
-//! Polls Flink's REST API: jobs (state, vertices, Flink's own state timestamps), TaskManagers, and new entries of
+//! Polls Flink's REST API: jobs (state, vertices, Flink's own state timestamps, checkpoint counts and the latest
+//! completed and restored checkpoint), TaskManagers, and new entries of
 //! each job's exception history. Time-outs, 5xx answers and malformed JSON make the poll fail (recorded, counted);
 //! the next poll tries again.
 
@@ -52,12 +53,14 @@ pub async fn poll(client: &flink::Client, known: &[(String, i64)]) -> flink::Res
             vertices: 0,
             timestamps: Default::default(),
             last_exception_ms: previous.unwrap_or(0),
+            checkpoints: None,
         };
         if !terminal {
             let d = client.job(&s.jid).await?;
             view.vertices = d.vertices.len();
             view.vertices_running = d.vertices.iter().filter(|v| v.status == "RUNNING").count();
             view.timestamps = d.timestamps;
+            view.checkpoints = Some(client.checkpoints(&s.jid).await?.into());
             let entries = client.exceptions(&s.jid).await?;
             let newest = entries.iter().map(|e| e.timestamp).max().unwrap_or(0);
             // The first sight of a job only sets the mark: its older history is not news.
