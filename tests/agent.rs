@@ -297,6 +297,33 @@ async fn hostile_connections_are_closed_and_counted_while_the_plugin_keeps_strea
 #[tokio::test]
 async fn tcp_listeners_need_the_secret() {
     let d = tempfile::tempdir().unwrap();
+    for bad in [
+        AgentConfig {
+            stall_timeout: Duration::ZERO,
+            ..config(d.path())
+        },
+        AgentConfig {
+            status_interval: Duration::ZERO,
+            ..config(d.path())
+        },
+        AgentConfig {
+            suspect_after: Duration::from_millis(1),
+            ..config(d.path())
+        },
+        AgentConfig {
+            resource_id: String::new(),
+            ..config(d.path())
+        },
+    ] {
+        let e = BoundAgent::bind(bad)
+            .await
+            .err()
+            .expect("invalid configuration is refused");
+        assert!(
+            e.to_string().starts_with("invalid agent configuration"),
+            "{e}"
+        );
+    }
     let mut cfg = config(d.path());
     cfg.listen = Endpoint::Tcp("127.0.0.1:0".into());
     assert!(

@@ -217,10 +217,18 @@ impl BoundAgent {
         if cfg.resource_id.is_empty() {
             return Err(Error::Invalid("--resource-id must not be empty".into()));
         }
-        if cfg.suspect_after < Duration::from_millis(50) {
-            return Err(Error::Invalid(
-                "--suspect-after must be at least 50ms".into(),
-            ));
+        let minimums = [
+            (cfg.suspect_after, 50, "--suspect-after"),
+            (cfg.status_interval, 10, "--status-interval"),
+            (cfg.stall_timeout, 100, "--stall-timeout"),
+            (cfg.heartbeat_interval, 10, "--heartbeat-interval"),
+        ];
+        for (value, min_ms, flag) in minimums {
+            if value < Duration::from_millis(min_ms) {
+                return Err(Error::Invalid(format!(
+                    "{flag} must be at least {min_ms}ms"
+                )));
+            }
         }
         if cfg.coordinator.is_some() && cfg.token_file.is_none() {
             return Err(Error::Invalid(
