@@ -1408,7 +1408,8 @@ pub struct JobStatus {
 
 pub async fn status(dir: &Path) -> Result<Status> {
     let state = RunState::load(dir)?.ok_or_else(|| Error::NotUp(dir.to_path_buf()))?;
-    let client = flink::Client::new(state.rest_url());
+    // Short time-outs: a stopped JobManager must not make `status` hang.
+    let client = flink::Client::with_timeout(state.rest_url(), Duration::from_secs(3));
     let mut problems = Vec::new();
     let tms = match client.taskmanagers().await {
         Ok(t) => Some(t),
