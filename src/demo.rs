@@ -53,7 +53,7 @@ async fn drive(
     opts: &DemoOptions,
     cancel: CancellationToken,
 ) -> Result<DemoResult, Error> {
-    let run = format!("demo{}", crate::workload::live::now_ms());
+    let run = format!("demo{}", crate::clock::now_ms());
     let verifier = LiveVerifier::start(&VerifyConfig {
         bootstrap: state.bootstrap(),
         input_topic: crate::workload::INPUT_TOPIC.into(),

@@ -23,6 +23,7 @@
 //!   model, event and decision logs, an authenticated HTTP API (observe-only for now).
 //! - [`endpoint`]: `unix:`/`tcp:` addresses and listeners.
 //! - [`metrics`]: Prometheus text exposition.
+//! - [`clock`]: unix-millisecond wall time shared by all parts.
 //! - [`demo`]: `streamshield demo`, the main job on the embedded default.
 //!
 //! The Java side lives in `flink-plugin/` (Maven): `workloads` is the sequence job the verifier checks.
@@ -31,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod clock;
 pub mod coordinator;
 pub mod demo;
 pub mod endpoint;

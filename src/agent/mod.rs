@@ -18,10 +18,10 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::endpoint::{self, Endpoint, Listener};
 use crate::protocol::message::{AgentEvent, AgentStatus, MetricsBatch};
 use crate::protocol::Role;
-use crate::workload::live::now_ms;
 use liveness::{Liveness, Tracker};
 
 #[derive(Debug, Error)]

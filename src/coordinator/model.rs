@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
+use crate::clock::now_ms;
 use crate::flink;
 use crate::protocol::message::{AgentEvent, AgentStatus};
-use crate::workload::live::now_ms;
 
 /// One successful poll of Flink: jobs, TaskManagers, and exception-history entries new since the last poll.
 pub type Polled = (

@@ -530,7 +530,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
         ("--state-bytes", opts.state_bytes.to_string()),
         (
             "--transactional-id-prefix",
-            format!("streamshield-{}", crate::workload::live::now_ms()),
+            format!("streamshield-{}", crate::clock::now_ms()),
         ),
     ]
     .into_iter()
@@ -569,7 +569,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     }
 
     probe_output(state).await?;
-    state.up_at_ms = Some(crate::workload::live::now_ms());
+    state.up_at_ms = Some(crate::clock::now_ms());
     state.save()?;
     say(format!(
         "local cluster up in {:.1} s",
@@ -720,7 +720,7 @@ fn cluster_id() -> String {
         let _ = f.read_exact(&mut bytes);
     }
     if bytes == [0u8; 16] {
-        let t = crate::workload::live::now_ms() as u128 ^ ((std::process::id() as u128) << 64);
+        let t = crate::clock::now_ms() as u128 ^ ((std::process::id() as u128) << 64);
         bytes = t.to_le_bytes();
     }
     // The first character encodes the top 6 bits of the first byte; with the top bit clear it is one of A..f.
@@ -1037,6 +1037,16 @@ async fn start_agent(state: &mut RunState, resource_id: &str, watches: &str) -> 
     state.save()
 }
 
+/// An agent's `/healthz` (its view of its process), or None when it does not answer.
+async fn agent_health(http: &reqwest::Client, agent: &AgentInfo) -> Option<serde_json::Value> {
+    let r = http
+        .get(format!("{}/healthz", agent.http))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
 /// Waits until every agent reports its plugin connected (the plugin loaded in Flink and linked).
 async fn wait_plugins_linked(state: &RunState) -> Result<()> {
     say("waiting for every plugin to link to its agent");
@@ -1049,14 +1059,9 @@ async fn wait_plugins_linked(state: &RunState) -> Result<()> {
     loop {
         let mut missing = Vec::new();
         for a in &state.agents {
-            let ok = match http.get(format!("{}/healthz", a.http)).send().await {
-                Ok(r) => r
-                    .json::<serde_json::Value>()
-                    .await
-                    .map(|v| v["plugin_connected"] == true)
-                    .unwrap_or(false),
-                Err(_) => false,
-            };
+            let ok = agent_health(&http, a)
+                .await
+                .is_some_and(|v| v["plugin_connected"] == true);
             if !ok {
                 missing.push(a.resource_id.clone());
             }
@@ -1200,7 +1205,7 @@ async fn job_exception(client: &flink::Client, job: &str) -> String {
 /// Writes a small probe run through the pipeline and waits until all of it comes out the other end.
 async fn probe_output(state: &RunState) -> Result<()> {
     let bootstrap = state.bootstrap();
-    let run = format!("probe{}", crate::workload::live::now_ms());
+    let run = format!("probe{}", crate::clock::now_ms());
     say("checking that records flow end to end (probe records through the job)");
     let verifier = LiveVerifier::start(&VerifyConfig {
         bootstrap: bootstrap.clone(),
@@ -1463,11 +1468,7 @@ pub async fn status(dir: &Path) -> Result<Status> {
         .expect("static client settings");
     let mut agents = Vec::new();
     for a in &state.agents {
-        let health: Option<serde_json::Value> =
-            match http.get(format!("{}/healthz", a.http)).send().await {
-                Ok(r) => r.json().await.ok(),
-                Err(_) => None,
-            };
+        let health = agent_health(&http, a).await;
         agents.push(AgentStatusLine {
             resource_id: a.resource_id.clone(),
             pid: a.process.pid,

@@ -11,8 +11,8 @@ use rdkafka::ClientContext;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::live::now_ms;
 use super::record::{key_name, InputRecord};
+use crate::clock::now_ms;
 use crate::kafka;
 
 #[derive(Debug, Clone)]
