@@ -98,8 +98,10 @@ pub struct Inner {
     pub open_connections: usize,
     pub metrics: Option<MetricsBatch>,
     pub counters: Counters,
-    /// Events not yet sent to the coordinator; bounded (oldest dropped, counted).
-    pub pending_events: VecDeque<AgentEvent>,
+    /// Events not yet confirmed sent to the coordinator, with their sequence numbers; bounded (oldest dropped,
+    /// counted). The uplink removes them only after they were flushed, so a broken link resends them (at least once).
+    pub pending_events: VecDeque<(u64, AgentEvent)>,
+    pub next_event_seq: u64,
     pub uplink_connected: bool,
 }
 
@@ -130,12 +132,17 @@ impl Shared {
             inner.pending_events.pop_front();
             inner.counters.events_dropped += 1;
         }
-        inner.pending_events.push_back(AgentEvent {
-            ts_ms: now_ms(),
-            resource_id: self.cfg.resource_id.clone(),
-            kind: kind.to_string(),
-            detail,
-        });
+        inner.next_event_seq += 1;
+        let seq = inner.next_event_seq;
+        inner.pending_events.push_back((
+            seq,
+            AgentEvent {
+                ts_ms: now_ms(),
+                resource_id: self.cfg.resource_id.clone(),
+                kind: kind.to_string(),
+                detail,
+            },
+        ));
     }
 
     /// The status line sent to the coordinator.
@@ -273,6 +280,7 @@ impl BoundAgent {
                 metrics: None,
                 counters: Counters::default(),
                 pending_events: VecDeque::new(),
+                next_event_seq: 0,
                 uplink_connected: false,
             }),
             cfg,

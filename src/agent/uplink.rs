@@ -1,6 +1,6 @@
 //! The agent's link to the coordinator: an authenticated handshake, then AGENT_STATUS every status interval and
 //! AGENT_EVENT for everything that happened (liveness transitions first-hand, Flink failures and spans). Reconnects
-//! with back-off; events wait in a bounded buffer meanwhile.
+//! with back-off; events wait in a bounded buffer meanwhile and are delivered at least once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::protocol::handshake;
+use crate::protocol::message::AgentEvent;
 use crate::protocol::{FrameCodec, Hello, Message, Role, PROTOCOL_VERSION};
 
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -83,18 +84,30 @@ async fn session(
             }
             _ = poll.tick() => {}
         }
-        loop {
-            let next = shared.lock().pending_events.pop_front();
-            let Some(ev) = next else { break };
-            if let Err(e) = framed
+        // Send what is pending; forget it only once flushed, so a link that breaks meanwhile resends it.
+        let batch: Vec<(u64, AgentEvent)> = shared
+            .lock()
+            .pending_events
+            .iter()
+            .take(256)
+            .cloned()
+            .collect();
+        for (_, ev) in &batch {
+            framed
                 .feed(Message::AgentEvent(ev.clone()).to_frame())
                 .await
-            {
-                // Put it back: it goes out after the reconnect.
-                shared.lock().pending_events.push_front(ev);
-                return Err(e.to_string());
-            }
+                .map_err(|e| e.to_string())?;
         }
         framed.flush().await.map_err(|e| e.to_string())?;
+        if let Some((last, _)) = batch.last() {
+            let mut inner = shared.lock();
+            while inner
+                .pending_events
+                .front()
+                .is_some_and(|(seq, _)| seq <= last)
+            {
+                inner.pending_events.pop_front();
+            }
+        }
     }
 }

@@ -239,6 +239,9 @@ pub struct RunState {
     pub workload: Option<WorkloadInfo>,
     /// Unix ms when `up` finished (None while it runs).
     pub up_at_ms: Option<i64>,
+    /// How long each step of `up` took (ms), in order: where the start-up time goes.
+    #[serde(default)]
+    pub up_steps_ms: Vec<(String, u64)>,
     /// Paths the drill and tests reuse to start more TaskManagers the same way.
     pub flink_home: PathBuf,
     pub tm_launch: Option<Launch>,
@@ -391,6 +394,7 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
         plugins_dir: None,
         workload: None,
         up_at_ms: None,
+        up_steps_ms: Vec::new(),
         flink_home: PathBuf::new(),
         tm_launch: None,
     };
@@ -445,10 +449,8 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
         std::fs::copy(&pj, &target).map_err(io(&target))?;
         state.plugins_dir = Some(state.run_dir.join("flink/plugins"));
     }
-    say(format!(
-        "components ready after {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
+    let mut steps = Steps::new(started);
+    steps.mark("components");
 
     let dir = state.run_dir.clone();
     let parallelism = opts.taskmanagers * opts.slots;
@@ -471,6 +473,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
 
     // Kafka first: the job needs it, and it starts faster than Flink.
     start_kafka(state, &kafka_home, &vars).await?;
+    steps.mark("kafka");
     let bootstrap = state.bootstrap();
 
     let conf = state.conf_dir();
@@ -502,6 +505,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     };
     let jm = start_jobmanager(state, &flink_home, &classpath, &java_opts);
     let (t, j) = tokio::join!(topics, jm);
+    steps.mark("jobmanager");
     t?;
     j?;
 
@@ -512,6 +516,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     }
     let client = flink::Client::new(state.rest_url());
     wait_registered(state, &client, opts.taskmanagers as usize).await?;
+    steps.mark("taskmanagers");
 
     say(format!(
         "submitting the sequence workload (parallelism {parallelism}, {})",
@@ -559,23 +564,56 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     });
     state.save()?;
     wait_job_running(state, &client, &job_id, Duration::from_secs(180)).await?;
+    steps.mark("job");
 
     for i in 1..=opts.standby {
         start_taskmanager(state, &format!("tm-{}", opts.taskmanagers + i), "standby").await?;
     }
     wait_registered(state, &client, (opts.taskmanagers + opts.standby) as usize).await?;
+    steps.mark("standby");
     if shield {
         wait_plugins_linked(state).await?;
+        steps.mark("plugins");
     }
 
     probe_output(state).await?;
+    steps.mark("probe");
     state.up_at_ms = Some(crate::clock::now_ms());
+    state.up_steps_ms = steps.done.clone();
     state.save()?;
     say(format!(
-        "local cluster up in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "local cluster up in {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        steps
+            .done
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1} s", *v as f64 / 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     Ok(())
+}
+
+/// How long each step of `up` took, in order.
+struct Steps {
+    last: tokio::time::Instant,
+    done: Vec<(String, u64)>,
+}
+
+impl Steps {
+    fn new(start: tokio::time::Instant) -> Self {
+        Steps {
+            last: start,
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, name: &str) {
+        let now = tokio::time::Instant::now();
+        self.done
+            .push((name.to_string(), (now - self.last).as_millis() as u64));
+        self.last = now;
+    }
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -1580,6 +1618,7 @@ mod tests {
             plugins_dir: None,
             workload: None,
             up_at_ms: None,
+            up_steps_ms: Vec::new(),
             flink_home: PathBuf::new(),
             tm_launch: None,
         }
