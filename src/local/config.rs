@@ -34,6 +34,10 @@ pub const PROFILES: &[(&str, &str)] = &[
         include_str!("../../deploy/local/profiles/stock.yaml"),
     ),
     (
+        "tuned",
+        include_str!("../../deploy/local/profiles/tuned.yaml"),
+    ),
+    (
         "shield",
         include_str!("../../deploy/local/profiles/shield.yaml"),
     ),
@@ -193,6 +197,32 @@ mod tests {
         );
         assert_eq!(lookup(&c, "rest.port"), Some("8081"), "the base stays");
         assert!(runs_streamshield("shield") && !runs_streamshield("stock"));
+    }
+
+    #[test]
+    fn tuned_profile_changes_detection_and_restarts_only() {
+        let stock = flink_config("stock", &vars()).unwrap();
+        let tuned = flink_config("tuned", &vars()).unwrap();
+        assert_eq!(lookup(&tuned, "heartbeat.timeout"), Some("8 s"));
+        assert_eq!(lookup(&tuned, "heartbeat.interval"), Some("1 s"));
+        assert_eq!(
+            lookup(&tuned, "restart-strategy.exponential-delay.initial-backoff"),
+            Some("100 ms")
+        );
+        assert_eq!(lookup(&tuned, "pekko.ask.timeout"), Some("5 s"));
+        assert!(!runs_streamshield("tuned"));
+        let added: Vec<&str> = tuned
+            .lines()
+            .filter(|l| !stock.lines().any(|s| s == *l))
+            .collect();
+        assert!(
+            added.iter().all(|l| l.is_empty()
+                || l.starts_with('#')
+                || l.starts_with("heartbeat.")
+                || l.starts_with("restart-strategy")
+                || l.starts_with("pekko.")),
+            "{added:?}"
+        );
     }
 
     #[test]

@@ -123,15 +123,16 @@ impl Ports {
         })
     }
 
+    /// Every port with its name, in the order `up` checks them (Flink REST first).
     fn all(&self) -> [(&'static str, u16); 7] {
         [
-            ("StreamShield coordinator (agents)", self.coordinator_agents),
-            ("StreamShield coordinator API", self.coordinator_api),
             ("Flink REST", self.rest),
             ("JobManager RPC", self.jm_rpc),
             ("Flink blob server", self.blob),
             ("Kafka", self.kafka),
             ("Kafka controller", self.kafka_controller),
+            ("StreamShield coordinator (agents)", self.coordinator_agents),
+            ("StreamShield coordinator API", self.coordinator_api),
         ]
     }
 }
