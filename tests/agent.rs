@@ -36,6 +36,7 @@ fn config(dir: &Path) -> AgentConfig {
 
 struct Running {
     http: String,
+    shared: std::sync::Arc<streamshield::agent::Shared>,
     sock: std::path::PathBuf,
     stop: CancellationToken,
 }
@@ -53,9 +54,15 @@ async fn start(cfg: AgentConfig) -> Running {
     };
     let agent = BoundAgent::bind(cfg).await.expect("agent binds");
     let http = format!("http://{}", agent.http_addr());
+    let shared = agent.shared();
     let stop = CancellationToken::new();
     tokio::spawn(agent.run(stop.clone()));
-    Running { http, sock, stop }
+    Running {
+        http,
+        shared,
+        sock,
+        stop,
+    }
 }
 
 fn hello(protocol: u32, role: Role, pid: u32, secret: Option<String>) -> Hello {
@@ -173,6 +180,31 @@ async fn heartbeats_metrics_and_a_closed_socket() {
     assert!(
         took < Duration::from_millis(500),
         "dead reported after {took:?}"
+    );
+
+    // A restarted process's plugin connects again: alive, and the coordinator is told (that closes its incident).
+    let mut p = plugin(&a.sock, std::process::id()).await;
+    beat(&mut p, 1).await;
+    wait_liveness(&a.http, "alive", Duration::from_secs(2)).await;
+    let pairs: Vec<(String, String)> = a
+        .shared
+        .lock()
+        .pending_events
+        .iter()
+        .filter(|(_, e)| e.kind == "liveness")
+        .map(|(_, e)| (e.detail["from"].to_string(), e.detail["to"].to_string()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(f, t)| (f.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("\"unknown\"", "\"alive\""),
+            ("\"alive\"", "\"dead\""),
+            ("\"dead\"", "\"alive\"")
+        ]
     );
 }
 

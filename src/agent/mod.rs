@@ -145,6 +145,27 @@ impl Shared {
         ));
     }
 
+    /// Logs a liveness transition and queues it as a `liveness` event for the coordinator (which closes an
+    /// incident when a process is alive again). Every transition goes through here; a non-change is ignored.
+    pub fn note_transition(
+        &self,
+        inner: &mut Inner,
+        pid: Option<u32>,
+        from: Liveness,
+        to: Liveness,
+        reason: Option<&str>,
+    ) {
+        if from == to {
+            return;
+        }
+        log_transition(&self.cfg.resource_id, pid, from, to);
+        let mut detail = serde_json::json!({"from": from.as_str(), "to": to.as_str(), "pid": pid});
+        if let Some(r) = reason {
+            detail["reason"] = r.into();
+        }
+        self.push_event(inner, "liveness", detail);
+    }
+
     /// The status line sent to the coordinator.
     pub fn status(&self) -> AgentStatus {
         let inner = self.lock();
@@ -360,17 +381,12 @@ async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
         let now = shared.mono_ms();
         let mut inner = shared.lock();
         if let Some((from, to)) = inner.tracker.evaluate(now, sample, pid.is_some()) {
-            log_transition(&shared.cfg.resource_id, pid, from, to);
-            shared.push_event(
-                &mut inner,
-                "liveness",
-                serde_json::json!({"from": from.as_str(), "to": to.as_str(), "pid": pid}),
-            );
+            shared.note_transition(&mut inner, pid, from, to, None);
         }
     }
 }
 
-pub(crate) fn log_transition(resource_id: &str, pid: Option<u32>, from: Liveness, to: Liveness) {
+fn log_transition(resource_id: &str, pid: Option<u32>, from: Liveness, to: Liveness) {
     match to {
         Liveness::Alive | Liveness::Unknown => {
             tracing::info!(

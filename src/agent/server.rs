@@ -115,14 +115,14 @@ async fn connection(
             "plugin-connected",
             serde_json::json!({"pid": hello.pid, "role": hello.role, "flink_version": hello.flink_version}),
         );
-        if before != inner.tracker.state() {
-            super::log_transition(
-                &shared.cfg.resource_id,
-                Some(hello.pid),
-                before,
-                inner.tracker.state(),
-            );
-        }
+        let after = inner.tracker.state();
+        shared.note_transition(
+            &mut inner,
+            Some(hello.pid),
+            before,
+            after,
+            Some("plugin connected"),
+        );
     }
     tracing::info!(%peer, pid = hello.pid, resource_id = %hello.resource_id, "Plugin connected");
 
@@ -190,16 +190,13 @@ async fn connection(
         if ended_by_peer {
             let before = inner.tracker.state();
             inner.tracker.on_disconnect(now);
-            super::log_transition(
-                &shared.cfg.resource_id,
+            let after = inner.tracker.state();
+            shared.note_transition(
+                &mut inner,
                 Some(hello.pid),
                 before,
-                inner.tracker.state(),
-            );
-            shared.push_event(
-                &mut inner,
-                "liveness",
-                serde_json::json!({"from": before.as_str(), "to": "dead", "pid": hello.pid, "reason": "plugin socket closed"}),
+                after,
+                Some("plugin socket closed"),
             );
         }
         shared.push_event(
@@ -229,14 +226,7 @@ fn handle(shared: &Arc<Shared>, conn: u64, pid: u32, msg: Message) {
                 let before = inner.tracker.state();
                 inner.tracker.on_heartbeat(now, sample);
                 let after = inner.tracker.state();
-                if before != after {
-                    super::log_transition(&shared.cfg.resource_id, Some(pid), before, after);
-                    shared.push_event(
-                        &mut inner,
-                        "liveness",
-                        serde_json::json!({"from": before.as_str(), "to": after.as_str(), "pid": pid}),
-                    );
-                }
+                shared.note_transition(&mut inner, Some(pid), before, after, None);
             }
         }
         Message::Metrics(batch) => shared.lock().metrics = Some(batch),
