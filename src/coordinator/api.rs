@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::model::{AgentView, Decision, Event, FlinkView, JobView, TaskManagerView};
+use super::model::{AgentView, Decision, Event, FlinkView, JobView, Model, TaskManagerView};
 use super::Shared;
 use crate::metrics::{self, Text};
 use crate::protocol::handshake::secrets_equal;
@@ -92,8 +92,7 @@ pub struct Cluster {
     pub decisions: Vec<Decision>,
 }
 
-fn merged(shared: &Shared) -> Vec<MergedTaskManager> {
-    let m = shared.model();
+fn merged(m: &Model) -> Vec<MergedTaskManager> {
     let mut ids: Vec<String> = m.flink.taskmanagers.iter().map(|t| t.id.clone()).collect();
     for (id, a) in &m.agents {
         let is_tm = a
@@ -124,8 +123,9 @@ fn merged(shared: &Shared) -> Vec<MergedTaskManager> {
 }
 
 async fn cluster(State(shared): State<Arc<Shared>>) -> Json<Cluster> {
-    let taskmanagers = merged(&shared);
+    // One snapshot of the model for the whole answer.
     let m = shared.model();
+    let taskmanagers = merged(&m);
     Json(Cluster {
         mode: "observe-only",
         flink: m.flink.clone(),
@@ -140,7 +140,7 @@ async fn jobs(State(shared): State<Arc<Shared>>) -> Json<Vec<JobView>> {
 }
 
 async fn taskmanagers(State(shared): State<Arc<Shared>>) -> Json<Vec<MergedTaskManager>> {
-    Json(merged(&shared))
+    Json(merged(&shared.model()))
 }
 
 #[derive(Debug, Deserialize)]
