@@ -40,6 +40,7 @@ pub async fn run(opts: &DemoOptions, cancel: CancellationToken) -> Result<DemoRe
         checkpoint_interval: Duration::from_secs(1),
         state_bytes: 64,
         job_args: vec![],
+        flink_overrides: vec![],
     };
     let state = local::up(&up, cancel.clone()).await?;
     let result = drive(&state, opts, cancel).await;

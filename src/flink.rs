@@ -80,6 +80,8 @@ struct JobsOverview {
 /// A vertex in `/jobs/:id`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Vertex {
+    #[serde(default)]
+    pub id: String,
     pub name: String,
     pub status: String,
     pub parallelism: i64,
@@ -130,6 +132,36 @@ struct Exceptions {
 struct History {
     #[serde(default)]
     entries: Vec<ExceptionEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MetricValue {
+    id: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct VertexDetails {
+    #[serde(default)]
+    subtasks: Vec<SubtaskDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubtaskDetails {
+    #[serde(rename = "taskmanager-id", default)]
+    taskmanager_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubtaskTimes {
+    #[serde(default)]
+    subtasks: Vec<SubtaskTime>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubtaskTime {
+    #[serde(default)]
+    timestamps: std::collections::BTreeMap<String, i64>,
 }
 
 /// `/jobs/:id/checkpoints` (the parts StreamShield uses).
@@ -282,6 +314,56 @@ impl Client {
             .get(&format!("/jobs/{id}/exceptions?maxExceptions=20"))
             .await?;
         Ok(e.history.map(|h| h.entries).unwrap_or_default())
+    }
+
+    /// One job metric's value as a number (`/jobs/:id/metrics?get=`), e.g. `numRestarts`.
+    pub async fn job_metric(&self, id: &str, name: &str) -> Result<u64> {
+        let url = format!("/jobs/{id}/metrics?get={name}");
+        let v: Vec<MetricValue> = self.get(&url).await?;
+        v.into_iter()
+            .find(|m| m.id == name)
+            .and_then(|m| m.value.parse::<f64>().ok())
+            .map(|f| f as u64)
+            .ok_or_else(|| Error::Status {
+                url: format!("{}{url}", self.base),
+                status: 200,
+                body: format!("no numeric metric {name}"),
+            })
+    }
+
+    /// The resource ids of the TaskManagers that run subtasks of the job (`taskmanager-id` of every subtask).
+    pub async fn subtask_hosts(&self, id: &str) -> Result<Vec<String>> {
+        let job = self.job(id).await?;
+        let mut hosts = Vec::new();
+        for v in &job.vertices {
+            let d: VertexDetails = self.get(&format!("/jobs/{id}/vertices/{}", v.id)).await?;
+            for s in d.subtasks {
+                if let Some(t) = s.taskmanager_id {
+                    if !hosts.contains(&t) {
+                        hosts.push(t);
+                    }
+                }
+            }
+        }
+        Ok(hosts)
+    }
+
+    /// When each subtask of the job entered RUNNING, by Flink's own clock (`/subtasktimes`); 0 for a subtask that
+    /// is not running.
+    pub async fn subtask_running_times(&self, id: &str) -> Result<Vec<i64>> {
+        let job = self.job(id).await?;
+        let mut out = Vec::new();
+        for v in &job.vertices {
+            let t: SubtaskTimes = self
+                .get(&format!("/jobs/{id}/vertices/{}/subtasktimes", v.id))
+                .await?;
+            out.extend(
+                t.subtasks
+                    .iter()
+                    .map(|s| s.timestamps.get("RUNNING").copied().unwrap_or(0)),
+            );
+        }
+        Ok(out)
     }
 
     pub async fn checkpoints(&self, id: &str) -> Result<CheckpointStats> {

@@ -35,6 +35,7 @@ pub mod agent;
 pub mod clock;
 pub mod coordinator;
 pub mod demo;
+pub mod drill;
 pub mod endpoint;
 pub mod flink;
 pub mod kafka;

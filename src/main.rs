@@ -38,6 +38,9 @@ enum Command {
     },
     /// Runs the main job on the embedded default: local up, produce + verify, summary, local down.
     Demo(DemoArgs),
+    /// Injects a real fault into a real local cluster, round after round, and measures stock, tuned and shielded
+    /// recovery side by side (report.json, report.md, timeline.svg).
+    Drill(DrillArgs),
     /// The sidecar beside one Flink process: plugin link, liveness, /metrics, uplink to the coordinator.
     Agent(AgentArgs),
     /// The coordinator: merges agents and Flink REST, logs events and (observe-only) decisions, serves the API.
@@ -323,6 +326,50 @@ struct DemoArgs {
     port_offset: u16,
 }
 
+#[derive(Args)]
+struct DrillArgs {
+    /// tm-kill, tm-hang, tm-term, tm-partition, tm-pause-short, tm-gc-pause, jm-kill, kafka-broker-outage.
+    #[arg(long, required_unless_present = "quick", value_parser = parse_scenario)]
+    scenario: Option<streamshield::drill::Scenario>,
+    /// Rounds per arm.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Arms, in the order their rounds alternate.
+    #[arg(long, value_delimiter = ',', default_value = "stock,tuned,shield")]
+    arms: Vec<String>,
+    /// Where report.json, report.md and timeline.svg go (default: drill-reports/<scenario>-<time>).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// One round of tm-kill per arm (what CI runs).
+    #[arg(long)]
+    quick: bool,
+    /// Print report.json on stdout at the end (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Generator rate, records/s.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
+    #[arg(long, default_value_t = 100)]
+    keys: u32,
+    #[arg(long, value_enum, default_value = "exactly-once")]
+    delivery: Delivery,
+    /// Load before the fault (the latency baseline is its last 10 s).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Where the rounds' clusters run (removed afterwards).
+    #[arg(long, env = "STREAMSHIELD_DRILL_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+    /// Keep the rounds' run directories (logs) even when they succeed.
+    #[arg(long)]
+    keep_work: bool,
+    #[arg(long, default_value_t = 0, env = "STREAMSHIELD_PORT_OFFSET")]
+    port_offset: u16,
+}
+
+fn parse_scenario(s: &str) -> Result<streamshield::drill::Scenario, String> {
+    streamshield::drill::Scenario::parse(s)
+}
+
 /// A token cancelled on Ctrl-C or SIGTERM: long commands stop what they started and exit.
 fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
@@ -370,6 +417,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Local { command } => run_local(command).await,
         Command::Workload { command } => run_workload(command).await,
         Command::Demo(a) => run_demo(a).await,
+        Command::Drill(a) => run_drill(a).await,
         Command::Agent(a) => run_agent(a).await,
         Command::Coordinator(a) => run_coordinator(a).await,
         Command::Status(a) => run_status(a).await,
@@ -401,6 +449,7 @@ async fn run_local(cmd: LocalCommand) -> Result<ExitCode> {
                 checkpoint_interval,
                 state_bytes,
                 job_args,
+                flink_overrides: vec![],
             };
             match local::up(&opts, shutdown_token()).await {
                 Ok(state) => {
@@ -692,6 +741,63 @@ async fn run_demo(a: DemoArgs) -> Result<ExitCode> {
             ExitCode::from(3)
         },
     )
+}
+
+async fn run_drill(a: DrillArgs) -> Result<ExitCode> {
+    use streamshield::drill::{self, Scenario};
+    let scenario = if a.quick {
+        Scenario::TmKill
+    } else {
+        a.scenario.unwrap_or(Scenario::TmKill)
+    };
+    let rounds = if a.quick { 1 } else { a.rounds };
+    let report_dir = a.report.unwrap_or_else(|| {
+        PathBuf::from("drill-reports").join(format!(
+            "{}-{}",
+            scenario.name(),
+            streamshield::clock::now_ms() / 1000
+        ))
+    });
+    let work_dir = a.work_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("streamshield-drill-{}", std::process::id()))
+    });
+    let opts = drill::DrillOptions {
+        scenario,
+        rounds,
+        arms: a.arms,
+        report_dir: report_dir.clone(),
+        work_dir: work_dir.clone(),
+        keep_work: a.keep_work,
+        port_offset: a.port_offset,
+        rate: a.rate,
+        keys: a.keys,
+        delivery: a.delivery,
+        warmup: a.warmup,
+        taskmanagers: 2,
+        slots: 2,
+    };
+    if let Err(e) = drill::validate(&opts) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let result = drill::run(&opts, shutdown_token()).await;
+    // Only what this drill created: its work dir, if no round left logs worth keeping.
+    if !a.keep_work {
+        let _ = std::fs::remove_dir(&work_dir);
+    }
+    let rep = result?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        println!("{}", drill::report::markdown(&rep));
+        println!("report: {}", report_dir.display());
+    }
+    let failed: usize = rep.arms.iter().map(|x| x.summary.failed_rounds).sum();
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 /// sysexits EX_USAGE: the configuration is invalid.

@@ -114,7 +114,11 @@ pub fn parse_flat(profile: &str, text: &str) -> Result<Vec<(String, String)>, Er
 }
 
 /// The Flink config.yaml for `profile`: the rendered base with the profile's keys replacing or adding lines.
-pub fn flink_config(profile: &str, vars: &BTreeMap<&str, String>) -> Result<String, Error> {
+pub fn flink_config(
+    profile: &str,
+    vars: &BTreeMap<&str, String>,
+    overrides: &[(String, String)],
+) -> Result<String, Error> {
     let overlay_text = PROFILES
         .iter()
         .find(|(n, _)| *n == profile)
@@ -123,7 +127,7 @@ pub fn flink_config(profile: &str, vars: &BTreeMap<&str, String>) -> Result<Stri
     let base = render("deploy/local/flink/config.yaml", FLINK_CONFIG, vars)?;
     let overlay = parse_flat(profile, &render("profile", overlay_text, vars)?)?;
     let mut lines: Vec<String> = base.lines().map(str::to_string).collect();
-    for (k, v) in overlay {
+    for (k, v) in overlay.into_iter().chain(overrides.iter().cloned()) {
         let prefix = format!("{k}:");
         match lines.iter_mut().find(|l| l.starts_with(&prefix)) {
             Some(l) => *l = format!("{k}: {v}"),
@@ -167,7 +171,7 @@ mod tests {
 
     #[test]
     fn stock_profile_is_the_base_untouched() {
-        let c = flink_config("stock", &vars()).unwrap();
+        let c = flink_config("stock", &vars(), &[]).unwrap();
         assert_eq!(lookup(&c, "rest.port"), Some("8081"));
         assert_eq!(
             lookup(&c, "execution.checkpointing.dir"),
@@ -186,7 +190,7 @@ mod tests {
 
     #[test]
     fn shield_profile_adds_the_plugin() {
-        let c = flink_config("shield", &vars()).unwrap();
+        let c = flink_config("shield", &vars(), &[]).unwrap();
         assert_eq!(
             lookup(&c, "metrics.reporter.streamshield.factory.class"),
             Some("io.streamshield.plugin.StreamShieldMetricReporterFactory")
@@ -201,8 +205,8 @@ mod tests {
 
     #[test]
     fn tuned_profile_changes_detection_and_restarts_only() {
-        let stock = flink_config("stock", &vars()).unwrap();
-        let tuned = flink_config("tuned", &vars()).unwrap();
+        let stock = flink_config("stock", &vars(), &[]).unwrap();
+        let tuned = flink_config("tuned", &vars(), &[]).unwrap();
         assert_eq!(lookup(&tuned, "heartbeat.timeout"), Some("8 s"));
         assert_eq!(lookup(&tuned, "heartbeat.interval"), Some("1 s"));
         assert_eq!(
@@ -226,9 +230,21 @@ mod tests {
     }
 
     #[test]
+    fn overrides_replace_profile_keys_and_add_new_ones() {
+        let o = vec![
+            ("heartbeat.timeout".to_string(), "20 s".to_string()),
+            ("web.refresh-interval".to_string(), "100 ms".to_string()),
+        ];
+        let c = flink_config("tuned", &vars(), &o).unwrap();
+        assert_eq!(lookup(&c, "heartbeat.timeout"), Some("20 s"));
+        assert_eq!(lookup(&c, "web.refresh-interval"), Some("100 ms"));
+        assert_eq!(c.matches("heartbeat.timeout:").count(), 1);
+    }
+
+    #[test]
     fn unknown_profile_and_unbound_placeholder_are_errors() {
         assert!(matches!(
-            flink_config("nope", &vars()),
+            flink_config("nope", &vars(), &[]),
             Err(Error::UnknownProfile(..))
         ));
         let e = render("t", "a ${MISSING} b", &vars()).unwrap_err();

@@ -168,6 +168,8 @@ pub struct UpOptions {
     pub state_bytes: u32,
     /// Extra arguments appended to the workload job's (later ones win; see SequenceJob's class doc).
     pub job_args: Vec<String>,
+    /// Flink settings laid over the profile (the drill's observation settings, a scenario's JVM flags).
+    pub flink_overrides: Vec<(String, String)>,
 }
 
 /// The workload as submitted.
@@ -246,6 +248,12 @@ pub struct RunState {
     /// Paths the drill and tests reuse to start more TaskManagers the same way.
     pub flink_home: PathBuf,
     pub tm_launch: Option<Launch>,
+    /// The JobManager's command line, so the drill can start it again after killing it.
+    #[serde(default)]
+    pub jm_launch: Option<Launch>,
+    /// Kafka's command line (storage already formatted), so the drill can start the broker again.
+    #[serde(default)]
+    pub kafka_launch: Option<Launch>,
 }
 
 /// A Java command line, kept so a TaskManager can be started again exactly like the others.
@@ -398,6 +406,8 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
         up_steps_ms: Vec::new(),
         flink_home: PathBuf::new(),
         tm_launch: None,
+        jm_launch: None,
+        kafka_launch: None,
     };
     state.save()?;
 
@@ -483,7 +493,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
         let p = dir.join("flink").join(sub);
         std::fs::create_dir_all(&p).map_err(io(&p))?;
     }
-    let flink_conf = config::flink_config(&opts.profile, &vars)?;
+    let flink_conf = config::flink_config(&opts.profile, &vars, &opts.flink_overrides)?;
     write(&conf.join("config.yaml"), &flink_conf)?;
     write(
         &conf.join("log4j.properties"),
@@ -712,11 +722,8 @@ async fn start_kafka(
             tail: tail(&format_out, 20),
         });
     }
-    let java = Path::new("java");
-    let rec = process::spawn(process::Spec {
-        name: "kafka",
-        program: java,
-        args: vec![
+    state.kafka_launch = Some(Launch {
+        java_args: vec![
             "-Xms512m".into(),
             "-Xmx512m".into(),
             "-XX:+UseG1GC".into(),
@@ -728,26 +735,10 @@ async fn start_kafka(
             "kafka.Kafka".into(),
             props.display().to_string(),
         ],
-        cwd: &dir,
-        log: logs.join("kafka.log"),
-        out: logs.join("kafka.out"),
-        env: vec![],
-    })?;
-    state.kafka = Some(rec.clone());
-    state.save()?;
-    let bootstrap = state.bootstrap();
-    let ready = kafka::wait_ready(&bootstrap, Duration::from_secs(90));
-    tokio::pin!(ready);
-    loop {
-        tokio::select! {
-            r = &mut ready => return r.map_err(Error::from),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if !rec.alive() {
-                    return Err(exited(&rec));
-                }
-            }
-        }
-    }
+        main_args: Vec::new(),
+    });
+    let rec = spawn_kafka(state)?;
+    wait_kafka(state, &rec).await
 }
 
 /// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints).
@@ -868,17 +859,11 @@ async fn start_jobmanager(
         dist::FLINK_VERSION,
         state.ports.rest
     ));
-    let rec = process::spawn(process::Spec {
-        name: "jobmanager",
-        program: Path::new("java"),
-        args,
-        cwd: &state.run_dir,
-        log,
-        out: state.logs_dir().join("jobmanager.out"),
-        env: plugin_env(state, "jobmanager", "jm"),
-    })?;
-    state.jobmanager = Some(rec.clone());
-    state.save()?;
+    state.jm_launch = Some(Launch {
+        java_args: args,
+        main_args: Vec::new(),
+    });
+    let rec = spawn_jobmanager(state)?;
     let client = flink::Client::new(state.rest_url());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while !client.ready().await {
@@ -895,6 +880,96 @@ async fn start_jobmanager(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
+}
+
+/// Starts the JobManager with the run's recorded command line and records it (its log is appended to).
+fn spawn_jobmanager(state: &mut RunState) -> Result<Recorded> {
+    let launch = state.jm_launch.clone().ok_or_else(|| {
+        Error::Invalid("this run has no JobManager launch line (was `up` interrupted?)".into())
+    })?;
+    let rec = process::spawn(process::Spec {
+        name: "jobmanager",
+        program: Path::new("java"),
+        args: launch.java_args,
+        cwd: &state.run_dir,
+        log: state.logs_dir().join("jobmanager.log"),
+        out: state.logs_dir().join("jobmanager.out"),
+        env: plugin_env(state, "jobmanager", "jm"),
+    })?;
+    state.jobmanager = Some(rec.clone());
+    state.save()?;
+    Ok(rec)
+}
+
+/// Starts the JobManager again after it died (the drill's `jm-kill`); returns once its REST endpoint answers.
+/// Whether the job comes back depends on the profile's high-availability settings.
+pub async fn restart_jobmanager(state: &mut RunState) -> Result<()> {
+    if state.jobmanager.as_ref().is_some_and(|p| p.alive()) {
+        return Err(Error::Invalid("the JobManager is still running".into()));
+    }
+    let rec = spawn_jobmanager(state)?;
+    let client = flink::Client::new(state.rest_url());
+    let waited = Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + waited;
+    while !client.ready().await {
+        if !rec.alive() {
+            return Err(exited(&rec));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                what: "the restarted JobManager's REST endpoint answering".into(),
+                waited,
+                detail: format!("; see {}", rec.log.display()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Starts the Kafka broker again on its existing storage (the drill's `kafka-broker-outage`) and waits until it
+/// answers metadata requests.
+pub async fn restart_kafka(state: &mut RunState) -> Result<()> {
+    if state.kafka.as_ref().is_some_and(|p| p.alive()) {
+        return Err(Error::Invalid("the Kafka broker is still running".into()));
+    }
+    let rec = spawn_kafka(state)?;
+    wait_kafka(state, &rec).await
+}
+
+fn spawn_kafka(state: &mut RunState) -> Result<Recorded> {
+    let launch = state.kafka_launch.clone().ok_or_else(|| {
+        Error::Invalid("this run has no Kafka launch line (was `up` interrupted?)".into())
+    })?;
+    let logs = state.logs_dir();
+    let rec = process::spawn(process::Spec {
+        name: "kafka",
+        program: Path::new("java"),
+        args: launch.java_args,
+        cwd: &state.run_dir.join("kafka"),
+        log: logs.join("kafka.log"),
+        out: logs.join("kafka.out"),
+        env: vec![],
+    })?;
+    state.kafka = Some(rec.clone());
+    state.save()?;
+    Ok(rec)
+}
+
+async fn wait_kafka(state: &RunState, rec: &Recorded) -> Result<()> {
+    let bootstrap = state.bootstrap();
+    let ready = kafka::wait_ready(&bootstrap, Duration::from_secs(90));
+    tokio::pin!(ready);
+    loop {
+        tokio::select! {
+            r = &mut ready => return r.map_err(Error::from),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if !rec.alive() {
+                    return Err(exited(rec));
+                }
+            }
+        }
+    }
 }
 
 async fn tm_launch(
@@ -1622,6 +1697,8 @@ mod tests {
             up_steps_ms: Vec::new(),
             flink_home: PathBuf::new(),
             tm_launch: None,
+            jm_launch: None,
+            kafka_launch: None,
         }
     }
 
@@ -1660,6 +1737,7 @@ mod tests {
             checkpoint_interval: Duration::from_secs(1),
             state_bytes: 0,
             job_args: vec![],
+            flink_overrides: vec![],
         };
         assert!(matches!(
             up(&o, CancellationToken::new()).await,
@@ -1694,6 +1772,7 @@ mod tests {
             checkpoint_interval: Duration::from_secs(1),
             state_bytes: 0,
             job_args: vec![],
+            flink_overrides: vec![],
         };
         let e = up(&o, CancellationToken::new())
             .await

@@ -201,6 +201,17 @@ pub struct Ledger {
     malformed_output: u64,
     duplicate_examples: Vec<Example>,
     last_output_ms: Option<i64>,
+    /// A progress marker (see [`Ledger::set_marker`]) and when output first went beyond it.
+    marker: Option<Marker>,
+    /// Every output record's (receive ms, latency ms) while tracing is on (the drill's raw series).
+    trace: Option<Vec<(i64, u32)>>,
+}
+
+/// The highest output sequence number per stream at one moment, and when output first went beyond it.
+#[derive(Debug)]
+struct Marker {
+    seqs: HashMap<StreamId, u64>,
+    progressed_at_ms: Option<i64>,
 }
 
 impl Ledger {
@@ -216,7 +227,33 @@ impl Ledger {
             malformed_output: 0,
             duplicate_examples: Vec::new(),
             last_output_ms: None,
+            marker: None,
+            trace: None,
         }
+    }
+
+    /// Sets a progress marker at the output seen so far; [`Ledger::progressed_at`] then tells when an output record
+    /// first went beyond it (a stream's sequence number above its highest so far, or a stream not seen before).
+    pub fn set_marker(&mut self) {
+        self.marker = Some(Marker {
+            seqs: self.max_output_seqs(),
+            progressed_at_ms: None,
+        });
+    }
+
+    /// When output first went beyond the marker (unix ms), if it has.
+    pub fn progressed_at(&self) -> Option<i64> {
+        self.marker.as_ref().and_then(|m| m.progressed_at_ms)
+    }
+
+    /// Starts keeping every output record's receive time and latency (drains any earlier trace).
+    pub fn start_trace(&mut self) {
+        self.trace = Some(Vec::new());
+    }
+
+    /// Takes the trace kept so far (tracing goes on).
+    pub fn take_trace(&mut self) -> Vec<(i64, u32)> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     fn wanted(&self, run: &str) -> bool {
@@ -253,6 +290,17 @@ impl Ledger {
         if !self.wanted(&rec.run) {
             return;
         }
+        if let Some(m) = self.marker.as_mut() {
+            if m.progressed_at_ms.is_none() {
+                let id = StreamId {
+                    run: rec.run.clone(),
+                    key: rec.key.clone(),
+                };
+                if m.seqs.get(&id).is_none_or(|max| rec.seq > *max) {
+                    m.progressed_at_ms = Some(now_ms);
+                }
+            }
+        }
         let s = self.stream(&rec.run, &rec.key);
         let fresh = s.output.insert(rec.seq);
         if !fresh {
@@ -270,6 +318,9 @@ impl Ledger {
         }
         let latency = (now_ms - rec.send_ts_ms).clamp(1, MAX_LATENCY_MS as i64) as u64;
         self.latency.saturating_record(latency);
+        if let Some(t) = self.trace.as_mut() {
+            t.push((now_ms, latency as u32));
+        }
         self.last_output_ms = Some(now_ms);
         let sec = now_ms.div_euclid(1000);
         match &mut self.open_second {
@@ -643,5 +694,34 @@ mod tests {
         assert_eq!(marker[&id], 2);
         assert_eq!(l.max_output_seqs()[&id], 3);
         assert_eq!(l.last_output_ms(), Some(9_100));
+    }
+
+    #[test]
+    fn marker_ignores_replayed_output_and_fires_on_new_output() {
+        let mut l = Ledger::new(None);
+        for seq in 1..=5 {
+            l.on_input(&input("a", seq, 1_000));
+        }
+        l.on_output(&output("a", 1, 0, 1_000), 1_100);
+        l.on_output(&output("a", 2, 1, 1_000), 1_200);
+        assert_eq!(l.progressed_at(), None, "no marker set yet");
+        l.set_marker();
+        l.start_trace();
+        // A restore replays from the last checkpoint: seq 2 again is not progress.
+        l.on_output(&output("a", 2, 1, 1_000), 5_000);
+        assert_eq!(l.progressed_at(), None);
+        l.on_output(&output("a", 3, 2, 1_000), 6_000);
+        assert_eq!(l.progressed_at(), Some(6_000));
+        l.on_output(&output("a", 4, 3, 1_000), 7_000);
+        assert_eq!(l.progressed_at(), Some(6_000), "the first time stays");
+        assert_eq!(
+            l.take_trace(),
+            vec![(5_000, 4_000), (6_000, 5_000), (7_000, 6_000)]
+        );
+        assert!(l.take_trace().is_empty());
+        // A stream the marker has never seen is progress too.
+        l.set_marker();
+        l.on_output(&output("b", 1, 0, 8_000), 8_100);
+        assert_eq!(l.progressed_at(), Some(8_100));
     }
 }

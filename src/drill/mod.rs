@@ -1,0 +1,793 @@
+//! `streamshield drill`: injects a real fault into a real local cluster, round after round, alternating between
+//! arms (stock, tuned, shield), and measures what a user feels: how long output stops, when the job runs again,
+//! when latency is back, what was lost or repeated. Every round brings up a fresh cluster for its arm, runs the
+//! generator and the live verifier throughout, injects, watches, heals and takes everything down again, also on
+//! failure and Ctrl-C.
+
+pub mod measure;
+pub mod report;
+pub mod scenario;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal as Sig;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::flink;
+use crate::local::process::Recorded;
+use crate::local::{self, dist::say, Delivery, RunState, UpOptions};
+use crate::workload::live::{LiveVerifier, VerifyConfig};
+use crate::workload::produce::{self, ProduceConfig};
+use measure::{Observation, Round, Signal};
+pub use scenario::Scenario;
+
+/// The arms a drill can compare; each is a profile of `local up`.
+pub const ARMS: [&str; 3] = ["stock", "tuned", "shield"];
+
+/// Settings every arm gets so that the drill can watch Flink closely: the REST execution-graph cache is
+/// refreshed every 100 ms instead of every 3 s (it changes what the REST API shows, not how Flink recovers).
+pub const OBSERVATION_OVERRIDES: [(&str, &str); 1] = [("web.refresh-interval", "100 ms")];
+
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub scenario: Scenario,
+    pub rounds: u32,
+    pub arms: Vec<String>,
+    pub report_dir: PathBuf,
+    /// Run directories of the rounds' clusters go below this (removed afterwards unless `keep_work`).
+    pub work_dir: PathBuf,
+    pub keep_work: bool,
+    pub port_offset: u16,
+    /// Generator rate, records/s.
+    pub rate: u32,
+    pub keys: u32,
+    pub delivery: Delivery,
+    /// Time between the generator's start and the injection (the latency baseline is the last 10 s of it).
+    pub warmup: Duration,
+    pub taskmanagers: u32,
+    pub slots: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid drill settings: {0}")]
+    Invalid(String),
+    #[error("interrupted")]
+    Cancelled,
+    #[error("could not write the report to {path}: {source}")]
+    Report {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One arm's rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmResult {
+    pub name: String,
+    pub profile: serde_json::Value,
+    pub rounds: Vec<Round>,
+}
+
+/// Checks the options before anything starts.
+pub fn validate(opts: &DrillOptions) -> Result<(), Error> {
+    if opts.rounds == 0 {
+        return Err(Error::Invalid("--rounds must be at least 1".into()));
+    }
+    if opts.arms.is_empty() {
+        return Err(Error::Invalid("--arms names no arm".into()));
+    }
+    for a in &opts.arms {
+        if !ARMS.contains(&a.as_str()) {
+            return Err(Error::Invalid(format!(
+                "unknown arm {a:?}; arms are {}",
+                ARMS.join(", ")
+            )));
+        }
+    }
+    let mut seen = opts.arms.clone();
+    seen.sort();
+    seen.dedup();
+    if seen.len() != opts.arms.len() {
+        return Err(Error::Invalid("--arms names an arm twice".into()));
+    }
+    if opts.rate == 0 || opts.keys == 0 {
+        return Err(Error::Invalid(
+            "--rate and --keys must be at least 1".into(),
+        ));
+    }
+    if opts.warmup < Duration::from_secs(12) {
+        return Err(Error::Invalid(
+            "--warmup must be at least 12 s (the latency baseline is the 10 s before the fault)"
+                .into(),
+        ));
+    }
+    if opts.taskmanagers < 2 {
+        return Err(Error::Invalid(
+            "the drill needs at least 2 active TaskManagers (one is the target)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the drill: rounds alternate between arms (A B C A B C ...). Writes the report after every round, so an
+/// interrupted drill still leaves what it measured.
+pub async fn run(opts: &DrillOptions, cancel: CancellationToken) -> Result<report::Report, Error> {
+    validate(opts)?;
+    std::fs::create_dir_all(&opts.report_dir).map_err(|source| Error::Report {
+        path: opts.report_dir.clone(),
+        source,
+    })?;
+    let mut arms: Vec<ArmResult> = opts
+        .arms
+        .iter()
+        .map(|a| ArmResult {
+            name: a.clone(),
+            profile: profile_json(a),
+            rounds: Vec::new(),
+        })
+        .collect();
+    let started = now_ms();
+    let total = opts.rounds as usize * arms.len();
+    let mut done = 0;
+    for round in 1..=opts.rounds {
+        for i in 0..arms.len() {
+            if cancel.is_cancelled() {
+                break;
+            }
+            done += 1;
+            let name = arms[i].name.clone();
+            say(format!(
+                "drill {}: round {round}/{} of arm {name} ({done}/{total})",
+                opts.scenario.name(),
+                opts.rounds,
+            ));
+            let r = run_round(opts, &name, round, cancel.clone()).await;
+            say(format!("  -> {}", report::round_line(&name, &r)));
+            arms[i].rounds.push(r);
+            let rep = report::build(opts, &arms, started);
+            report::write(&opts.report_dir, &rep)?;
+        }
+    }
+    let rep = report::build(opts, &arms, started);
+    report::write(&opts.report_dir, &rep)?;
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    Ok(rep)
+}
+
+fn profile_json(arm: &str) -> serde_json::Value {
+    let text = local::config::PROFILES
+        .iter()
+        .find(|(n, _)| *n == arm)
+        .map(|(_, t)| *t)
+        .unwrap_or("");
+    let keys: serde_json::Map<String, serde_json::Value> = local::config::parse_flat(arm, text)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
+    serde_json::json!({
+        "name": arm,
+        "flink": keys,
+        "streamshield": local::config::runs_streamshield(arm),
+        "drill_overrides": OBSERVATION_OVERRIDES.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>(),
+    })
+}
+
+/// What a round injected and must undo.
+#[derive(Default)]
+struct Injected {
+    /// A process left stopped (SIGSTOP): continued on heal.
+    stopped: Option<Recorded>,
+}
+
+impl Injected {
+    fn heal(&mut self) {
+        if let Some(p) = self.stopped.take() {
+            if p.alive() {
+                p.signal(Sig::SIGCONT);
+            }
+        }
+    }
+}
+
+/// One round: fresh cluster, load, fault, watch, heal, verify, down. Never fails: whatever went wrong is the
+/// round's failure in the report.
+async fn run_round(opts: &DrillOptions, arm: &str, round: u32, cancel: CancellationToken) -> Round {
+    let dir = opts.work_dir.join(format!("{arm}-r{round}"));
+    let mut injected = Injected::default();
+    let mut state_slot: Option<RunState> = None;
+    let body = round_body(
+        opts,
+        arm,
+        round,
+        &dir,
+        &mut injected,
+        &mut state_slot,
+        cancel.clone(),
+    );
+    let result = tokio::select! {
+        r = body => r,
+        _ = cancel.cancelled() => Err("interrupted".to_string()),
+    };
+    injected.heal();
+    if RunState::load(&dir).ok().flatten().is_some() {
+        let _ = local::down(&dir, false).await;
+    }
+    if !opts.keep_work && result.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match result {
+        Ok(r) => r,
+        Err(why) => {
+            let mut r = measure::evaluate(round, &Observation::default());
+            r.ok = false;
+            r.failure = Some(why);
+            r.notes = vec![format!(
+                "the round did not get to measure; logs kept in {}",
+                dir.join("logs").display()
+            )];
+            r.timeline.clear();
+            r
+        }
+    }
+}
+
+async fn round_body(
+    opts: &DrillOptions,
+    arm: &str,
+    round: u32,
+    dir: &Path,
+    injected: &mut Injected,
+    state_slot: &mut Option<RunState>,
+    cancel: CancellationToken,
+) -> Result<Round, String> {
+    let scenario = opts.scenario;
+    let up = UpOptions {
+        dir: dir.to_path_buf(),
+        taskmanagers: opts.taskmanagers,
+        standby: 1,
+        slots: opts.slots,
+        profile: arm.to_string(),
+        port_offset: opts.port_offset,
+        delivery: opts.delivery,
+        checkpoint_interval: Duration::from_secs(1),
+        state_bytes: 64,
+        job_args: vec![],
+        flink_overrides: OBSERVATION_OVERRIDES
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let mut state = local::up(&up, cancel.clone())
+        .await
+        .map_err(|e| format!("the {arm} cluster did not come up: {e}"))?;
+    *state_slot = Some(state.clone());
+    let job = state
+        .workload
+        .as_ref()
+        .map(|w| w.job_id.clone())
+        .ok_or("the cluster has no job")?;
+    let client = flink::Client::with_timeout(state.rest_url(), Duration::from_millis(1500));
+    let run_id = format!("drill{}", now_ms());
+    let verifier = LiveVerifier::start(&VerifyConfig {
+        bootstrap: state.bootstrap(),
+        input_topic: crate::workload::INPUT_TOPIC.into(),
+        output_topic: crate::workload::OUTPUT_TOPIC.into(),
+        run: Some(run_id.clone()),
+    })
+    .map_err(|e| format!("verifier: {e}"))?;
+    let gen_cancel = cancel.child_token();
+    let gen_cfg = ProduceConfig {
+        bootstrap: state.bootstrap(),
+        topic: crate::workload::INPUT_TOPIC.into(),
+        rate: opts.rate,
+        keys: opts.keys,
+        duration: None,
+        max_records: None,
+        run: Some(run_id),
+    };
+    let gen_token = gen_cancel.clone();
+    let generator =
+        tokio::spawn(async move { produce::produce(&gen_cfg, gen_token, |_| {}).await });
+    verifier.ledger().start_trace();
+
+    tokio::time::sleep(opts.warmup).await;
+    let restarts_before = client.job_metric(&job, "numRestarts").await.ok();
+    let target = if scenario.targets_taskmanager() {
+        Some(pick_target(&client, &job, &state).await?)
+    } else {
+        None
+    };
+    let mut samples = verifier.ledger().take_trace();
+
+    // Inject.
+    verifier.ledger().set_marker();
+    let inject_ms = now_ms();
+    let mut heal_at: Option<(i64, &'static str)> = None;
+    match scenario {
+        Scenario::TmKill => {
+            signal(target.as_ref(), Sig::SIGKILL)?;
+        }
+        Scenario::TmTerm => {
+            signal(target.as_ref(), Sig::SIGTERM)?;
+        }
+        Scenario::TmHang => {
+            signal(target.as_ref(), Sig::SIGSTOP)?;
+            injected.stopped = target.clone();
+        }
+        Scenario::TmPauseShort => {
+            signal(target.as_ref(), Sig::SIGSTOP)?;
+            injected.stopped = target.clone();
+            heal_at = Some((
+                inject_ms + scenario::SHIELD_HANG_TOLERANCE.as_millis() as i64 / 2,
+                "SIGCONT",
+            ));
+        }
+        Scenario::JmKill => {
+            let jm = state.jobmanager.clone().ok_or("no JobManager recorded")?;
+            jm.signal(Sig::SIGKILL);
+            heal_at = Some((inject_ms, "restart-jm"));
+        }
+        Scenario::KafkaBrokerOutage => {
+            let k = state.kafka.clone().ok_or("no Kafka broker recorded")?;
+            k.signal(Sig::SIGKILL);
+            heal_at = Some((
+                inject_ms + scenario::KAFKA_OUTAGE.as_millis() as i64,
+                "restart-kafka",
+            ));
+        }
+        Scenario::TmPartition | Scenario::TmGcPause => {
+            return Err(format!(
+                "scenario {} is not built yet in this version",
+                scenario.name()
+            ));
+        }
+    }
+    say(format!(
+        "  injected {} at {}{}",
+        scenario.name(),
+        inject_ms,
+        target
+            .as_ref()
+            .map(|t| format!(" on {} (pid {})", t.name, t.pid))
+            .unwrap_or_default()
+    ));
+
+    // Watch.
+    let deadline = inject_ms + scenario.deadline().as_millis() as i64;
+    let mut obs = Observation {
+        inject_ms,
+        ..Observation::default()
+    };
+    let mut watcher = Watcher::new(
+        &client,
+        &job,
+        &state,
+        target.as_ref().map(|t| t.name.clone()),
+    );
+    let mut recovered_at: Option<i64> = None;
+    let tail_ms = if scenario.is_failure() { 3_000 } else { 8_000 };
+    let mut last_print = inject_ms;
+    loop {
+        let now = now_ms();
+        if let Some((at, what)) = heal_at {
+            if now >= at {
+                heal_at = None;
+                match what {
+                    "SIGCONT" => injected.heal(),
+                    "restart-jm" => {
+                        wait_dead(state.jobmanager.as_ref()).await;
+                        local::restart_jobmanager(&mut state)
+                            .await
+                            .map_err(|e| format!("restarting the JobManager: {e}"))?;
+                        say(format!(
+                            "  JobManager restarted (+{} ms)",
+                            now_ms() - inject_ms
+                        ));
+                    }
+                    "restart-kafka" => {
+                        wait_dead(state.kafka.as_ref()).await;
+                        local::restart_kafka(&mut state)
+                            .await
+                            .map_err(|e| format!("restarting Kafka: {e}"))?;
+                        say(format!("  Kafka restarted (+{} ms)", now_ms() - inject_ms));
+                    }
+                    _ => {}
+                }
+                *state_slot = Some(state.clone());
+            }
+        }
+        watcher.poll(&mut obs).await;
+        samples.extend(verifier.ledger().take_trace());
+        obs.progressed_at_ms = verifier.ledger().progressed_at();
+        if recovered_at.is_none() && heal_at.is_none() && watcher.fully_running {
+            if let Some(p) = obs.progressed_at_ms {
+                let base = measure::baseline(&samples, inject_ms);
+                if let Some(b) = base {
+                    if measure::caught_up_at(&samples, p, b).is_some() {
+                        recovered_at = Some(now);
+                    }
+                }
+            }
+        }
+        if now - last_print >= 1_000 {
+            last_print = now;
+            let out_last_s = samples.iter().filter(|(t, _)| *t > now - 1_000).count();
+            say(format!(
+                "  +{:>5.1} s  out {:>5}/s  job {}{}{}",
+                (now - inject_ms) as f64 / 1000.0,
+                out_last_s,
+                watcher.job_state,
+                if obs.progressed_at_ms.is_some() {
+                    "  output resumed"
+                } else {
+                    ""
+                },
+                if recovered_at.is_some() {
+                    "  recovered"
+                } else {
+                    ""
+                },
+            ));
+        }
+        if recovered_at.is_some_and(|r| now - r >= tail_ms) || now >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    obs.end_ms = now_ms();
+    watcher.finish(&mut obs).await;
+    samples.extend(verifier.ledger().take_trace());
+    obs.samples = samples
+        .into_iter()
+        .filter(|(t, _)| *t >= inject_ms - measure::BASELINE_WINDOW_MS && *t < obs.end_ms)
+        .collect();
+    obs.restarts = match (
+        restarts_before,
+        client.job_metric(&job, "numRestarts").await.ok(),
+    ) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    obs.failovers = failovers(&state, inject_ms).await;
+
+    // Heal, stop the load, and let the verifier account for every record.
+    injected.heal();
+    if heal_at.is_some() {
+        // The round ended before a planned restart (deadline): bring the component back so the verifier can finish.
+        if scenario == Scenario::KafkaBrokerOutage {
+            let _ = local::restart_kafka(&mut state).await;
+        }
+    }
+    gen_cancel.cancel();
+    let produced = generator.await.map_err(|e| format!("generator: {e}"))?;
+    if let Err(e) = &produced {
+        say(format!("  generator: {e}"));
+    }
+    let settle = Duration::from_secs(if recovered_at.is_some() { 15 } else { 5 });
+    let rep = verifier.finish(settle, Duration::from_secs(90)).await;
+    obs.records_lost = rep.records_lost;
+    obs.records_duplicated = rep.records_duplicated;
+    obs.state_errors = rep.state_errors;
+    obs.verifier_complete = rep.complete;
+    let mut r = measure::evaluate(round, &obs);
+    if let Ok(p) = &produced {
+        r.notes.push(format!(
+            "generator: {} acked, {} failed, {:.0} records/s",
+            p.acked, p.failed, p.rate_achieved
+        ));
+    }
+    Ok(r)
+}
+
+fn signal(target: Option<&Recorded>, sig: Sig) -> Result<(), String> {
+    let t = target.ok_or("no target TaskManager")?;
+    if t.signal(sig) {
+        Ok(())
+    } else {
+        Err(format!(
+            "could not signal {} (pid {}): it is gone",
+            t.name, t.pid
+        ))
+    }
+}
+
+async fn wait_dead(p: Option<&Recorded>) {
+    let Some(p) = p else { return };
+    for _ in 0..100 {
+        if !p.alive() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The TaskManager to hit: the first active one (by name) that runs subtasks of the job.
+async fn pick_target(
+    client: &flink::Client,
+    job: &str,
+    state: &RunState,
+) -> Result<Recorded, String> {
+    let hosts = client
+        .subtask_hosts(job)
+        .await
+        .map_err(|e| format!("finding the TaskManagers that run the job: {e}"))?;
+    let mut names: Vec<&String> = hosts.iter().collect();
+    names.sort();
+    for n in names {
+        if let Some(t) = state.taskmanagers.iter().find(|t| &t.resource_id == n) {
+            if t.process.alive() {
+                return Ok(t.process.clone());
+            }
+        }
+    }
+    Err(format!(
+        "no running TaskManager hosts subtasks of job {job} (hosts: {hosts:?})"
+    ))
+}
+
+/// Decisions the coordinator acted on (not observe-only) since the injection.
+async fn failovers(state: &RunState, since_ms: i64) -> u64 {
+    let Some(c) = &state.coordinator else {
+        return 0;
+    };
+    let Ok(token) = std::fs::read_to_string(&c.api_token_file) else {
+        return 0;
+    };
+    let url = format!("{}/v1/decisions", c.api.trim_end_matches('/'));
+    let http = reqwest::Client::new();
+    let Ok(resp) = http
+        .get(&url)
+        .bearer_auth(token.trim())
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|d| d["ts_ms"].as_i64().unwrap_or(0) >= since_ms)
+                .filter(|d| d["mode"].as_str().unwrap_or("observe-only") != "observe-only")
+                .count() as u64
+        })
+        .unwrap_or(0)
+}
+
+/// Polls Flink's REST API (and the coordinator's event log, in the shield arm) for signs of the fault and for
+/// the job running again.
+struct Watcher<'a> {
+    client: &'a flink::Client,
+    job: &'a str,
+    target: Option<String>,
+    coordinator: Option<(String, String)>,
+    http: reqwest::Client,
+    fully_running: bool,
+    job_state: String,
+    seen_signals: std::collections::BTreeSet<String>,
+    last_exceptions_ms: i64,
+    last_events_ms: i64,
+    last_event_id: u64,
+    tm_gone_seen: bool,
+    rest_down_seen: bool,
+}
+
+impl<'a> Watcher<'a> {
+    fn new(
+        client: &'a flink::Client,
+        job: &'a str,
+        state: &RunState,
+        target: Option<String>,
+    ) -> Self {
+        let coordinator = state.coordinator.as_ref().and_then(|c| {
+            std::fs::read_to_string(&c.api_token_file).ok().map(|t| {
+                (
+                    c.api.trim_end_matches('/').to_string(),
+                    t.trim().to_string(),
+                )
+            })
+        });
+        Watcher {
+            client,
+            job,
+            target,
+            coordinator,
+            http: reqwest::Client::new(),
+            fully_running: true,
+            job_state: "RUNNING".into(),
+            seen_signals: Default::default(),
+            last_exceptions_ms: 0,
+            last_events_ms: 0,
+            last_event_id: 0,
+            tm_gone_seen: false,
+            rest_down_seen: false,
+        }
+    }
+
+    fn add(&mut self, obs: &mut Observation, ts_ms: i64, source: &str, what: String) {
+        if ts_ms < obs.inject_ms {
+            return;
+        }
+        if self.seen_signals.insert(format!("{source}:{what}")) {
+            obs.signals.push(Signal {
+                ts_ms,
+                source: source.into(),
+                what,
+            });
+        }
+    }
+
+    async fn poll(&mut self, obs: &mut Observation) {
+        let now = now_ms();
+        match self.client.job(self.job).await {
+            Ok(j) => {
+                self.fully_running = j.fully_running();
+                self.job_state = if self.fully_running || j.state != "RUNNING" {
+                    j.state.clone()
+                } else {
+                    "RUNNING (not every subtask)".into()
+                };
+                for (st, ts) in &j.timestamps {
+                    if *ts > 0
+                        && matches!(
+                            st.as_str(),
+                            "FAILING" | "RESTARTING" | "CANCELLING" | "SUSPENDED" | "FAILED"
+                        )
+                    {
+                        self.add(obs, *ts, "flink", format!("job {st}"));
+                    }
+                }
+            }
+            Err(e) => {
+                self.fully_running = false;
+                self.job_state = format!("unknown ({})", short(&e.to_string()));
+                if !self.rest_down_seen && !matches!(e, flink::Error::Status { status: 404, .. }) {
+                    self.rest_down_seen = true;
+                    self.add(obs, now, "flink", "REST API not answering".into());
+                }
+            }
+        }
+        if now - self.last_exceptions_ms >= 500 {
+            self.last_exceptions_ms = now;
+            if let Ok(list) = self.client.exceptions(self.job).await {
+                for e in list {
+                    let what = format!(
+                        "exception {}{}",
+                        e.exception_name.rsplit('.').next().unwrap_or(""),
+                        e.task_manager_id
+                            .as_deref()
+                            .map(|t| format!(" on {t}"))
+                            .unwrap_or_default()
+                    );
+                    self.add(obs, e.timestamp, "flink", what);
+                }
+            }
+            if let Some(t) = self.target.clone() {
+                if !self.tm_gone_seen {
+                    if let Ok(tms) = self.client.taskmanagers().await {
+                        if !tms.iter().any(|x| x.id == t) {
+                            self.tm_gone_seen = true;
+                            self.add(obs, now, "flink", format!("{t} no longer registered"));
+                        }
+                    }
+                }
+            }
+        }
+        if now - self.last_events_ms >= 200 {
+            self.last_events_ms = now;
+            self.poll_agent_events(obs).await;
+        }
+    }
+
+    async fn poll_agent_events(&mut self, obs: &mut Observation) {
+        let Some((api, token)) = self.coordinator.clone() else {
+            return;
+        };
+        let url = format!("{api}/v1/events?since={}", self.last_event_id);
+        let Ok(resp) = self
+            .http
+            .get(&url)
+            .bearer_auth(&token)
+            .timeout(Duration::from_millis(800))
+            .send()
+            .await
+        else {
+            return;
+        };
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        for e in v.as_array().into_iter().flatten() {
+            self.last_event_id = self.last_event_id.max(e["id"].as_u64().unwrap_or(0));
+            let rid = e["resource_id"].as_str().unwrap_or("");
+            let kind = e["kind"].as_str().unwrap_or("");
+            let ts = e["source_ts_ms"]
+                .as_i64()
+                .filter(|t| *t > 0)
+                .or(e["ts_ms"].as_i64())
+                .unwrap_or(0);
+            let relevant = match &self.target {
+                Some(t) => rid == t || rid == "jobmanager",
+                None => true,
+            };
+            if !relevant {
+                continue;
+            }
+            if kind == "liveness" {
+                let to = e["detail"]["to"].as_str().unwrap_or("");
+                if to != "alive" {
+                    self.add(obs, ts, "agent", format!("{rid} {to}"));
+                }
+            } else if kind == "failure" {
+                self.add(obs, ts, "agent", format!("{rid} reported a failure"));
+            }
+        }
+    }
+
+    /// The final look: whether (and when, by Flink's own timestamps) every subtask runs again.
+    async fn finish(&mut self, obs: &mut Observation) {
+        self.poll(obs).await;
+        match self.client.job(self.job).await {
+            Ok(j) if j.fully_running() => match self.client.subtask_running_times(self.job).await {
+                Ok(times) => {
+                    let latest = times.iter().copied().max().unwrap_or(0);
+                    obs.redeployed = latest > obs.inject_ms;
+                    obs.running_at_ms = obs.redeployed.then_some(latest);
+                }
+                Err(_) => obs.not_running_at_end = true,
+            },
+            _ => obs.not_running_at_end = true,
+        }
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+/// Machine facts for the report.
+pub fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let java = std::process::Command::new("java")
+        .arg("-version")
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "cpu": model,
+        "cores": cores,
+        "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "kernel": kernel.trim(),
+        "java": java,
+    })
+}

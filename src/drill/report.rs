@@ -1,0 +1,460 @@
+//! The drill's report: `report.json` (schema `streamshield.drill/v1`: raw rounds and summaries), `report.md`
+//! (medians, spreads and ratios) and `timeline.svg` (output throughput and latency around the fault, per arm).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::measure::{self, Round, Summary};
+use super::{ArmResult, DrillOptions, Error};
+
+pub const SCHEMA: &str = "streamshield.drill/v1";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub scenario: String,
+    pub description: String,
+    pub flink_version: &'static str,
+    pub kafka_version: &'static str,
+    pub machine: serde_json::Value,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    pub workload: serde_json::Value,
+    pub arms: Vec<ArmReport>,
+    pub ratios: Ratios,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmReport {
+    pub name: String,
+    pub profile: serde_json::Value,
+    pub rounds: Vec<Round>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Ratios {
+    pub stock_over_shield: RatioSet,
+    pub tuned_over_shield: RatioSet,
+    pub stock_over_tuned: RatioSet,
+}
+
+/// Ratios of medians; null where an arm is missing or did not measure the metric.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RatioSet {
+    pub gap_ms: Option<f64>,
+    pub running_ms: Option<f64>,
+    pub detect_ms: Option<f64>,
+    pub catchup_ms: Option<f64>,
+}
+
+pub fn build(opts: &DrillOptions, arms: &[ArmResult], started_ms: i64) -> Report {
+    let arms: Vec<ArmReport> = arms
+        .iter()
+        .map(|a| ArmReport {
+            name: a.name.clone(),
+            profile: a.profile.clone(),
+            summary: measure::summarize(&a.rounds),
+            rounds: a.rounds.clone(),
+        })
+        .collect();
+    let find = |n: &str| arms.iter().find(|a| a.name == n).map(|a| &a.summary);
+    let set = |num: Option<&Summary>, den: Option<&Summary>| match (num, den) {
+        (Some(a), Some(b)) => RatioSet {
+            gap_ms: measure::ratio(&a.gap_ms, &b.gap_ms),
+            running_ms: measure::ratio(&a.running_ms, &b.running_ms),
+            detect_ms: measure::ratio(&a.detect_ms, &b.detect_ms),
+            catchup_ms: measure::ratio(&a.catchup_ms, &b.catchup_ms),
+        },
+        _ => RatioSet::default(),
+    };
+    let ratios = Ratios {
+        stock_over_shield: set(find("stock"), find("shield")),
+        tuned_over_shield: set(find("tuned"), find("shield")),
+        stock_over_tuned: set(find("stock"), find("tuned")),
+    };
+    Report {
+        schema: SCHEMA,
+        scenario: opts.scenario.name().into(),
+        description: opts.scenario.description(),
+        flink_version: crate::local::dist::FLINK_VERSION,
+        kafka_version: crate::local::dist::KAFKA_VERSION,
+        machine: super::machine(),
+        started_ms,
+        finished_ms: crate::clock::now_ms(),
+        workload: serde_json::json!({
+            "rate_per_s": opts.rate,
+            "keys": opts.keys,
+            "delivery": opts.delivery.as_arg(),
+            "checkpoint_interval_ms": 1000,
+            "taskmanagers": opts.taskmanagers,
+            "standby_taskmanagers": 1,
+            "slots_per_taskmanager": opts.slots,
+            "parallelism": opts.taskmanagers * opts.slots,
+            "warmup_ms": opts.warmup.as_millis() as u64,
+            "deadline_ms": opts.scenario.deadline().as_millis() as u64,
+        }),
+        arms,
+        ratios,
+    }
+}
+
+/// Writes report.json, report.md and timeline.svg into `dir`.
+pub fn write(dir: &Path, r: &Report) -> Result<(), Error> {
+    let put = |name: &str, text: String| {
+        let p = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &p))
+            .map_err(|source| Error::Report { path: p, source })
+    };
+    put(
+        "report.json",
+        serde_json::to_string_pretty(r).expect("the report serializes") + "\n",
+    )?;
+    put("report.md", markdown(r))?;
+    put("timeline.svg", svg(r))?;
+    Ok(())
+}
+
+fn ms(v: Option<u64>) -> String {
+    v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into())
+}
+
+fn fmed(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into())
+}
+
+fn fratio(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+/// One line per round for the live output.
+pub fn round_line(arm: &str, r: &Round) -> String {
+    format!(
+        "{arm} round {}: {} gap {} ms, running {} ms, detect {} ms, catch-up {} ms, lost {}, dup {}, restarts {}, failovers {}{}",
+        r.round,
+        if r.ok { "ok" } else { "FAILED" },
+        ms(r.gap_ms),
+        ms(r.running_ms),
+        ms(r.detect_ms),
+        ms(r.catchup_ms),
+        r.records_lost,
+        r.records_duplicated,
+        ms(r.restarts),
+        r.failovers,
+        r.failure.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
+    )
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# Drill report: `{}`\n", r.scenario);
+    let _ = writeln!(o, "{}.\n", capitalize(&r.description));
+    let m = &r.machine;
+    let _ = writeln!(
+        o,
+        "Flink {}, Kafka {}; machine: {} ({} cores, {} GiB, kernel {}, {}). Workload: {} records/s over {} keys, {}, \
+         parallelism {} on {} TaskManagers + 1 standby, 1 s checkpoints. Rounds alternate between arms. \
+         Generated by `streamshield drill`; raw rounds in report.json.\n",
+        r.flink_version,
+        r.kafka_version,
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["memory_gib"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["java"].as_str().unwrap_or("?"),
+        r.workload["rate_per_s"],
+        r.workload["keys"],
+        r.workload["delivery"].as_str().unwrap_or("?"),
+        r.workload["parallelism"],
+        r.workload["taskmanagers"],
+    );
+    let _ = writeln!(
+        o,
+        "## Summary (milliseconds from injection: median, min-max over measured rounds)\n"
+    );
+    let _ = writeln!(
+        o,
+        "| arm | rounds | failed | gap_ms | running_ms | detect_ms | catchup_ms | lost | duplicated | restarts | failovers |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for a in &r.arms {
+        let s = &a.summary;
+        let cell = |sp: &measure::Spread| {
+            if sp.n == 0 {
+                "-".to_string()
+            } else {
+                format!("{} ({}-{})", fmed(sp.median), ms(sp.min), ms(sp.max))
+            }
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            a.name,
+            s.rounds,
+            s.failed_rounds,
+            cell(&s.gap_ms),
+            cell(&s.running_ms),
+            cell(&s.detect_ms),
+            cell(&s.catchup_ms),
+            s.records_lost,
+            s.records_duplicated,
+            s.restarts,
+            s.failovers
+        );
+    }
+    let _ = writeln!(o, "\n## Ratios of medians\n");
+    let _ = writeln!(
+        o,
+        "| ratio | gap_ms | running_ms | detect_ms | catchup_ms |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    for (name, s) in [
+        ("stock / shield", &r.ratios.stock_over_shield),
+        ("tuned / shield", &r.ratios.tuned_over_shield),
+        ("stock / tuned", &r.ratios.stock_over_tuned),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} | {} |",
+            fratio(s.gap_ms),
+            fratio(s.running_ms),
+            fratio(s.detect_ms),
+            fratio(s.catchup_ms)
+        );
+    }
+    let _ = writeln!(o, "\n## Rounds\n");
+    let _ = writeln!(
+        o,
+        "| arm | round | ok | gap | running | detect (first sign) | catch-up | lost | dup | restarts | failovers | notes |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for a in &r.arms {
+        for x in &a.rounds {
+            let mut notes: Vec<String> = x.failure.iter().cloned().collect();
+            notes.extend(x.notes.iter().cloned());
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
+                a.name,
+                x.round,
+                if x.ok { "yes" } else { "**no**" },
+                ms(x.gap_ms),
+                ms(x.running_ms),
+                ms(x.detect_ms),
+                x.detect_source
+                    .as_ref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default(),
+                ms(x.catchup_ms),
+                x.records_lost,
+                x.records_duplicated,
+                ms(x.restarts),
+                x.failovers,
+                notes.join("; ").replace('|', "/")
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nDefinitions (docs/drills.md): gap = until the sink receives a record beyond the highest sequence number it \
+         had at injection; running = Flink's own time at which every subtask ran again (0: Flink redeployed nothing); \
+         detect = first sign in Flink (exception history, job status timestamps, REST) or an agent; catch-up = end of \
+         the first 500 ms bucket after the gap whose median end-to-end latency is under 2x the pre-fault median."
+    );
+    o
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// The round whose gap is the arm's median (failed rounds last): the one the timeline shows.
+fn representative(a: &ArmReport) -> Option<&Round> {
+    let mut rs: Vec<&Round> = a.rounds.iter().filter(|r| !r.timeline.is_empty()).collect();
+    rs.sort_by_key(|r| (r.gap_ms.is_none(), r.gap_ms.unwrap_or(u64::MAX)));
+    let ok: Vec<&&Round> = rs.iter().filter(|r| r.gap_ms.is_some()).collect();
+    if ok.is_empty() {
+        rs.first().copied()
+    } else {
+        Some(ok[(ok.len() - 1) / 2])
+    }
+}
+
+/// Throughput (records/s) and median latency around the fault, one panel per arm, the fault at t = 0.
+pub fn svg(r: &Report) -> String {
+    const W: f64 = 900.0;
+    const PH: f64 = 170.0;
+    const ML: f64 = 60.0;
+    const MR: f64 = 60.0;
+    let panels: Vec<(&ArmReport, Option<&Round>)> =
+        r.arms.iter().map(|a| (a, representative(a))).collect();
+    let h = 40.0 + PH * panels.len() as f64 + 20.0;
+    let t_min = -10_000i64;
+    let t_max = panels
+        .iter()
+        .filter_map(|(_, rd)| {
+            rd.and_then(|x| x.timeline.last().map(|b| b.t_ms + measure::BUCKET_MS))
+        })
+        .max()
+        .unwrap_or(10_000)
+        .max(10_000);
+    let max_rate = panels
+        .iter()
+        .filter_map(|(_, rd)| *rd)
+        .flat_map(|x| {
+            x.timeline
+                .iter()
+                .map(|b| b.out * 1000 / measure::BUCKET_MS as u64)
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let max_lat = panels
+        .iter()
+        .filter_map(|(_, rd)| *rd)
+        .flat_map(|x| x.timeline.iter().filter_map(|b| b.p50_ms))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let x = |t: i64| ML + (t - t_min) as f64 / (t_max - t_min) as f64 * (W - ML - MR);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{ML}" y="18" font-size="14">drill {}: output records/s (blue) and median latency ms (orange); fault at t = 0 (red)</text>"#,
+        r.scenario
+    );
+    for (i, (a, rd)) in panels.iter().enumerate() {
+        let top = 40.0 + PH * i as f64;
+        let bottom = top + PH - 30.0;
+        let y_rate = |v: f64| bottom - v / max_rate * (bottom - top - 10.0);
+        let y_lat = |v: f64| bottom - v / max_lat * (bottom - top - 10.0);
+        let _ = writeln!(
+            s,
+            r##"<rect x="{ML}" y="{top}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
+            W - ML - MR,
+            bottom - top
+        );
+        let label = match rd {
+            Some(x) => format!(
+                "{} (round {}: gap {} ms, running {} ms{})",
+                a.name,
+                x.round,
+                ms(x.gap_ms),
+                ms(x.running_ms),
+                if x.ok { "" } else { ", FAILED" }
+            ),
+            None => format!("{} (no measured round)", a.name),
+        };
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            ML + 4.0,
+            top + 12.0,
+            esc(&label)
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="4" y="{}" fill="#1f77b4">{:.0}/s</text><text x="{}" y="{}" fill="#ff7f0e">{:.0} ms</text>"##,
+            top + 12.0,
+            max_rate,
+            W - MR + 4.0,
+            top + 12.0,
+            max_lat
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="{0}" y1="{top}" x2="{0}" y2="{bottom}" stroke="red" stroke-width="1.5"/>"##,
+            x(0)
+        );
+        if let Some(rd) = rd {
+            let pts: Vec<String> = rd
+                .timeline
+                .iter()
+                .map(|b| {
+                    let rate = (b.out * 1000 / measure::BUCKET_MS as u64) as f64;
+                    format!(
+                        "{:.1},{:.1}",
+                        x(b.t_ms + measure::BUCKET_MS / 2),
+                        y_rate(rate)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1.2" points="{}"/>"##,
+                pts.join(" ")
+            );
+            let lat: Vec<String> = rd
+                .timeline
+                .iter()
+                .filter_map(|b| {
+                    b.p50_ms.map(|l| {
+                        format!(
+                            "{:.1},{:.1}",
+                            x(b.t_ms + measure::BUCKET_MS / 2),
+                            y_lat(l as f64)
+                        )
+                    })
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                r##"<polyline fill="none" stroke="#ff7f0e" stroke-width="1.2" points="{}"/>"##,
+                lat.join(" ")
+            );
+            for (t, color) in [
+                (rd.gap_ms, "#2ca02c"),
+                (rd.running_ms.filter(|v| *v > 0), "#9467bd"),
+            ] {
+                if let Some(t) = t {
+                    let _ = writeln!(
+                        s,
+                        r##"<line x1="{0}" y1="{top}" x2="{0}" y2="{bottom}" stroke="{color}" stroke-dasharray="4,3"/>"##,
+                        x(t as i64)
+                    );
+                }
+            }
+        }
+        let mut t = (t_min / 5_000) * 5_000;
+        while t <= t_max {
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#555">{}s</text>"##,
+                x(t),
+                bottom + 13.0,
+                t / 1000
+            );
+            t += if t_max - t_min > 60_000 {
+                10_000
+            } else {
+                5_000
+            };
+        }
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="{ML}" y="{}" fill="#555">dashed: output resumed (green), every subtask RUNNING again (purple). Shown: each arm's median-gap round.</text>"##,
+        h - 6.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,125 @@
+//! The drill's scenarios: what each injects, how it is healed, how long a round may take, and what a recovered
+//! round looks like. docs/drills.md describes the same for users.
+
+use std::time::Duration;
+
+/// The hang tolerance of the shield profile (issue 5: a TaskManager silent and stopped for longer is fenced).
+/// `tm-pause-short` pauses for half of it.
+pub const SHIELD_HANG_TOLERANCE: Duration = Duration::from_millis(2_000);
+
+/// How long `kafka-broker-outage` keeps the broker down.
+pub const KAFKA_OUTAGE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    TmKill,
+    TmHang,
+    TmTerm,
+    TmPartition,
+    TmPauseShort,
+    TmGcPause,
+    JmKill,
+    KafkaBrokerOutage,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 8] = [
+        Scenario::TmKill,
+        Scenario::TmHang,
+        Scenario::TmTerm,
+        Scenario::TmPartition,
+        Scenario::TmPauseShort,
+        Scenario::TmGcPause,
+        Scenario::JmKill,
+        Scenario::KafkaBrokerOutage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::TmKill => "tm-kill",
+            Scenario::TmHang => "tm-hang",
+            Scenario::TmTerm => "tm-term",
+            Scenario::TmPartition => "tm-partition",
+            Scenario::TmPauseShort => "tm-pause-short",
+            Scenario::TmGcPause => "tm-gc-pause",
+            Scenario::JmKill => "jm-kill",
+            Scenario::KafkaBrokerOutage => "kafka-broker-outage",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Scenario, String> {
+        Scenario::ALL
+            .iter()
+            .copied()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown scenario {s:?}; known: {}",
+                    Scenario::ALL.map(|x| x.name()).join(", ")
+                )
+            })
+    }
+
+    /// What the scenario does, in one sentence (also in the report).
+    pub fn description(self) -> String {
+        match self {
+            Scenario::TmKill => {
+                "kill -9 of a TaskManager that runs subtasks of the job; it is not restarted".into()
+            }
+            Scenario::TmHang => "SIGSTOP of a TaskManager that runs subtasks of the job; SIGCONT only after the round".into(),
+            Scenario::TmTerm => "SIGTERM (planned stop) of a TaskManager that runs subtasks of the job".into(),
+            Scenario::TmPartition => "the network of a TaskManager that runs subtasks of the job is cut (its own network namespace, link down) until the end of the round".into(),
+            Scenario::TmPauseShort => format!(
+                "SIGSTOP of a TaskManager that runs subtasks for {} ms (half the shield profile's hang tolerance), then SIGCONT; not a failure",
+                SHIELD_HANG_TOLERANCE.as_millis() / 2
+            ),
+            Scenario::TmGcPause => "a real stop-the-world full GC of at least 10 s in a TaskManager that runs subtasks (serial collector, a large randomly linked live heap, System.gc() via jcmd); not a failure".into(),
+            Scenario::JmKill => "kill -9 of the JobManager, then it is started again at once (with whatever high availability the profile configures)".into(),
+            Scenario::KafkaBrokerOutage => format!(
+                "kill -9 of the (only) Kafka broker, started again on its data after {} s",
+                KAFKA_OUTAGE.as_secs()
+            ),
+        }
+    }
+
+    /// A failure scenario must be recovered from; the others (pauses) must be ridden out without failover.
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Scenario::TmPauseShort | Scenario::TmGcPause)
+    }
+
+    /// How long after the injection a round may take to recover before it counts as failed.
+    pub fn deadline(self) -> Duration {
+        Duration::from_secs(match self {
+            Scenario::TmKill | Scenario::TmTerm => 90,
+            Scenario::TmHang | Scenario::TmPartition => 150,
+            Scenario::TmPauseShort => 60,
+            Scenario::TmGcPause => 120,
+            Scenario::JmKill => 90,
+            Scenario::KafkaBrokerOutage => 150,
+        })
+    }
+
+    /// Whether the fault targets one TaskManager running subtasks.
+    pub fn targets_taskmanager(self) -> bool {
+        !matches!(self, Scenario::JmKill | Scenario::KafkaBrokerOutage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_known_ones() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::parse(s.name()), Ok(s));
+            assert!(!s.description().is_empty());
+        }
+        let e = Scenario::parse("tm-explode").unwrap_err();
+        assert!(
+            e.contains("tm-kill") && e.contains("kafka-broker-outage"),
+            "{e}"
+        );
+        assert!(!Scenario::TmGcPause.is_failure() && Scenario::TmKill.is_failure());
+    }
+}
