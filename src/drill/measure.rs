@@ -45,6 +45,8 @@ pub struct Observation {
     pub state_errors: u64,
     /// The verifier's final report was complete (every input record accounted for).
     pub verifier_complete: bool,
+    /// How long the injected pause really lasted (SIGSTOP to SIGCONT; the GC log's pause), for pause scenarios.
+    pub fault_ms: Option<u64>,
 }
 
 /// One round of the report.
@@ -62,6 +64,8 @@ pub struct Round {
     pub state_errors: u64,
     pub restarts: Option<u64>,
     pub failovers: u64,
+    /// How long the injected pause really lasted (pause scenarios).
+    pub fault_ms: Option<u64>,
     /// Which signal was first.
     pub detect_source: Option<String>,
     pub baseline_latency_ms: Option<u64>,
@@ -204,6 +208,7 @@ pub fn evaluate(round: u32, o: &Observation) -> Round {
         state_errors: o.state_errors,
         restarts: o.restarts,
         failovers: o.failovers,
+        fault_ms: o.fault_ms,
         detect_source: first.map(|s| format!("{}: {}", s.source, s.what)),
         baseline_latency_ms: base.map(u64::from),
         failure,
@@ -428,6 +433,7 @@ mod tests {
             state_errors: 0,
             restarts: Some(1),
             failovers: 0,
+            fault_ms: None,
             detect_source: None,
             baseline_latency_ms: None,
             failure: None,

@@ -4,6 +4,7 @@
 //! generator and the live verifier throughout, injects, watches, heals and takes everything down again, also on
 //! failure and Ctrl-C.
 
+pub mod jvm;
 pub mod measure;
 pub mod report;
 pub mod scenario;
@@ -225,7 +226,11 @@ async fn run_round(opts: &DrillOptions, arm: &str, round: u32, cancel: Cancellat
     match result {
         Ok(r) => r,
         Err(why) => {
-            let mut r = measure::evaluate(round, &Observation::default());
+            let nothing = Observation {
+                not_running_at_end: true,
+                ..Observation::default()
+            };
+            let mut r = measure::evaluate(round, &nothing);
             r.ok = false;
             r.failure = Some(why);
             r.notes = vec![format!(
@@ -258,10 +263,11 @@ async fn round_body(
         delivery: opts.delivery,
         checkpoint_interval: Duration::from_secs(1),
         state_bytes: 64,
-        job_args: vec![],
+        job_args: scenario_job_args(scenario),
         flink_overrides: OBSERVATION_OVERRIDES
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(scenario_overrides(scenario, dir))
             .collect(),
     };
     let mut state = local::up(&up, cancel.clone())
@@ -298,18 +304,41 @@ async fn round_body(
     verifier.ledger().start_trace();
 
     tokio::time::sleep(opts.warmup).await;
-    let restarts_before = client.job_metric(&job, "numRestarts").await.ok();
     let target = if scenario.targets_taskmanager() {
         Some(pick_target(&client, &job, &state).await?)
     } else {
         None
     };
+    if scenario == Scenario::TmGcPause {
+        let t = target.as_ref().ok_or("no target TaskManager")?;
+        wait_ballast(t, &cancel).await?;
+        // A clean latency baseline after the ballast was built.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let pid = t.pid;
+        tokio::task::spawn_blocking(move || jvm::ensure_listener(pid, Duration::from_secs(10)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    let restarts_before = client.job_metric(&job, "numRestarts").await.ok();
+    match client.job(&job).await {
+        Ok(j) if j.fully_running() && restarts_before == Some(0) => {}
+        Ok(j) => {
+            return Err(format!(
+                "the job was not steady before the fault (state {}, {} restarts so far): nothing to measure",
+                j.state,
+                restarts_before.map(|r| r.to_string()).unwrap_or_else(|| "?".into())
+            ))
+        }
+        Err(e) => return Err(format!("the job could not be read before the fault: {e}")),
+    }
     let mut samples = verifier.ledger().take_trace();
 
     // Inject.
     verifier.ledger().set_marker();
     let inject_ms = now_ms();
     let mut heal_at: Option<(i64, &'static str)> = None;
+    let mut gc_call = None;
     match scenario {
         Scenario::TmKill => {
             signal(target.as_ref(), Sig::SIGKILL)?;
@@ -342,7 +371,14 @@ async fn round_body(
                 "restart-kafka",
             ));
         }
-        Scenario::TmPartition | Scenario::TmGcPause => {
+        Scenario::TmGcPause => {
+            let pid = target.as_ref().ok_or("no target TaskManager")?.pid;
+            gc_call = Some(tokio::task::spawn_blocking(move || {
+                let r = jvm::jcmd(pid, "GC.run");
+                (r, now_ms())
+            }));
+        }
+        Scenario::TmPartition => {
             return Err(format!(
                 "scenario {} is not built yet in this version",
                 scenario.name()
@@ -380,7 +416,10 @@ async fn round_body(
             if now >= at {
                 heal_at = None;
                 match what {
-                    "SIGCONT" => injected.heal(),
+                    "SIGCONT" => {
+                        injected.heal();
+                        obs.fault_ms = Some((now_ms() - inject_ms) as u64);
+                    }
                     "restart-jm" => {
                         wait_dead(state.jobmanager.as_ref()).await;
                         local::restart_jobmanager(&mut state)
@@ -443,6 +482,35 @@ async fn round_body(
     }
     obs.end_ms = now_ms();
     watcher.finish(&mut obs).await;
+    let mut gc_note = None;
+    if let Some(call) = gc_call {
+        let t = target.as_ref().ok_or("no target TaskManager")?;
+        match call.await {
+            Ok((Ok(_), done_ms)) => {
+                let log = dir.join("logs").join(format!("gc-{}.log", t.pid));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                match jvm::longest_full_pause(&text) {
+                    Some((ms, line)) => {
+                        obs.fault_ms = Some(ms.round() as u64);
+                        gc_note = Some(format!(
+                            "GC.run returned after {} ms; GC log: {line}",
+                            done_ms - inject_ms
+                        ));
+                        let keep = opts.report_dir.join("gc-logs");
+                        if std::fs::create_dir_all(&keep).is_ok() {
+                            let _ = std::fs::copy(
+                                &log,
+                                keep.join(format!("{arm}-r{round}-{}.log", t.name)),
+                            );
+                        }
+                    }
+                    None => gc_note = Some(format!("no full GC pause in {}", log.display())),
+                }
+            }
+            Ok((Err(e), _)) => return Err(format!("GC.run on {}: {e}", t.name)),
+            Err(e) => return Err(format!("GC.run on {}: {e}", t.name)),
+        }
+    }
     samples.extend(verifier.ledger().take_trace());
     obs.samples = samples
         .into_iter()
@@ -477,6 +545,7 @@ async fn round_body(
     obs.state_errors = rep.state_errors;
     obs.verifier_complete = rep.complete;
     let mut r = measure::evaluate(round, &obs);
+    r.notes.extend(gc_note);
     if let Ok(p) = &produced {
         r.notes.push(format!(
             "generator: {} acked, {} failed, {:.0} records/s",
@@ -484,6 +553,60 @@ async fn round_body(
         ));
     }
     Ok(r)
+}
+
+/// Megabytes of randomly linked live heap per TaskManager in `tm-gc-pause` (see GcBallast.java), chosen so that a
+/// serial full collection of it takes at least 10 s on the reference machine (calibrated in a bare JVM with the same
+/// flags: 640 MB took 8.3-9.6 s; the GC logs of every round are kept with the report).
+pub const GC_BALLAST_MB: u32 = 800;
+
+fn scenario_job_args(s: Scenario) -> Vec<String> {
+    match s {
+        Scenario::TmGcPause => vec!["--gc-ballast-mb".into(), GC_BALLAST_MB.to_string()],
+        _ => vec![],
+    }
+}
+
+/// Flink settings a scenario needs in every arm: for `tm-gc-pause`, TaskManagers large enough for the ballast, the
+/// serial collector (a full collection is one long stop-the-world pause), a small young generation (building the
+/// ballast then costs young pauses of < 100 ms instead of multi-second ones that would fail over the tuned arm
+/// before the fault) and a GC log per TaskManager.
+fn scenario_overrides(s: Scenario, dir: &Path) -> Vec<(String, String)> {
+    match s {
+        Scenario::TmGcPause => vec![
+            ("taskmanager.memory.process.size".into(), "3g".into()),
+            (
+                "env.java.opts.taskmanager".into(),
+                format!(
+                    "-XX:+UseSerialGC -Xmn64m -Xlog:gc:file={}/logs/gc-%p.log:timemillis,uptime",
+                    dir.display()
+                ),
+            ),
+        ],
+        _ => vec![],
+    }
+}
+
+/// Waits until the target TaskManager's log says its GC ballast is built.
+async fn wait_ballast(t: &Recorded, cancel: &CancellationToken) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&t.log).unwrap_or_default();
+        if log.contains("streamshield gc ballast ready") {
+            return Ok(());
+        }
+        if !t.alive() {
+            return Err(format!("{} exited while building its GC ballast", t.name));
+        }
+        if start.elapsed() > Duration::from_secs(240) || cancel.is_cancelled() {
+            return Err(format!(
+                "{} did not report its GC ballast ready within 240 s (see {})",
+                t.name,
+                t.log.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn signal(target: Option<&Recorded>, sig: Sig) -> Result<(), String> {

@@ -94,7 +94,7 @@ impl Scenario {
             Scenario::TmHang | Scenario::TmPartition => 150,
             Scenario::TmPauseShort => 60,
             Scenario::TmGcPause => 120,
-            Scenario::JmKill => 90,
+            Scenario::JmKill => 60,
             Scenario::KafkaBrokerOutage => 150,
         })
     }

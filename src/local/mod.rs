@@ -520,7 +520,18 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     t?;
     j?;
 
-    let tm_launch = tm_launch(state, &flink_home, &classpath, &java_opts).await?;
+    // Flink's scripts add env.java.opts.taskmanager after env.java.opts.all; so do we.
+    let tm_java_opts: Vec<String> = java_opts
+        .iter()
+        .cloned()
+        .chain(
+            config::lookup(&flink_conf, "env.java.opts.taskmanager")
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string),
+        )
+        .collect();
+    let tm_launch = tm_launch(state, &flink_home, &classpath, &tm_java_opts).await?;
     state.tm_launch = Some(tm_launch);
     for i in 1..=opts.taskmanagers {
         start_taskmanager(state, &format!("tm-{i}"), "active").await?;

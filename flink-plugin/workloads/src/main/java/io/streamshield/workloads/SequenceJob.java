@@ -23,6 +23,8 @@ import org.apache.kafka.clients.consumer.OffsetResetStrategy;
  *   <li>{@code --delivery} {@code exactly-once} (default) or {@code at-least-once}
  *   <li>{@code --checkpoint-interval-ms} (default 1000)
  *   <li>{@code --state-bytes} extra state bytes per key (default 0)
+ *   <li>{@code --gc-ballast-mb} megabytes of randomly linked live heap per TaskManager, for the drill's GC pause
+ *       (default 0: none)
  *   <li>{@code --transactional-id-prefix} (default {@code streamshield-workload})
  *   <li>{@code --job-name} (default {@code streamshield-sequence})
  * </ul>
@@ -65,7 +67,7 @@ public final class SequenceJob {
         env.fromSource(source, WatermarkStrategy.noWatermarks(), "sequence-source")
                 .uid("sequence-source")
                 .keyBy(r -> r.key)
-                .process(new SequenceFunction(s.stateBytes))
+                .process(new SequenceFunction(s.stateBytes, s.gcBallastMb))
                 .uid("sequence-state")
                 .name("sequence-state")
                 .sinkTo(sink)
@@ -84,6 +86,7 @@ public final class SequenceJob {
         DeliveryGuarantee delivery;
         long checkpointIntervalMs;
         int stateBytes;
+        int gcBallastMb;
         String transactionalIdPrefix;
         String jobName;
 
@@ -116,6 +119,10 @@ public final class SequenceJob {
             s.stateBytes = p.getInt("state-bytes", 0);
             if (s.stateBytes < 0) {
                 throw new IllegalArgumentException("--state-bytes must be >= 0, got " + s.stateBytes);
+            }
+            s.gcBallastMb = p.getInt("gc-ballast-mb", 0);
+            if (s.gcBallastMb < 0) {
+                throw new IllegalArgumentException("--gc-ballast-mb must be >= 0, got " + s.gcBallastMb);
             }
             s.transactionalIdPrefix = p.get("transactional-id-prefix", "streamshield-workload");
             s.jobName = p.get("job-name", "streamshield-sequence");
