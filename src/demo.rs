@@ -41,6 +41,7 @@ pub async fn run(opts: &DemoOptions, cancel: CancellationToken) -> Result<DemoRe
         state_bytes: 64,
         job_args: vec![],
         flink_overrides: vec![],
+        isolate: false,
     };
     let state = local::up(&up, cancel.clone()).await?;
     let result = drive(&state, opts, cancel).await;

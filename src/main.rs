@@ -189,6 +189,10 @@ enum LocalCommand {
         /// Checkpoint interval of the workload.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         checkpoint_interval: Duration,
+        /// Start each TaskManager (and its agent) in its own cgroup so that `drill --scenario tm-partition` can cut
+        /// its network with iptables (root, cgroup v2 and iptables needed).
+        #[arg(long)]
+        isolate: bool,
         /// Extra keyed-state bytes per key (varies checkpoint and restore size).
         #[arg(long, default_value_t = 0)]
         state_bytes: u32,
@@ -437,6 +441,7 @@ async fn run_local(cmd: LocalCommand) -> Result<ExitCode> {
             checkpoint_interval,
             state_bytes,
             job_args,
+            isolate,
         } => {
             let opts = UpOptions {
                 dir: dir.dir,
@@ -450,6 +455,7 @@ async fn run_local(cmd: LocalCommand) -> Result<ExitCode> {
                 state_bytes,
                 job_args,
                 flink_overrides: vec![],
+                isolate,
             };
             match local::up(&opts, shutdown_token()).await {
                 Ok(state) => {

@@ -29,8 +29,11 @@ pub struct Observation {
     pub end_ms: i64,
     /// Every output record received from `inject_ms - BASELINE_WINDOW_MS` on: (receive ms, latency ms).
     pub samples: Vec<(i64, u32)>,
-    /// When the sink first received a record beyond the highest sequence number it had seen at injection.
+    /// When every key had received a record beyond the highest sequence number the sink had seen for it at
+    /// injection: output progress resumed everywhere.
     pub progressed_at_ms: Option<i64>,
+    /// When the first key did (keys on healthy subtasks, output already committed before the fault became visible).
+    pub first_progress_at_ms: Option<i64>,
     pub signals: Vec<Signal>,
     /// Flink's own time at which every subtask was RUNNING again, if any subtask was deployed after the injection.
     pub running_at_ms: Option<i64>,
@@ -59,6 +62,8 @@ pub struct Round {
     pub running_ms: Option<u64>,
     pub gap_ms: Option<u64>,
     pub catchup_ms: Option<u64>,
+    /// When the first key's output went beyond its marker (some output may continue through a fault).
+    pub first_output_ms: Option<u64>,
     pub records_lost: u64,
     pub records_duplicated: u64,
     pub state_errors: u64,
@@ -203,6 +208,7 @@ pub fn evaluate(round: u32, o: &Observation) -> Round {
         running_ms,
         gap_ms,
         catchup_ms: catchup_at.map(|t| since(t, inject)),
+        first_output_ms: o.first_progress_at_ms.map(|t| since(t, inject)),
         records_lost: o.records_lost,
         records_duplicated: o.records_duplicated,
         state_errors: o.state_errors,
@@ -428,6 +434,7 @@ mod tests {
             running_ms: gap,
             gap_ms: gap,
             catchup_ms: gap,
+            first_output_ms: None,
             records_lost: lost,
             records_duplicated: dup,
             state_errors: 0,

@@ -185,10 +185,13 @@ fn profile_json(arm: &str) -> serde_json::Value {
 struct Injected {
     /// A process left stopped (SIGSTOP): continued on heal.
     stopped: Option<Recorded>,
+    /// iptables rules that cut a TaskManager off: removed on heal.
+    cut: Vec<Vec<String>>,
 }
 
 impl Injected {
     fn heal(&mut self) {
+        local::isolate::heal(&std::mem::take(&mut self.cut));
         if let Some(p) = self.stopped.take() {
             if p.alive() {
                 p.signal(Sig::SIGCONT);
@@ -269,6 +272,7 @@ async fn round_body(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .chain(scenario_overrides(scenario, dir))
             .collect(),
+        isolate: scenario == Scenario::TmPartition,
     };
     let mut state = local::up(&up, cancel.clone())
         .await
@@ -379,10 +383,12 @@ async fn round_body(
             }));
         }
         Scenario::TmPartition => {
-            return Err(format!(
-                "scenario {} is not built yet in this version",
-                scenario.name()
-            ));
+            let t = target.as_ref().ok_or("no target TaskManager")?;
+            let group = state
+                .isolation
+                .clone()
+                .ok_or("the cluster was not started isolated")?;
+            injected.cut = local::isolate::cut(&group, &t.name).map_err(|e| e.to_string())?;
         }
     }
     say(format!(
@@ -444,7 +450,11 @@ async fn round_body(
         }
         watcher.poll(&mut obs).await;
         samples.extend(verifier.ledger().take_trace());
-        obs.progressed_at_ms = verifier.ledger().progressed_at();
+        {
+            let l = verifier.ledger();
+            obs.progressed_at_ms = l.progressed_at();
+            obs.first_progress_at_ms = l.first_progress_at();
+        }
         if recovered_at.is_none() && heal_at.is_none() && watcher.fully_running {
             if let Some(p) = obs.progressed_at_ms {
                 let base = measure::baseline(&samples, inject_ms);

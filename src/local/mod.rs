@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dist;
+pub mod isolate;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub enum Error {
     Flink(#[from] flink::Error),
     #[error(transparent)]
     Kafka(#[from] kafka::Error),
+    #[error(transparent)]
+    Isolate(#[from] isolate::Error),
     #[error(transparent)]
     Produce(#[from] produce::Error),
     #[error("{component} exited while starting (see {log}):\n{tail}")]
@@ -170,6 +173,8 @@ pub struct UpOptions {
     pub job_args: Vec<String>,
     /// Flink settings laid over the profile (the drill's observation settings, a scenario's JVM flags).
     pub flink_overrides: Vec<(String, String)>,
+    /// Start every TaskManager and its agent in its own cgroup, so that the drill can cut its network.
+    pub isolate: bool,
 }
 
 /// The workload as submitted.
@@ -254,6 +259,9 @@ pub struct RunState {
     /// Kafka's command line (storage already formatted), so the drill can start the broker again.
     #[serde(default)]
     pub kafka_launch: Option<Launch>,
+    /// The run's cgroup (relative to the cgroup v2 root) when TaskManagers are isolated (`UpOptions::isolate`).
+    #[serde(default)]
+    pub isolation: Option<String>,
 }
 
 /// A Java command line, kept so a TaskManager can be started again exactly like the others.
@@ -408,7 +416,11 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
         tm_launch: None,
         jm_launch: None,
         kafka_launch: None,
+        isolation: None,
     };
+    if opts.isolate {
+        state.isolation = Some(isolate::prepare(&dir)?);
+    }
     state.save()?;
 
     let result = tokio::select! {
@@ -508,7 +520,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
 
     if shield {
         start_coordinator(state).await?;
-        start_agent(state, "jobmanager", "jm").await?;
+        start_agent(state, "jobmanager", "jm", None).await?;
     }
     let topics = async {
         kafka::ensure_topic(&bootstrap, INPUT_TOPIC, parallelism as i32).await?;
@@ -906,6 +918,7 @@ fn spawn_jobmanager(state: &mut RunState) -> Result<Recorded> {
         log: state.logs_dir().join("jobmanager.log"),
         out: state.logs_dir().join("jobmanager.out"),
         env: plugin_env(state, "jobmanager", "jm"),
+        cgroup: None,
     })?;
     state.jobmanager = Some(rec.clone());
     state.save()?;
@@ -961,6 +974,7 @@ fn spawn_kafka(state: &mut RunState) -> Result<Recorded> {
         log: logs.join("kafka.log"),
         out: logs.join("kafka.out"),
         env: vec![],
+        cgroup: None,
     })?;
     state.kafka = Some(rec.clone());
     state.save()?;
@@ -1096,6 +1110,7 @@ async fn start_coordinator(state: &mut RunState) -> Result<()> {
         log: state.logs_dir().join("coordinator.out"),
         out: state.logs_dir().join("coordinator.out"),
         env: vec![("STREAMSHIELD_LOG".into(), "info".into())],
+        cgroup: None,
     })?;
     state.coordinator = Some(CoordinatorInfo {
         api: format!("http://127.0.0.1:{}", state.ports.coordinator_api),
@@ -1110,7 +1125,12 @@ async fn start_coordinator(state: &mut RunState) -> Result<()> {
 }
 
 /// Starts the agent for `resource_id` (before its Flink process, so the plugin finds it at once) and records it.
-async fn start_agent(state: &mut RunState, resource_id: &str, watches: &str) -> Result<()> {
+async fn start_agent(
+    state: &mut RunState,
+    resource_id: &str,
+    watches: &str,
+    cgroup: Option<PathBuf>,
+) -> Result<()> {
     let Some(coord) = state.coordinator.clone() else {
         return Ok(());
     };
@@ -1142,6 +1162,7 @@ async fn start_agent(state: &mut RunState, resource_id: &str, watches: &str) -> 
         log: state.logs_dir().join(format!("{name}.out")),
         out: state.logs_dir().join(format!("{name}.out")),
         env: vec![("STREAMSHIELD_LOG".into(), "info".into())],
+        cgroup,
     })?;
     state.agents.retain(|a| a.resource_id != resource_id);
     state.agents.push(AgentInfo {
@@ -1214,8 +1235,12 @@ async fn wait_plugins_linked(state: &RunState) -> Result<()> {
 /// Starts TaskManager `name` (also its resource id) with the run's recorded launch line, and records it. With the
 /// shield profile its agent is started first.
 pub async fn start_taskmanager(state: &mut RunState, name: &str, role: &str) -> Result<()> {
+    let cgroup = match &state.isolation {
+        Some(group) => Some(isolate::member(group, name)?),
+        None => None,
+    };
     if state.shielded() {
-        start_agent(state, name, "tm").await?;
+        start_agent(state, name, "tm", cgroup.clone()).await?;
     }
 
     let launch = state.tm_launch.clone().ok_or_else(|| {
@@ -1245,6 +1270,7 @@ pub async fn start_taskmanager(state: &mut RunState, name: &str, role: &str) -> 
         log,
         out: state.logs_dir().join(format!("{name}.out")),
         env: plugin_env(state, name, "tm"),
+        cgroup,
     })?;
     state.taskmanagers.retain(|t| t.resource_id != name);
     state.taskmanagers.push(TmInfo {
@@ -1402,6 +1428,9 @@ pub async fn stop_processes(state: &RunState) -> Vec<(String, process::Stopped)>
             })
             .collect();
         out.extend(process::stop_all(&recs, Duration::from_secs(5)).await);
+    }
+    if let Some(group) = &state.isolation {
+        isolate::sweep(group);
     }
     out
 }
@@ -1710,6 +1739,7 @@ mod tests {
             tm_launch: None,
             jm_launch: None,
             kafka_launch: None,
+            isolation: None,
         }
     }
 
@@ -1749,6 +1779,7 @@ mod tests {
             state_bytes: 0,
             job_args: vec![],
             flink_overrides: vec![],
+            isolate: false,
         };
         assert!(matches!(
             up(&o, CancellationToken::new()).await,
@@ -1784,6 +1815,7 @@ mod tests {
             state_bytes: 0,
             job_args: vec![],
             flink_overrides: vec![],
+            isolate: false,
         };
         let e = up(&o, CancellationToken::new())
             .await

@@ -86,6 +86,9 @@ pub struct Spec<'a> {
     pub out: PathBuf,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// A cgroup (v2) directory the process joins before it execs, so that every socket it opens belongs to it
+    /// (the drill cuts a TaskManager's network by matching its cgroup).
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Starts a component in its own process group (a Ctrl-C in the terminal reaches only `streamshield`, which then
@@ -107,7 +110,19 @@ pub fn spawn(spec: Spec<'_>) -> Result<Recorded, Error> {
         path: spec.out.clone(),
         source,
     })?;
-    let mut child = Command::new(spec.program)
+    let mut command = match &spec.cgroup {
+        None => Command::new(spec.program),
+        Some(cg) => {
+            // `sh` moves itself into the cgroup, then becomes the program (same pid, same start time).
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+                .arg(cg)
+                .arg(spec.program);
+            c
+        }
+    };
+    let mut child = command
         .args(&spec.args)
         .current_dir(spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -328,6 +343,7 @@ mod tests {
             log: dir.path().join("sleeper.log"),
             out: dir.path().join("sleeper.out"),
             env: vec![],
+            cgroup: None,
         })
         .unwrap();
         assert!(rec.alive());
@@ -352,6 +368,7 @@ mod tests {
             log: dir.path().join("s.log"),
             out: dir.path().join("s.out"),
             env: vec![],
+            cgroup: None,
         })
         .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;

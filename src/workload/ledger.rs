@@ -207,10 +207,14 @@ pub struct Ledger {
     trace: Option<Vec<(i64, u32)>>,
 }
 
-/// The highest output sequence number per stream at one moment, and when output first went beyond it.
+/// The highest output sequence number per stream at one moment, and when output went beyond it: first for some
+/// stream, then for every stream the marker holds.
 #[derive(Debug)]
 struct Marker {
     seqs: HashMap<StreamId, u64>,
+    /// Streams of `seqs` whose output has not gone beyond their entry yet.
+    waiting: usize,
+    first_progress_ms: Option<i64>,
     progressed_at_ms: Option<i64>,
 }
 
@@ -232,18 +236,27 @@ impl Ledger {
         }
     }
 
-    /// Sets a progress marker at the output seen so far; [`Ledger::progressed_at`] then tells when an output record
-    /// first went beyond it (a stream's sequence number above its highest so far, or a stream not seen before).
+    /// Sets a progress marker at the output seen so far: the highest sequence number of every stream.
+    /// [`Ledger::progressed_at`] then tells when every one of those streams has received a record beyond it (output
+    /// progress resumed everywhere), [`Ledger::first_progress_at`] when the first one did.
     pub fn set_marker(&mut self) {
+        let seqs = self.max_output_seqs();
         self.marker = Some(Marker {
-            seqs: self.max_output_seqs(),
+            waiting: seqs.len(),
+            seqs,
+            first_progress_ms: None,
             progressed_at_ms: None,
         });
     }
 
-    /// When output first went beyond the marker (unix ms), if it has.
+    /// When every stream of the marker had output beyond it (unix ms), if that happened.
     pub fn progressed_at(&self) -> Option<i64> {
         self.marker.as_ref().and_then(|m| m.progressed_at_ms)
+    }
+
+    /// When the first stream of the marker had output beyond it (unix ms), if that happened.
+    pub fn first_progress_at(&self) -> Option<i64> {
+        self.marker.as_ref().and_then(|m| m.first_progress_ms)
     }
 
     /// Starts keeping every output record's receive time and latency (drains any earlier trace).
@@ -296,8 +309,14 @@ impl Ledger {
                     run: rec.run.clone(),
                     key: rec.key.clone(),
                 };
-                if m.seqs.get(&id).is_none_or(|max| rec.seq > *max) {
-                    m.progressed_at_ms = Some(now_ms);
+                // A stream counts once: its entry is removed when it goes beyond it.
+                if m.seqs.get(&id).is_some_and(|max| rec.seq > *max) {
+                    m.seqs.remove(&id);
+                    m.waiting -= 1;
+                    m.first_progress_ms.get_or_insert(now_ms);
+                    if m.waiting == 0 {
+                        m.progressed_at_ms = Some(now_ms);
+                    }
                 }
             }
         }
@@ -697,31 +716,44 @@ mod tests {
     }
 
     #[test]
-    fn marker_ignores_replayed_output_and_fires_on_new_output() {
+    fn marker_waits_for_every_stream_and_ignores_replayed_output() {
         let mut l = Ledger::new(None);
         for seq in 1..=5 {
             l.on_input(&input("a", seq, 1_000));
+            l.on_input(&input("b", seq, 1_000));
         }
         l.on_output(&output("a", 1, 0, 1_000), 1_100);
         l.on_output(&output("a", 2, 1, 1_000), 1_200);
+        l.on_output(&output("b", 1, 0, 1_000), 1_200);
         assert_eq!(l.progressed_at(), None, "no marker set yet");
         l.set_marker();
         l.start_trace();
-        // A restore replays from the last checkpoint: seq 2 again is not progress.
+        // A restore replays from the last checkpoint: seq 2 of a again is not progress.
         l.on_output(&output("a", 2, 1, 1_000), 5_000);
-        assert_eq!(l.progressed_at(), None);
+        assert_eq!((l.first_progress_at(), l.progressed_at()), (None, None));
         l.on_output(&output("a", 3, 2, 1_000), 6_000);
-        assert_eq!(l.progressed_at(), Some(6_000));
-        l.on_output(&output("a", 4, 3, 1_000), 7_000);
-        assert_eq!(l.progressed_at(), Some(6_000), "the first time stays");
+        assert_eq!(l.first_progress_at(), Some(6_000));
+        assert_eq!(l.progressed_at(), None, "b has not moved yet");
+        l.on_output(&output("a", 4, 3, 1_000), 6_500);
+        // A stream the marker has never seen does not count either way.
+        l.on_output(&output("c", 1, 0, 1_000), 6_600);
+        assert_eq!(l.progressed_at(), None);
+        l.on_output(&output("b", 2, 1, 1_000), 7_000);
+        assert_eq!(l.progressed_at(), Some(7_000));
+        l.on_output(&output("b", 3, 2, 1_000), 8_000);
+        assert_eq!(l.progressed_at(), Some(7_000), "the time stays");
+        assert_eq!(l.first_progress_at(), Some(6_000));
         assert_eq!(
             l.take_trace(),
-            vec![(5_000, 4_000), (6_000, 5_000), (7_000, 6_000)]
+            vec![
+                (5_000, 4_000),
+                (6_000, 5_000),
+                (6_500, 5_500),
+                (6_600, 5_600),
+                (7_000, 6_000),
+                (8_000, 7_000)
+            ]
         );
         assert!(l.take_trace().is_empty());
-        // A stream the marker has never seen is progress too.
-        l.set_marker();
-        l.on_output(&output("b", 1, 0, 8_000), 8_100);
-        assert_eq!(l.progressed_at(), Some(8_100));
     }
 }
