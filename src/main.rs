@@ -333,7 +333,7 @@ struct DemoArgs {
 #[derive(Args)]
 struct DrillArgs {
     /// tm-kill, tm-hang, tm-term, tm-partition, tm-pause-short, tm-gc-pause, jm-kill, kafka-broker-outage.
-    #[arg(long, required_unless_present = "quick", value_parser = parse_scenario)]
+    #[arg(long, required_unless_present_any = ["quick", "render"], value_parser = parse_scenario)]
     scenario: Option<streamshield::drill::Scenario>,
     /// Rounds per arm.
     #[arg(long, default_value_t = 3)]
@@ -368,6 +368,9 @@ struct DrillArgs {
     keep_work: bool,
     #[arg(long, default_value_t = 0, env = "STREAMSHIELD_PORT_OFFSET")]
     port_offset: u16,
+    /// Render report.md and timeline.svg again from DIR/report.json (no drill runs).
+    #[arg(long, value_name = "DIR")]
+    render: Option<PathBuf>,
 }
 
 fn parse_scenario(s: &str) -> Result<streamshield::drill::Scenario, String> {
@@ -751,6 +754,12 @@ async fn run_demo(a: DemoArgs) -> Result<ExitCode> {
 
 async fn run_drill(a: DrillArgs) -> Result<ExitCode> {
     use streamshield::drill::{self, Scenario};
+    if let Some(dir) = &a.render {
+        let rep = drill::report::read(dir)?;
+        drill::report::write(dir, &rep)?;
+        println!("rendered {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let scenario = if a.quick {
         Scenario::TmKill
     } else {

@@ -1,7 +1,7 @@
 //! The drill's measurement: what one round observed, turned into the numbers of the report. Pure functions over
 //! timestamps, so every rule here is unit-tested on synthetic timelines (docs/drills.md states the same rules).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Width of the buckets of the catch-up rule and of the timeline.
 pub const BUCKET_MS: i64 = 500;
@@ -11,7 +11,7 @@ pub const BASELINE_WINDOW_MS: i64 = 10_000;
 pub const CATCHUP_FACTOR: f64 = 2.0;
 
 /// A first sign of the fault, from Flink or from StreamShield.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Signal {
     /// Unix ms: the source's own timestamp where it has one (Flink's exception history and job status
     /// timestamps, the agent's event time), else when the drill observed it.
@@ -53,7 +53,7 @@ pub struct Observation {
 }
 
 /// One round of the report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Round {
     pub round: u32,
     /// Recovered within the deadline: output progressed, every subtask RUNNING, latency caught up.
@@ -82,7 +82,7 @@ pub struct Round {
 }
 
 /// Output records received in one bucket, relative to the injection.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Bucket {
     /// Bucket start, ms relative to the injection.
     pub t_ms: i64,
@@ -229,7 +229,7 @@ pub fn evaluate(round: u32, o: &Observation) -> Round {
 }
 
 /// Min, median and max of a metric over the rounds that measured it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Spread {
     pub min: Option<u64>,
     pub median: Option<f64>,
@@ -255,7 +255,7 @@ pub fn spread(values: impl IntoIterator<Item = Option<u64>>) -> Spread {
 }
 
 /// One arm's summary over its rounds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub gap_ms: Spread,
     pub running_ms: Spread,

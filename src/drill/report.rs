@@ -4,20 +4,20 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::measure::{self, Round, Summary};
 use super::{ArmResult, DrillOptions, Error};
 
 pub const SCHEMA: &str = "streamshield.drill/v1";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub schema: &'static str,
+    pub schema: String,
     pub scenario: String,
     pub description: String,
-    pub flink_version: &'static str,
-    pub kafka_version: &'static str,
+    pub flink_version: String,
+    pub kafka_version: String,
     pub machine: serde_json::Value,
     pub started_ms: i64,
     pub finished_ms: i64,
@@ -26,7 +26,7 @@ pub struct Report {
     pub ratios: Ratios,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArmReport {
     pub name: String,
     pub profile: serde_json::Value,
@@ -34,7 +34,7 @@ pub struct ArmReport {
     pub summary: Summary,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Ratios {
     pub stock_over_shield: RatioSet,
     pub tuned_over_shield: RatioSet,
@@ -42,7 +42,7 @@ pub struct Ratios {
 }
 
 /// Ratios of medians; null where an arm is missing or did not measure the metric.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct RatioSet {
     pub gap_ms: Option<f64>,
     pub running_ms: Option<f64>,
@@ -76,11 +76,11 @@ pub fn build(opts: &DrillOptions, arms: &[ArmResult], started_ms: i64) -> Report
         stock_over_tuned: set(find("stock"), find("tuned")),
     };
     Report {
-        schema: SCHEMA,
+        schema: SCHEMA.into(),
         scenario: opts.scenario.name().into(),
         description: opts.scenario.description(),
-        flink_version: crate::local::dist::FLINK_VERSION,
-        kafka_version: crate::local::dist::KAFKA_VERSION,
+        flink_version: crate::local::dist::FLINK_VERSION.into(),
+        kafka_version: crate::local::dist::KAFKA_VERSION.into(),
         machine: super::machine(),
         started_ms,
         finished_ms: crate::clock::now_ms(),
@@ -99,6 +99,19 @@ pub fn build(opts: &DrillOptions, arms: &[ArmResult], started_ms: i64) -> Report
         arms,
         ratios,
     }
+}
+
+/// Reads a report.json back (to render report.md and timeline.svg again).
+pub fn read(dir: &Path) -> Result<Report, Error> {
+    let p = dir.join("report.json");
+    let text = std::fs::read_to_string(&p).map_err(|source| Error::Report {
+        path: p.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Report {
+        path: p,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
 }
 
 /// Writes report.json, report.md and timeline.svg into `dir`.
@@ -229,20 +242,21 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "\n## Rounds\n");
     let _ = writeln!(
         o,
-        "| arm | round | ok | gap | running | detect (first sign) | catch-up | lost | dup | restarts | failovers | notes |"
+        "| arm | round | ok | gap | first key | running | detect (first sign) | catch-up | lost | dup | restarts | failovers | pause | notes |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for a in &r.arms {
         for x in &a.rounds {
             let mut notes: Vec<String> = x.failure.iter().cloned().collect();
             notes.extend(x.notes.iter().cloned());
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} |",
                 a.name,
                 x.round,
                 if x.ok { "yes" } else { "**no**" },
                 ms(x.gap_ms),
+                ms(x.first_output_ms),
                 ms(x.running_ms),
                 ms(x.detect_ms),
                 x.detect_source
@@ -254,14 +268,15 @@ pub fn markdown(r: &Report) -> String {
                 x.records_duplicated,
                 ms(x.restarts),
                 x.failovers,
+                ms(x.fault_ms),
                 notes.join("; ").replace('|', "/")
             );
         }
     }
     let _ = writeln!(
         o,
-        "\nDefinitions (docs/drills.md): gap = until the sink receives a record beyond the highest sequence number it \
-         had at injection; running = Flink's own time at which every subtask ran again (0: Flink redeployed nothing); \
+        "\nDefinitions (docs/drills.md): gap = until every key has received a record beyond the highest sequence number \
+         the sink had for it at injection; running = Flink's own time at which every subtask ran again (0: Flink redeployed nothing); \
          detect = first sign in Flink (exception history, job status timestamps, REST) or an agent; catch-up = end of \
          the first 500 ms bucket after the gap whose median end-to-end latency is under 2x the pre-fault median."
     );
