@@ -90,6 +90,9 @@ struct AgentArgs {
     /// Write the bound addresses and pid here (JSON) once serving.
     #[arg(long)]
     info_file: Option<PathBuf>,
+    /// How to start the watched process again on the coordinator's `restart` order (JSON written by `local`).
+    #[arg(long, env = "STREAMSHIELD_AGENT_RESTART_SPEC")]
+    restart_spec: Option<PathBuf>,
 }
 
 fn parse_role(s: &str) -> Result<streamshield::protocol::Role, String> {
@@ -132,6 +135,19 @@ struct CoordinatorArgs {
     /// How often Flink's REST API is polled.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
+    /// Act on failures (fence, restart) instead of only logging what would be done. `local` turns it on when the
+    /// profile's Flink configuration says `streamshield.failover: true`.
+    #[arg(long, env = "STREAMSHIELD_FAILOVER")]
+    failover: bool,
+    /// A stopped or hung TaskManager is fenced after this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    hang_tolerance: Duration,
+    /// A TaskManager busy without heartbeats (garbage collection) is fenced only after this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    gc_tolerance: Duration,
+    /// Where the coordinator's epoch (the fencing token of its orders) is kept; each start takes the next one.
+    #[arg(long, env = "STREAMSHIELD_EPOCH_FILE")]
+    epoch_file: Option<PathBuf>,
     /// Write the bound addresses and pid here (JSON) once serving.
     #[arg(long)]
     info_file: Option<PathBuf>,
@@ -189,6 +205,9 @@ enum LocalCommand {
         /// Checkpoint interval of the workload.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         checkpoint_interval: Duration,
+        /// A Flink setting laid over the profile, repeatable (e.g. --flink-conf heartbeat.timeout=20s).
+        #[arg(long = "flink-conf", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        flink_conf: Vec<(String, String)>,
         /// Start each TaskManager (and its agent) in its own cgroup so that `drill --scenario tm-partition` can cut
         /// its network with iptables (root, cgroup v2 and iptables needed).
         #[arg(long)]
@@ -373,6 +392,15 @@ struct DrillArgs {
     render: Option<PathBuf>,
 }
 
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !k.contains(' ') => {
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
 fn parse_scenario(s: &str) -> Result<streamshield::drill::Scenario, String> {
     streamshield::drill::Scenario::parse(s)
 }
@@ -445,6 +473,7 @@ async fn run_local(cmd: LocalCommand) -> Result<ExitCode> {
             state_bytes,
             job_args,
             isolate,
+            flink_conf,
         } => {
             let opts = UpOptions {
                 dir: dir.dir,
@@ -457,7 +486,7 @@ async fn run_local(cmd: LocalCommand) -> Result<ExitCode> {
                 checkpoint_interval,
                 state_bytes,
                 job_args,
-                flink_overrides: vec![],
+                flink_overrides: flink_conf,
                 isolate,
             };
             match local::up(&opts, shutdown_token()).await {
@@ -843,6 +872,7 @@ async fn run_agent(a: AgentArgs) -> Result<ExitCode> {
         status_interval: a.status_interval,
         heartbeat_interval: a.heartbeat_interval,
         stall_timeout: a.stall_timeout,
+        restart_spec: a.restart_spec,
     };
     let agent = match BoundAgent::bind(cfg).await {
         Ok(b) => b,
@@ -872,7 +902,17 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
         api_token_file: a.api_token_file,
         flink_rest: a.flink_rest,
         poll_interval: a.poll_interval,
+        policy: streamshield::coordinator::policy::PolicyConfig {
+            failover: a.failover,
+            hang_tolerance: a.hang_tolerance,
+            gc_tolerance: a.gc_tolerance,
+        },
+        epoch_file: a.epoch_file,
     };
+    if a.hang_tolerance >= a.gc_tolerance {
+        eprintln!("error: --hang-tolerance must be shorter than --gc-tolerance");
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
     let c = match BoundCoordinator::bind(cfg).await {
         Ok(c) => c,
         Err(e @ CoordError::Invalid(_)) => {

@@ -31,6 +31,7 @@ fn config(dir: &Path) -> AgentConfig {
         status_interval: Duration::from_millis(200),
         heartbeat_interval: Duration::from_millis(100),
         stall_timeout: Duration::from_millis(400),
+        restart_spec: None,
     }
 }
 
@@ -332,6 +333,7 @@ async fn tcp_listeners_need_the_secret() {
     for bad in [
         AgentConfig {
             stall_timeout: Duration::ZERO,
+            restart_spec: None,
             ..config(d.path())
         },
         AgentConfig {

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
+use streamshield::agent::command::RestartSpec;
 use streamshield::agent::{AgentConfig, BoundAgent};
+use streamshield::coordinator::policy::PolicyConfig;
 use streamshield::coordinator::{BoundCoordinator, CoordinatorConfig};
 use streamshield::endpoint::Endpoint;
 use streamshield::protocol::handshake;
@@ -30,6 +32,10 @@ impl Drop for Coord {
 }
 
 async fn coordinator(dir: &Path, flink: &str) -> Coord {
+    coordinator_with(dir, flink, PolicyConfig::default()).await
+}
+
+async fn coordinator_with(dir: &Path, flink: &str, policy: PolicyConfig) -> Coord {
     let cfg = CoordinatorConfig {
         agents_listen: "127.0.0.1:0".into(),
         api_listen: "127.0.0.1:0".parse().unwrap(),
@@ -37,6 +43,8 @@ async fn coordinator(dir: &Path, flink: &str) -> Coord {
         api_token_file: dir.join("api.token"),
         flink_rest: flink.to_string(),
         poll_interval: Duration::from_millis(200),
+        policy,
+        epoch_file: Some(dir.join("epoch")),
     };
     let c = BoundCoordinator::bind(cfg).await.unwrap();
     let api = format!("http://{}", c.api_addr());
@@ -271,6 +279,7 @@ async fn an_agents_liveness_becomes_an_observe_only_decision() {
         status_interval: Duration::from_millis(100),
         heartbeat_interval: Duration::from_millis(100),
         stall_timeout: Duration::from_secs(10),
+        restart_spec: None,
     };
     let impostor = BoundAgent::bind(cfg.clone()).await.unwrap();
     let stop_impostor = CancellationToken::new();
@@ -362,4 +371,167 @@ async fn an_agents_liveness_becomes_an_observe_only_decision() {
         .iter()
         .any(|e| e["kind"] == "agent-lost"));
     assert_eq!(get(&c, "/v1/decisions").await.as_array().unwrap().len(), 1);
+}
+
+/// A process to watch: `sleep 600`, killed when the guard drops.
+struct Sleeper(std::process::Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    streamshield::local::process::proc_stat(pid as i32).is_some_and(|(_, s)| s != 'Z')
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_token() {
+    let flink = MockServer::start().await;
+    for m in healthy_flink() {
+        m.mount(&flink).await;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let policy = PolicyConfig {
+        failover: true,
+        hang_tolerance: Duration::from_millis(1000),
+        gc_tolerance: Duration::from_secs(10),
+    };
+    let c = coordinator_with(d.path(), &flink.uri(), policy.clone()).await;
+    let target = Sleeper(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap(),
+    );
+    let pid = target.0.id();
+    let spec = RestartSpec {
+        name: "tm-1".into(),
+        program: "sleep".into(),
+        args: vec!["601".into()],
+        cwd: d.path().to_path_buf(),
+        env: vec![],
+        log: d.path().join("tm-1.log"),
+        out: d.path().join("tm-1.out"),
+        cgroup: None,
+    };
+    std::fs::write(d.path().join("restart.json"), serde_json::to_string(&spec).unwrap()).unwrap();
+    let cfg = AgentConfig {
+        listen: Endpoint::Unix(d.path().join("a/plugin.sock")),
+        secret_file: None,
+        resource_id: "tm-1".into(),
+        watches: Role::Tm,
+        pid: None,
+        http: "127.0.0.1:0".parse().unwrap(),
+        coordinator: Some(c.agents.clone()),
+        token_file: Some(c.agent_token_file.clone()),
+        suspect_after: Duration::from_millis(300),
+        status_interval: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_millis(100),
+        stall_timeout: Duration::from_secs(10),
+        restart_spec: Some(d.path().join("restart.json")),
+    };
+    let agent = BoundAgent::bind(cfg).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(agent.run(stop.clone()));
+    let s = tokio::net::UnixStream::connect(d.path().join("a/plugin.sock"))
+        .await
+        .unwrap();
+    let mut p = Framed::new(s, FrameCodec::default());
+    handshake::connect(
+        &mut p,
+        Hello {
+            protocol: 1,
+            role: Role::Tm,
+            resource_id: "tm-1".into(),
+            pid,
+            flink_version: "1.20.5".into(),
+            secret: None,
+        },
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    for seq in 1..=5 {
+        p.send(Message::Heartbeat(Heartbeat { seq, ts_ms: 0 }).to_frame())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually(&c, "/v1/cluster", Duration::from_secs(5), |v| {
+        v["agents"][0]["status"]["liveness"] == "alive"
+    })
+    .await;
+    assert!(get(&c, "/v1/decisions").await.as_array().unwrap().is_empty());
+
+    // SIGSTOP and no more heartbeats: paused; fenced after the 1 s hang tolerance; then restarted once.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let stopped = Instant::now();
+    let decisions = eventually(&c, "/v1/decisions", Duration::from_secs(10), |v| {
+        let a = v.as_array().unwrap();
+        a.len() >= 2 && a.iter().all(|d| d["outcome"]["outcome"] == "done")
+    })
+    .await;
+    let took = stopped.elapsed();
+    let a = decisions.as_array().unwrap();
+    assert_eq!(a.len(), 2, "one fence, one restart: {decisions:#}");
+    assert_eq!(
+        (a[0]["trigger"].as_str(), a[0]["command"].as_str(), a[0]["mode"].as_str()),
+        (Some("tm-paused"), Some("fence"), Some("acted"))
+    );
+    assert_eq!(a[0]["fencing_token"], 1);
+    assert!(a[0]["outcome"]["detail"].as_str().unwrap().contains(&pid.to_string()));
+    assert_eq!(
+        (a[1]["trigger"].as_str(), a[1]["command"].as_str()),
+        (Some("tm-dead"), Some("restart"))
+    );
+    assert!(took >= Duration::from_millis(1000), "not before the tolerance: {took:?}");
+    assert!(took < Duration::from_secs(4), "fenced and restarted in {took:?}");
+    assert!(!pid_alive(pid), "the stopped process was killed");
+    let detail = a[1]["outcome"]["detail"].as_str().unwrap().to_string();
+    let new_pid: u32 = detail.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(pid_alive(new_pid), "{detail}");
+    // Statuses keep arriving for a while: still exactly two decisions (no repeated action).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(&c, "/v1/decisions").await.as_array().unwrap().len(), 2);
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", c.api))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("streamshield_failover_decisions_total{kind=\"tm-paused\",mode=\"acted\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("streamshield_coordinator_epoch 1"), "{metrics}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+
+    // A second coordinator start takes the next epoch.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c2 = coordinator_with(d.path(), &flink.uri(), policy).await;
+    let m = reqwest::Client::new()
+        .get(format!("{}/metrics", c2.api))
+        .bearer_auth(&c2.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("streamshield_coordinator_epoch 2"), "{m}");
+    stop.cancel();
 }

@@ -130,6 +130,15 @@ impl Tracker {
         }
     }
 
+    /// The agent started its process again: unknown until the new process's plugin connects.
+    pub fn on_restart(&mut self, now_ms: u64) {
+        self.connected = false;
+        self.eof = false;
+        self.last_heartbeat_ms = None;
+        self.cpu_at_heartbeat = None;
+        self.set(Liveness::Unknown, now_ms);
+    }
+
     /// The plugin's socket ended (EOF or reset).
     pub fn on_disconnect(&mut self, now_ms: u64) {
         self.connected = false;

@@ -2,8 +2,10 @@
 //!
 //! It accepts the plugin's connection on a local socket ([`server`]), keeps the process's liveness from heartbeats,
 //! the socket and `/proc` ([`liveness`]), serves `/metrics` and `/healthz` ([`http`]), and streams its status and
-//! events to the coordinator ([`uplink`]). It takes no action of its own (observe-only, for now).
+//! events to the coordinator ([`uplink`]). It acts only on the coordinator's orders ([`command`]: fence, restart),
+//! each checked against the coordinator's fencing token.
 
+pub mod command;
 pub mod http;
 pub mod liveness;
 pub mod server;
@@ -72,6 +74,8 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// A connection holding part of a frame without progress for this long is closed.
     pub stall_timeout: Duration,
+    /// How to start the watched process again on the coordinator's `restart` order (None: refuse restarts).
+    pub restart_spec: Option<PathBuf>,
 }
 
 /// Counters the agent exports (see docs/metrics.md).
@@ -103,6 +107,12 @@ pub struct Inner {
     pub pending_events: VecDeque<(u64, AgentEvent)>,
     pub next_event_seq: u64,
     pub uplink_connected: bool,
+    /// Start time (clock ticks) of `pid`, so a fence never hits a recycled pid.
+    pub pid_start: Option<u64>,
+    /// The highest coordinator epoch (fencing token) seen in a command.
+    pub max_epoch: u64,
+    /// Times the agent started its process again.
+    pub restarts: u64,
 }
 
 /// Events kept while the coordinator is away.
@@ -303,6 +313,9 @@ impl BoundAgent {
                 pending_events: VecDeque::new(),
                 next_event_seq: 0,
                 uplink_connected: false,
+                pid_start: cfg.pid.and_then(|p| crate::local::process::proc_stat(p as i32)).map(|(t, _)| t),
+                max_epoch: 0,
+                restarts: 0,
             }),
             cfg,
             clock,

@@ -107,6 +107,7 @@ async fn connection(
         inner.counters.connections_accepted += 1;
         inner.current_conn = Some(conn);
         inner.pid = Some(hello.pid);
+        inner.pid_start = crate::local::process::proc_stat(hello.pid as i32).map(|(t, _)| t);
         inner.flink_version = hello.flink_version.clone();
         let before = inner.tracker.state();
         inner.tracker.on_connect(now, sample);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -83,6 +83,17 @@ async fn session(
                 framed.send(Message::AgentStatus(status).to_frame()).await.map_err(|e| e.to_string())?;
             }
             _ = poll.tick() => {}
+            next = framed.next() => match next {
+                None => return Err("the coordinator closed the link".into()),
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(frame)) => match Message::from_frame(&frame) {
+                    Ok(Some(Message::AgentCommand(cmd))) => {
+                        super::command::handle(shared, &cmd);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "Skipping an undecodable message from the coordinator"),
+                },
+            },
         }
         // Send what is pending; forget it only once flushed, so a link that breaks meanwhile resends it.
         let batch: Vec<(u64, AgentEvent)> = shared

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -85,11 +85,30 @@ async fn connection(
         m.agent_connected(&rid, &peer)
     };
     tracing::info!(%peer, resource_id = %rid, "Agent connected");
+    // Orders for this agent are picked up every 20 ms.
+    let mut orders = tokio::time::interval(Duration::from_millis(20));
+    let mut last_heard = tokio::time::Instant::now();
     let reason = loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return,
-            n = tokio::time::timeout(AGENT_TIMEOUT, framed.next()) => n,
+            n = tokio::time::timeout_at(last_heard + AGENT_TIMEOUT, framed.next()) => n,
+            _ = orders.tick() => {
+                let cmds = shared.model().take_commands(&rid);
+                let mut failed = None;
+                for c in cmds {
+                    tracing::warn!(resource_id = %rid, id = c.id, action = %c.action, epoch = c.epoch, "Sending order to agent");
+                    if let Err(e) = framed.send(Message::AgentCommand(c).to_frame()).await {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+                if let Some(e) = failed {
+                    break format!("sending an order failed: {e}");
+                }
+                continue;
+            }
         };
+        last_heard = tokio::time::Instant::now();
         match next {
             Err(_) => break format!("no status for {AGENT_TIMEOUT:?}"),
             Ok(None) => break "connection closed".to_string(),

@@ -242,6 +242,47 @@ pub fn render(shared: &Shared) -> String {
         );
     }
     t.family(
+        "streamshield_failover_decisions_total",
+        "counter",
+        "Failover decisions of the policy, by trigger and mode (acted, or observe-only when failover is off).",
+    );
+    for ((k, mode), n) in &m.failover_decisions {
+        t.sample(
+            "streamshield_failover_decisions_total",
+            &[("kind", k), ("mode", mode)],
+            *n as f64,
+        );
+    }
+    t.family(
+        "streamshield_failover_recovery_seconds",
+        "histogram",
+        "From an acted decision until Flink ran every vertex of a job again (Flink's RUNNING timestamp).",
+    );
+    for (i, le) in super::model::RECOVERY_BUCKETS.iter().enumerate() {
+        t.sample(
+            "streamshield_failover_recovery_seconds_bucket",
+            &[("le", &le.to_string())],
+            m.recovery.buckets[i] as f64,
+        );
+    }
+    t.sample(
+        "streamshield_failover_recovery_seconds_bucket",
+        &[("le", "+Inf")],
+        m.recovery.count as f64,
+    );
+    t.sample("streamshield_failover_recovery_seconds_sum", &[], m.recovery.sum_s);
+    t.sample(
+        "streamshield_failover_recovery_seconds_count",
+        &[],
+        m.recovery.count as f64,
+    );
+    t.family(
+        "streamshield_coordinator_epoch",
+        "gauge",
+        "This coordinator's epoch: the fencing token its orders carry.",
+    );
+    t.sample("streamshield_coordinator_epoch", &[], m.epoch as f64);
+    t.family(
         "streamshield_coordinator_agent_connections_total",
         "counter",
         "Agent connections, by result (accepted, or why they were refused).",

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod api;
 pub mod model;
+pub mod policy;
 pub mod poller;
 
 use std::net::SocketAddr;
@@ -47,6 +48,10 @@ pub struct CoordinatorConfig {
     /// Flink's REST endpoint, e.g. `http://127.0.0.1:8081`.
     pub flink_rest: String,
     pub poll_interval: Duration,
+    /// The failover policy (observe-only unless `policy.failover`).
+    pub policy: policy::PolicyConfig,
+    /// Where the epoch (fencing token) is kept; each start takes the next one. None: epoch 1.
+    pub epoch_file: Option<PathBuf>,
 }
 
 pub struct Shared {
@@ -96,7 +101,8 @@ impl BoundCoordinator {
                 addr: cfg.api_listen.to_string(),
                 source,
             })?;
-        let model = Mutex::new(Model::new(&cfg.flink_rest));
+        let epoch = next_epoch(cfg.epoch_file.as_deref())?;
+        let model = Mutex::new(Model::with_policy(&cfg.flink_rest, cfg.policy.clone(), epoch));
         Ok(BoundCoordinator {
             shared: Arc::new(Shared {
                 cfg,
@@ -131,12 +137,24 @@ impl BoundCoordinator {
             agents = %agents.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             api = %api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             flink = %shared.cfg.flink_rest,
-            "Coordinator started (observe-only)"
+            failover = shared.cfg.policy.failover,
+            epoch = shared.model().epoch,
+            "Coordinator started"
         );
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(agents::serve(shared.clone(), agents, shutdown.clone()));
         tasks.spawn(poller::run(shared.clone(), shutdown.clone()));
         tasks.spawn(api::serve(shared.clone(), api, shutdown.clone()));
+        let (s, stop) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => s.model().tick(),
+                }
+            }
+        });
         shutdown.cancelled().await;
         if tokio::time::timeout(Duration::from_secs(3), async {
             while tasks.join_next().await.is_some() {}
@@ -148,4 +166,30 @@ impl BoundCoordinator {
         }
         Ok(())
     }
+}
+
+/// Reads the last epoch from `path`, takes the next one and writes it back (atomically) before any order is sent.
+fn next_epoch(path: Option<&std::path::Path>) -> Result<u64> {
+    let Some(path) = path else { return Ok(1) };
+    let last: u64 = match std::fs::read_to_string(path) {
+        Ok(t) => t.trim().parse().map_err(|_| {
+            Error::Invalid(format!(
+                "epoch file {} does not hold a number; fix or remove it",
+                path.display()
+            ))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            return Err(Error::Invalid(format!(
+                "epoch file {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let next = last + 1;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{next}\n"))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Invalid(format!("epoch file {}: {e}", path.display())))?;
+    Ok(next)
 }

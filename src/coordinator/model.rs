@@ -7,7 +7,11 @@ use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::flink;
-use crate::protocol::message::{AgentEvent, AgentStatus};
+use crate::protocol::message::{AgentCommand, AgentEvent, AgentStatus};
+use super::policy::{Act, Engine, PolicyConfig};
+
+/// Upper bounds (seconds) of the recovery histogram.
+pub const RECOVERY_BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0];
 
 /// One successful poll of Flink: jobs, TaskManagers, and exception-history entries new since the last poll.
 pub type Polled = (
@@ -148,8 +152,40 @@ pub struct Decision {
     pub evidence: Vec<Evidence>,
     /// The action, in words.
     pub action: String,
-    /// `observe-only`: recorded, not taken.
+    /// `observe-only`: recorded, not taken; `acted`: ordered from the agent.
     pub mode: String,
+    /// The fencing token the order carried (the coordinator's epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fencing_token: Option<u64>,
+    /// The order sent (`fence`, `restart`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The agent's answer (outcome, detail, took_ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<serde_json::Value>,
+    /// Ms from the decision until Flink ran every vertex of a job again (Flink's RUNNING timestamp), when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_ms: Option<i64>,
+}
+
+/// Recovery times the coordinator observed itself (decision → job RUNNING again).
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryHistogram {
+    pub buckets: [u64; RECOVERY_BUCKETS.len()],
+    pub count: u64,
+    pub sum_s: f64,
+}
+
+impl RecoveryHistogram {
+    pub fn observe(&mut self, seconds: f64) {
+        for (i, le) in RECOVERY_BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                self.buckets[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_s += seconds;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -166,9 +202,134 @@ pub struct Model {
     pub events_by_source: BTreeMap<String, u64>,
     pub decisions_by_kind: BTreeMap<String, u64>,
     pub agent_connections: BTreeMap<&'static str, u64>,
+    /// The failover policy and its incidents.
+    pub engine: Engine,
+    /// This coordinator's epoch: the fencing token of its orders.
+    pub epoch: u64,
+    /// Orders waiting for their agent's connection, by resource id.
+    outbox: BTreeMap<String, Vec<AgentCommand>>,
+    /// Acted (or would-be, observe-only) failover decisions by trigger.
+    pub failover_decisions: BTreeMap<(String, String), u64>,
+    pub recovery: RecoveryHistogram,
 }
 
 impl Model {
+    /// A model whose policy acts (or not) as `policy` says, ordering with fencing token `epoch`.
+    pub fn with_policy(rest: &str, policy: PolicyConfig, epoch: u64) -> Self {
+        let mut m = Model::new(rest);
+        m.engine = Engine::new(policy);
+        m.epoch = epoch;
+        m
+    }
+
+    /// Orders waiting for `resource_id`'s agent (taken: the caller sends them).
+    pub fn take_commands(&mut self, resource_id: &str) -> Vec<AgentCommand> {
+        self.outbox.remove(resource_id).unwrap_or_default()
+    }
+
+    /// Re-evaluates the policy's tolerances (called every 100 ms).
+    pub fn tick(&mut self) {
+        let acts = self.engine.tick(now_ms());
+        self.apply(acts);
+    }
+
+    /// Records the policy's acts as decisions and, when failover is on, queues the orders.
+    fn apply(&mut self, acts: Vec<Act>) {
+        // Observe-only: the per-incident decisions of `agent_event` say what would be done.
+        if !self.engine.cfg.failover {
+            return;
+        }
+        for act in acts {
+            let acting = self.engine.cfg.failover;
+            let evidence = vec![
+                Evidence {
+                    ts_ms: now_ms(),
+                    signal: "last agent status".into(),
+                    detail: serde_json::to_value(
+                        self.agents.get(&act.resource_id).and_then(|a| a.status.as_ref()),
+                    )
+                    .unwrap_or_default(),
+                },
+                Evidence {
+                    ts_ms: now_ms(),
+                    signal: "flink taskmanager view".into(),
+                    detail: serde_json::to_value(
+                        self.flink.taskmanagers.iter().find(|t| t.id == act.resource_id),
+                    )
+                    .unwrap_or_default(),
+                },
+            ];
+            self.next_decision += 1;
+            let id = self.next_decision;
+            let d = Decision {
+                id,
+                ts_ms: now_ms(),
+                trigger: act.trigger.clone(),
+                resource_id: act.resource_id.clone(),
+                evidence,
+                action: if acting {
+                    format!("{}: {}", act.action, act.reason)
+                } else {
+                    format!("would {}: {}", act.action, act.reason)
+                },
+                mode: if acting { "acted" } else { "observe-only" }.into(),
+                fencing_token: acting.then_some(self.epoch),
+                command: Some(act.action.clone()),
+                outcome: None,
+                recovery_ms: None,
+            };
+            tracing::warn!(trigger = %act.trigger, resource_id = %act.resource_id, action = %d.action, mode = %d.mode, epoch = self.epoch, "Failover decision");
+            *self
+                .failover_decisions
+                .entry((act.trigger.clone(), d.mode.clone()))
+                .or_default() += 1;
+            if acting {
+                self.outbox
+                    .entry(act.resource_id.clone())
+                    .or_default()
+                    .push(AgentCommand {
+                        id,
+                        epoch: self.epoch,
+                        action: act.action.clone(),
+                        resource_id: act.resource_id.clone(),
+                        pid: act.pid,
+                        reason: act.reason.clone(),
+                        ts_ms: d.ts_ms,
+                    });
+            }
+            let detail = serde_json::to_value(&d).unwrap_or_default();
+            if self.decisions.len() >= DECISION_LOG {
+                self.decisions.pop_front();
+            }
+            self.decisions.push_back(d);
+            self.record("coordinator", Some(&act.resource_id), "decision", now_ms(), detail);
+        }
+    }
+
+    /// Flink ran every vertex of a job again after an acted decision: its recovery time, by Flink's clock.
+    fn observe_recoveries(&mut self) {
+        let running: Vec<i64> = self
+            .flink
+            .jobs
+            .iter()
+            .filter(|j| j.state == "RUNNING" && j.vertices > 0 && j.vertices_running == j.vertices)
+            .filter_map(|j| j.timestamps.get("RUNNING").copied())
+            .collect();
+        let mut seen = Vec::new();
+        for d in self.decisions.iter_mut() {
+            if d.mode != "acted" || d.recovery_ms.is_some() {
+                continue;
+            }
+            if let Some(t) = running.iter().filter(|t| **t >= d.ts_ms).min() {
+                d.recovery_ms = Some(t - d.ts_ms);
+                seen.push((t - d.ts_ms) as f64 / 1000.0);
+            }
+        }
+        for s in seen {
+            self.recovery.observe(s);
+        }
+    }
+
     pub fn new(rest: &str) -> Self {
         Model {
             flink: FlinkView {
@@ -292,10 +453,19 @@ impl Model {
     pub fn agent_status(&mut self, status: AgentStatus) {
         let now = now_ms();
         let id = status.resource_id.clone();
+        let acts = self.engine.liveness(
+            &id,
+            status.watches == crate::protocol::Role::Tm,
+            &status.liveness,
+            status.since_ms,
+            status.pid,
+            now,
+        );
         if let Some(v) = self.agents.get_mut(&id) {
             v.last_seen_ms = now;
             v.status = Some(status);
         }
+        self.apply(acts);
     }
 
     /// An event from an agent; liveness transitions may open an incident.
@@ -310,6 +480,13 @@ impl Model {
             ev.ts_ms,
             ev.detail.clone(),
         );
+        if ev.kind == "command" {
+            let id = ev.detail.get("id").and_then(|v| v.as_u64());
+            if let Some(d) = self.decisions.iter_mut().find(|d| Some(d.id) == id) {
+                d.outcome = Some(ev.detail.clone());
+            }
+            return;
+        }
         if ev.kind != "liveness" {
             return;
         }
@@ -324,6 +501,14 @@ impl Model {
         if let Some(st) = self.agents.get_mut(&rid).and_then(|a| a.status.as_mut()) {
             st.liveness = to.clone();
         }
+        let is_tm = self
+            .agents
+            .get(&rid)
+            .and_then(|a| a.status.as_ref())
+            .is_none_or(|s| s.watches == crate::protocol::Role::Tm);
+        let pid = ev.detail.get("pid").and_then(|v| v.as_u64()).map(|p| p as u32);
+        let acts = self.engine.liveness(&rid, is_tm, &to, ev.ts_ms, pid, now_ms());
+        self.apply(acts);
         if to == "alive" {
             self.open.remove(&rid);
             return;
@@ -333,6 +518,10 @@ impl Model {
             .get(&rid)
             .and_then(|a| a.status.as_ref())
             .is_some_and(|s| s.watches == crate::protocol::Role::Jm);
+        if self.engine.cfg.failover && !watches_jm {
+            // The policy decides (and acts) for TaskManagers.
+            return;
+        }
         let evidence = vec![
             Evidence {
                 ts_ms: ev.ts_ms,
@@ -404,6 +593,10 @@ impl Model {
             evidence,
             action: action.clone(),
             mode: "observe-only".into(),
+            fencing_token: None,
+            command: None,
+            outcome: None,
+            recovery_ms: None,
         };
         tracing::warn!(trigger, resource_id, %action, "Decision (observe-only)");
         *self
@@ -507,6 +700,7 @@ impl Model {
                 }
                 self.flink.jobs = jobs;
                 self.flink.taskmanagers = tms;
+                self.observe_recoveries();
                 self.flink.reachable = true;
                 self.flink.last_ok_ms = Some(now);
                 self.flink.last_error = None;

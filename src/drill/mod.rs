@@ -343,7 +343,7 @@ async fn round_body(
     let mut samples = verifier.ledger().take_trace();
 
     // Inject.
-    verifier.ledger().set_marker();
+    let marker_note = verifier.set_marker().err();
     let inject_ms = now_ms();
     let mut heal_at: Option<(i64, &'static str)> = None;
     let mut gc_call = None;
@@ -560,6 +560,7 @@ async fn round_body(
     obs.verifier_complete = rep.complete;
     let mut r = measure::evaluate(round, &obs);
     r.notes.extend(gc_note);
+    r.notes.extend(marker_note.map(|m| format!("progress marker without the output's visible end: {m}")));
     if let Ok(p) = &produced {
         r.notes.push(format!(
             "generator: {} acked, {} failed, {:.0} records/s",

@@ -19,6 +19,7 @@ pub mod kind {
     pub const FAILURE: u8 = 13;
     pub const AGENT_STATUS: u8 = 20;
     pub const AGENT_EVENT: u8 = 21;
+    pub const AGENT_COMMAND: u8 = 22;
 }
 
 /// Who is connecting.
@@ -137,6 +138,25 @@ pub struct AgentEvent {
     pub detail: serde_json::Value,
 }
 
+/// An action the coordinator orders an agent to take (coordinator → agent). The agent refuses a command whose
+/// fencing token (`epoch`) is lower than the highest it has seen, so a coordinator that was replaced can no longer act.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentCommand {
+    /// The coordinator's decision id (the agent's answer names it).
+    pub id: u64,
+    /// Fencing token: the coordinator's epoch (incremented at every coordinator start).
+    pub epoch: u64,
+    /// `fence` (SIGKILL the watched process) or `restart` (start it again with the agent's restart spec).
+    pub action: String,
+    pub resource_id: String,
+    /// The process the coordinator means: a fence never hits another one (e.g. an already restarted TaskManager).
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub reason: String,
+    pub ts_ms: i64,
+}
+
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -149,6 +169,7 @@ pub enum Message {
     Failure(Failure),
     AgentStatus(AgentStatus),
     AgentEvent(AgentEvent),
+    AgentCommand(AgentCommand),
 }
 
 #[derive(Debug, Error)]
@@ -173,6 +194,7 @@ impl Message {
             Message::Failure(_) => kind::FAILURE,
             Message::AgentStatus(_) => kind::AGENT_STATUS,
             Message::AgentEvent(_) => kind::AGENT_EVENT,
+            Message::AgentCommand(_) => kind::AGENT_COMMAND,
         }
     }
 
@@ -187,6 +209,7 @@ impl Message {
             Message::Failure(m) => serde_json::to_vec(m),
             Message::AgentStatus(m) => serde_json::to_vec(m),
             Message::AgentEvent(m) => serde_json::to_vec(m),
+            Message::AgentCommand(m) => serde_json::to_vec(m),
         }
         .expect("protocol messages always serialize");
         Frame {
@@ -213,6 +236,7 @@ impl Message {
             kind::FAILURE => Message::Failure(parse(frame)?),
             kind::AGENT_STATUS => Message::AgentStatus(parse(frame)?),
             kind::AGENT_EVENT => Message::AgentEvent(parse(frame)?),
+            kind::AGENT_COMMAND => Message::AgentCommand(parse(frame)?),
             _ => return Ok(None),
         }))
     }

@@ -212,6 +212,9 @@ pub struct Ledger {
 #[derive(Debug)]
 struct Marker {
     seqs: HashMap<StreamId, u64>,
+    /// Per output partition, the end of what was already visible (committed) when the marker was set: records
+    /// below it that the verifier reads later were output before the marker, not progress after it.
+    visible: HashMap<i32, i64>,
     /// Streams of `seqs` whose output has not gone beyond their entry yet.
     waiting: usize,
     first_progress_ms: Option<i64>,
@@ -240,8 +243,16 @@ impl Ledger {
     /// [`Ledger::progressed_at`] then tells when every one of those streams has received a record beyond it (output
     /// progress resumed everywhere), [`Ledger::first_progress_at`] when the first one did.
     pub fn set_marker(&mut self) {
+        self.set_marker_at(HashMap::new());
+    }
+
+    /// [`Ledger::set_marker`], knowing where each output partition's visible end was at that moment (for a
+    /// read_committed reader: the last stable offset), so that output already visible then but not read yet counts
+    /// as before the marker.
+    pub fn set_marker_at(&mut self, visible: HashMap<i32, i64>) {
         let seqs = self.max_output_seqs();
         self.marker = Some(Marker {
+            visible,
             waiting: seqs.len(),
             seqs,
             first_progress_ms: None,
@@ -300,6 +311,11 @@ impl Ledger {
 
     /// Records an output record received at `now_ms` (unix milliseconds).
     pub fn on_output(&mut self, rec: &OutputRecord, now_ms: i64) {
+        self.on_output_at(rec, now_ms, None);
+    }
+
+    /// [`Ledger::on_output`] with the record's (partition, offset) in the output topic.
+    pub fn on_output_at(&mut self, rec: &OutputRecord, now_ms: i64, pos: Option<(i32, i64)>) {
         if !self.wanted(&rec.run) {
             return;
         }
@@ -309,8 +325,16 @@ impl Ledger {
                     run: rec.run.clone(),
                     key: rec.key.clone(),
                 };
-                // A stream counts once: its entry is removed when it goes beyond it.
-                if m.seqs.get(&id).is_some_and(|max| rec.seq > *max) {
+                let before_marker = pos.is_some_and(|(p, off)| {
+                    m.visible.get(&p).is_some_and(|end| off < *end)
+                });
+                if before_marker {
+                    // Visible when the marker was set, read only now: it raises the marker.
+                    if let Some(max) = m.seqs.get_mut(&id) {
+                        *max = (*max).max(rec.seq);
+                    }
+                } else if m.seqs.get(&id).is_some_and(|max| rec.seq > *max) {
+                    // A stream counts once: its entry is removed when it goes beyond it.
                     m.seqs.remove(&id);
                     m.waiting -= 1;
                     m.first_progress_ms.get_or_insert(now_ms);
@@ -755,5 +779,21 @@ mod tests {
             ]
         );
         assert!(l.take_trace().is_empty());
+    }
+
+    #[test]
+    fn output_visible_at_the_marker_but_read_later_is_not_progress() {
+        let mut l = Ledger::new(None);
+        for seq in 1..=6 {
+            l.on_input(&input("a", seq, 1_000));
+        }
+        l.on_output_at(&output("a", 1, 0, 1_000), 1_100, Some((0, 10)));
+        // Offsets up to 12 were committed when the marker was set; the verifier had read only offset 10.
+        l.set_marker_at(HashMap::from([(0, 13)]));
+        l.on_output_at(&output("a", 2, 1, 1_000), 1_200, Some((0, 11)));
+        l.on_output_at(&output("a", 3, 2, 1_000), 1_210, Some((0, 12)));
+        assert_eq!(l.progressed_at(), None, "read late, but output before the fault");
+        l.on_output_at(&output("a", 4, 3, 1_000), 9_000, Some((0, 13)));
+        assert_eq!(l.progressed_at(), Some(9_000));
     }
 }

@@ -1,0 +1,267 @@
+//! The failover policy: from what agents report about their processes to the actions the coordinator orders.
+//! A pure state machine over wall-clock milliseconds (the agents' own `since` times), so every rule is tested without
+//! a cluster (tests below and tests/coordinator.rs under paused tokio time).
+//!
+//! - **crash** (`dead`): order a `restart` of the TaskManager in place (same resource id) at once. Flink's own fast
+//!   path (heartbeat RPCs to a dead process fail; `heartbeat.rpc-failure-threshold`) frees its slots and the job moves
+//!   to the standby's; the restart refills the pool.
+//! - **hang** (`paused`: stopped; `hung`: no heartbeat and no CPU progress) for longer than the hang tolerance →
+//!   `fence` (SIGKILL through the agent), which turns it into a crash.
+//! - **busy GC** (`busy-gc`: no heartbeat, CPU advancing) is tolerated up to the longer GC tolerance, then fenced.
+//! - An incident is acted on once: one fence and one restart at most, until the process is `alive` again. A
+//!   coordinator that restarts rebuilds its incidents from the agents' statuses (with their original `since`), so an
+//!   overdue hang is fenced at once and a restart already done is not repeated (the agent reports `unknown` while
+//!   the restarted process starts, which opens nothing).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Policy settings (docs/configuration.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    /// Act (true) or only log what would be done (false).
+    pub failover: bool,
+    /// A stopped or hung TaskManager is fenced after this long.
+    pub hang_tolerance: Duration,
+    /// A TaskManager busy without heartbeats (garbage collection) is fenced only after this long.
+    pub gc_tolerance: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            failover: false,
+            hang_tolerance: Duration::from_secs(2),
+            gc_tolerance: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the coordinator orders an agent to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Act {
+    /// `tm-dead`, `tm-hung`, `tm-paused`, `tm-busy-gc`.
+    pub trigger: String,
+    pub resource_id: String,
+    /// `fence` or `restart`.
+    pub action: String,
+    /// The process meant (fence only).
+    pub pid: Option<u32>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Incident {
+    liveness: String,
+    since_ms: i64,
+    pid: Option<u32>,
+    fenced: bool,
+    restarted: bool,
+    /// Acted on only for TaskManagers.
+    taskmanager: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Engine {
+    pub cfg: PolicyConfig,
+    incidents: BTreeMap<String, Incident>,
+}
+
+impl Engine {
+    pub fn new(cfg: PolicyConfig) -> Self {
+        Engine {
+            cfg,
+            incidents: BTreeMap::new(),
+        }
+    }
+
+    /// Open incidents by resource id (for the API and tests).
+    pub fn open(&self) -> Vec<(String, String)> {
+        self.incidents
+            .iter()
+            .map(|(k, v)| (k.clone(), v.liveness.clone()))
+            .collect()
+    }
+
+    /// A liveness report for `rid` (an event or a periodic status): `liveness` since `since_ms`, of process `pid`.
+    /// Returns what to do now.
+    pub fn liveness(
+        &mut self,
+        rid: &str,
+        taskmanager: bool,
+        liveness: &str,
+        since_ms: i64,
+        pid: Option<u32>,
+        now_ms: i64,
+    ) -> Vec<Act> {
+        match liveness {
+            "alive" => {
+                self.incidents.remove(rid);
+                return Vec::new();
+            }
+            "dead" | "paused" | "hung" | "busy-gc" => {}
+            // unknown: not enough to act on (a process starting, or an agent that has not met its plugin yet).
+            _ => return Vec::new(),
+        }
+        let inc = self
+            .incidents
+            .entry(rid.to_string())
+            .or_insert_with(|| Incident {
+                liveness: liveness.to_string(),
+                since_ms,
+                pid,
+                fenced: false,
+                restarted: false,
+                taskmanager,
+            });
+        if inc.liveness != liveness {
+            // paused -> busy-gc -> hung ... keep the incident (its actions), restart the clock of the new state.
+            inc.liveness = liveness.to_string();
+            inc.since_ms = since_ms;
+        }
+        if pid.is_some() {
+            inc.pid = pid;
+        }
+        self.tick(now_ms)
+    }
+
+    /// Re-evaluates the tolerances.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Act> {
+        let mut acts = Vec::new();
+        for (rid, inc) in self.incidents.iter_mut() {
+            if !inc.taskmanager {
+                continue;
+            }
+            let waited = Duration::from_millis((now_ms - inc.since_ms).max(0) as u64);
+            match inc.liveness.as_str() {
+                "dead" if !inc.restarted => {
+                    inc.restarted = true;
+                    acts.push(Act {
+                        trigger: "tm-dead".into(),
+                        resource_id: rid.clone(),
+                        action: "restart".into(),
+                        pid: None,
+                        reason: format!(
+                            "{rid} is dead{}: start it again in place (same resource id) to refill the pool",
+                            if inc.fenced { " (fenced)" } else { "" }
+                        ),
+                    });
+                }
+                "paused" | "hung" if !inc.fenced && waited >= self.cfg.hang_tolerance => {
+                    inc.fenced = true;
+                    acts.push(Act {
+                        trigger: format!("tm-{}", inc.liveness),
+                        resource_id: rid.clone(),
+                        action: "fence".into(),
+                        pid: inc.pid,
+                        reason: format!(
+                            "{rid} has been {} for {} ms (hang tolerance {} ms): SIGKILL, then restart",
+                            inc.liveness,
+                            waited.as_millis(),
+                            self.cfg.hang_tolerance.as_millis()
+                        ),
+                    });
+                }
+                "busy-gc" if !inc.fenced && waited >= self.cfg.gc_tolerance => {
+                    inc.fenced = true;
+                    acts.push(Act {
+                        trigger: "tm-busy-gc".into(),
+                        resource_id: rid.clone(),
+                        action: "fence".into(),
+                        pid: inc.pid,
+                        reason: format!(
+                            "{rid} has been busy without heartbeats for {} ms (GC tolerance {} ms): SIGKILL, then restart",
+                            waited.as_millis(),
+                            self.cfg.gc_tolerance.as_millis()
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+        acts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::new(PolicyConfig {
+            failover: true,
+            ..PolicyConfig::default()
+        })
+    }
+
+    #[test]
+    fn a_crash_is_restarted_once() {
+        let mut e = engine();
+        let a = e.liveness("tm-1", true, "dead", 1_000, Some(7), 1_010);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].action.as_str(), a[0].trigger.as_str()), ("restart", "tm-dead"));
+        // The same report again (status every 200 ms) and time passing: nothing more.
+        assert!(e.liveness("tm-1", true, "dead", 1_000, Some(7), 1_210).is_empty());
+        assert!(e.tick(60_000).is_empty());
+        // The restarted process starts (unknown), then is alive: the incident closes.
+        assert!(e.liveness("tm-1", true, "unknown", 1_300, Some(8), 1_300).is_empty());
+        assert!(e.liveness("tm-1", true, "alive", 5_000, Some(8), 5_000).is_empty());
+        assert!(e.open().is_empty());
+        // A second crash later is a new incident.
+        assert_eq!(e.liveness("tm-1", true, "dead", 9_000, Some(8), 9_000).len(), 1);
+    }
+
+    #[test]
+    fn a_hang_is_fenced_after_the_tolerance_then_restarted() {
+        let mut e = engine();
+        assert!(e.liveness("tm-2", true, "paused", 1_000, Some(9), 1_300).is_empty());
+        assert!(e.tick(2_999).is_empty(), "1,999 ms < 2 s");
+        let a = e.tick(3_000);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].action.as_str(), a[0].pid), ("fence", Some(9)));
+        assert!(e.tick(3_100).is_empty(), "fenced once");
+        let b = e.liveness("tm-2", true, "dead", 3_050, Some(9), 3_060);
+        assert_eq!(b[0].action, "restart");
+        assert!(b[0].reason.contains("(fenced)"));
+    }
+
+    #[test]
+    fn gc_is_tolerated_longer_than_a_hang_and_a_short_pause_never_acts() {
+        let mut e = engine();
+        e.liveness("tm-1", true, "busy-gc", 0, Some(5), 10);
+        assert!(e.tick(15_000).is_empty(), "a 15 s GC is ridden out");
+        assert!(e.liveness("tm-1", true, "alive", 15_100, Some(5), 15_100).is_empty());
+        assert!(e.tick(40_000).is_empty());
+        // A GC that never ends is fenced at the GC tolerance.
+        e.liveness("tm-1", true, "busy-gc", 50_000, Some(5), 50_000);
+        assert!(e.tick(79_999).is_empty());
+        assert_eq!(e.tick(80_000)[0].action, "fence");
+        // A 1 s SIGSTOP: paused, then alive before the tolerance.
+        e.liveness("tm-3", true, "paused", 100_000, Some(6), 100_000);
+        assert!(e.tick(101_000).is_empty());
+        e.liveness("tm-3", true, "alive", 101_000, Some(6), 101_000);
+        assert!(e.tick(200_000).is_empty());
+    }
+
+    #[test]
+    fn the_jobmanager_is_not_acted_on_and_unknown_opens_nothing() {
+        let mut e = engine();
+        assert!(e.liveness("jobmanager", false, "dead", 0, Some(1), 0).is_empty());
+        assert!(e.liveness("tm-1", true, "unknown", 0, None, 0).is_empty());
+        assert_eq!(e.open(), vec![("jobmanager".into(), "dead".into())]);
+    }
+
+    #[test]
+    fn a_coordinator_restart_rebuilds_incidents_from_status_without_repeating_actions() {
+        // The old coordinator fenced tm-2 and ordered its restart; the new one starts empty and hears statuses.
+        let mut e = engine();
+        // Agent of tm-2: restarted process starting -> unknown: nothing (no second restart).
+        assert!(e.liveness("tm-2", true, "unknown", 10_000, Some(12), 10_100).is_empty());
+        // Agent of tm-1: paused since long before the new coordinator started: fenced at once, not missed.
+        let a = e.liveness("tm-1", true, "paused", 2_000, Some(11), 10_100);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].action, "fence");
+    }
+}
