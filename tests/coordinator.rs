@@ -417,7 +417,11 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
         out: d.path().join("tm-1.out"),
         cgroup: None,
     };
-    std::fs::write(d.path().join("restart.json"), serde_json::to_string(&spec).unwrap()).unwrap();
+    std::fs::write(
+        d.path().join("restart.json"),
+        serde_json::to_string(&spec).unwrap(),
+    )
+    .unwrap();
     let cfg = AgentConfig {
         listen: Endpoint::Unix(d.path().join("a/plugin.sock")),
         secret_file: None,
@@ -464,7 +468,11 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
         v["agents"][0]["status"]["liveness"] == "alive"
     })
     .await;
-    assert!(get(&c, "/v1/decisions").await.as_array().unwrap().is_empty());
+    assert!(get(&c, "/v1/decisions")
+        .await
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // SIGSTOP and no more heartbeats: paused; fenced after the 1 s hang tolerance; then restarted once.
     nix::sys::signal::kill(
@@ -482,17 +490,30 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
     let a = decisions.as_array().unwrap();
     assert_eq!(a.len(), 2, "one fence, one restart: {decisions:#}");
     assert_eq!(
-        (a[0]["trigger"].as_str(), a[0]["command"].as_str(), a[0]["mode"].as_str()),
+        (
+            a[0]["trigger"].as_str(),
+            a[0]["command"].as_str(),
+            a[0]["mode"].as_str()
+        ),
         (Some("tm-paused"), Some("fence"), Some("acted"))
     );
     assert_eq!(a[0]["fencing_token"], 1);
-    assert!(a[0]["outcome"]["detail"].as_str().unwrap().contains(&pid.to_string()));
+    assert!(a[0]["outcome"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&pid.to_string()));
     assert_eq!(
         (a[1]["trigger"].as_str(), a[1]["command"].as_str()),
         (Some("tm-dead"), Some("restart"))
     );
-    assert!(took >= Duration::from_millis(1000), "not before the tolerance: {took:?}");
-    assert!(took < Duration::from_secs(4), "fenced and restarted in {took:?}");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "not before the tolerance: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "fenced and restarted in {took:?}"
+    );
     assert!(!pid_alive(pid), "the stopped process was killed");
     let detail = a[1]["outcome"]["detail"].as_str().unwrap().to_string();
     let new_pid: u32 = detail.rsplit(' ').next().unwrap().parse().unwrap();
@@ -510,10 +531,14 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
         .await
         .unwrap();
     assert!(
-        metrics.contains("streamshield_failover_decisions_total{kind=\"tm-paused\",mode=\"acted\"} 1"),
+        metrics
+            .contains("streamshield_failover_decisions_total{kind=\"tm-paused\",mode=\"acted\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("streamshield_coordinator_epoch 1"), "{metrics}");
+    assert!(
+        metrics.contains("streamshield_coordinator_epoch 1"),
+        "{metrics}"
+    );
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(new_pid as i32),
         nix::sys::signal::Signal::SIGKILL,

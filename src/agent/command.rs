@@ -135,9 +135,7 @@ fn fence(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
 
 fn restart(shared: &Shared, inner: &mut Inner) -> Outcome {
     if let Some(pid) = running(inner) {
-        return Outcome::Refused(format!(
-            "pid {pid} still runs: fence it first"
-        ));
+        return Outcome::Refused(format!("pid {pid} still runs: fence it first"));
     }
     let Some(path) = &shared.cfg.restart_spec else {
         return Outcome::Refused("this agent has no restart spec (--restart-spec)".into());
@@ -168,7 +166,13 @@ fn restart(shared: &Shared, inner: &mut Inner) -> Outcome {
             inner.restarts += 1;
             inner.tracker.on_restart(shared.mono_ms());
             let after = inner.tracker.state();
-            shared.note_transition(inner, Some(rec.pid as u32), before, after, Some("restarted by the agent"));
+            shared.note_transition(
+                inner,
+                Some(rec.pid as u32),
+                before,
+                after,
+                Some("restarted by the agent"),
+            );
             Outcome::Done(format!("started {} again as pid {}", spec.name, rec.pid))
         }
         Err(e) => Outcome::Failed(format!("starting {}: {e}", spec.name)),

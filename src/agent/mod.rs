@@ -313,7 +313,10 @@ impl BoundAgent {
                 pending_events: VecDeque::new(),
                 next_event_seq: 0,
                 uplink_connected: false,
-                pid_start: cfg.pid.and_then(|p| crate::local::process::proc_stat(p as i32)).map(|(t, _)| t),
+                pid_start: cfg
+                    .pid
+                    .and_then(|p| crate::local::process::proc_stat(p as i32))
+                    .map(|(t, _)| t),
                 max_epoch: 0,
                 restarts: 0,
             }),

@@ -270,7 +270,11 @@ pub fn render(shared: &Shared) -> String {
         &[("le", "+Inf")],
         m.recovery.count as f64,
     );
-    t.sample("streamshield_failover_recovery_seconds_sum", &[], m.recovery.sum_s);
+    t.sample(
+        "streamshield_failover_recovery_seconds_sum",
+        &[],
+        m.recovery.sum_s,
+    );
     t.sample(
         "streamshield_failover_recovery_seconds_count",
         &[],

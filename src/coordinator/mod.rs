@@ -102,7 +102,11 @@ impl BoundCoordinator {
                 source,
             })?;
         let epoch = next_epoch(cfg.epoch_file.as_deref())?;
-        let model = Mutex::new(Model::with_policy(&cfg.flink_rest, cfg.policy.clone(), epoch));
+        let model = Mutex::new(Model::with_policy(
+            &cfg.flink_rest,
+            cfg.policy.clone(),
+            epoch,
+        ));
         Ok(BoundCoordinator {
             shared: Arc::new(Shared {
                 cfg,

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
+use super::policy::{Act, Engine, PolicyConfig};
 use crate::clock::now_ms;
 use crate::flink;
 use crate::protocol::message::{AgentCommand, AgentEvent, AgentStatus};
-use super::policy::{Act, Engine, PolicyConfig};
 
 /// Upper bounds (seconds) of the recovery histogram.
 pub const RECOVERY_BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0];
@@ -246,7 +246,9 @@ impl Model {
                     ts_ms: now_ms(),
                     signal: "last agent status".into(),
                     detail: serde_json::to_value(
-                        self.agents.get(&act.resource_id).and_then(|a| a.status.as_ref()),
+                        self.agents
+                            .get(&act.resource_id)
+                            .and_then(|a| a.status.as_ref()),
                     )
                     .unwrap_or_default(),
                 },
@@ -254,7 +256,10 @@ impl Model {
                     ts_ms: now_ms(),
                     signal: "flink taskmanager view".into(),
                     detail: serde_json::to_value(
-                        self.flink.taskmanagers.iter().find(|t| t.id == act.resource_id),
+                        self.flink
+                            .taskmanagers
+                            .iter()
+                            .find(|t| t.id == act.resource_id),
                     )
                     .unwrap_or_default(),
                 },
@@ -302,7 +307,13 @@ impl Model {
                 self.decisions.pop_front();
             }
             self.decisions.push_back(d);
-            self.record("coordinator", Some(&act.resource_id), "decision", now_ms(), detail);
+            self.record(
+                "coordinator",
+                Some(&act.resource_id),
+                "decision",
+                now_ms(),
+                detail,
+            );
         }
     }
 
@@ -506,8 +517,14 @@ impl Model {
             .get(&rid)
             .and_then(|a| a.status.as_ref())
             .is_none_or(|s| s.watches == crate::protocol::Role::Tm);
-        let pid = ev.detail.get("pid").and_then(|v| v.as_u64()).map(|p| p as u32);
-        let acts = self.engine.liveness(&rid, is_tm, &to, ev.ts_ms, pid, now_ms());
+        let pid = ev
+            .detail
+            .get("pid")
+            .and_then(|v| v.as_u64())
+            .map(|p| p as u32);
+        let acts = self
+            .engine
+            .liveness(&rid, is_tm, &to, ev.ts_ms, pid, now_ms());
         self.apply(acts);
         if to == "alive" {
             self.open.remove(&rid);

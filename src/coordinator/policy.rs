@@ -201,22 +201,37 @@ mod tests {
         let mut e = engine();
         let a = e.liveness("tm-1", true, "dead", 1_000, Some(7), 1_010);
         assert_eq!(a.len(), 1);
-        assert_eq!((a[0].action.as_str(), a[0].trigger.as_str()), ("restart", "tm-dead"));
+        assert_eq!(
+            (a[0].action.as_str(), a[0].trigger.as_str()),
+            ("restart", "tm-dead")
+        );
         // The same report again (status every 200 ms) and time passing: nothing more.
-        assert!(e.liveness("tm-1", true, "dead", 1_000, Some(7), 1_210).is_empty());
+        assert!(e
+            .liveness("tm-1", true, "dead", 1_000, Some(7), 1_210)
+            .is_empty());
         assert!(e.tick(60_000).is_empty());
         // The restarted process starts (unknown), then is alive: the incident closes.
-        assert!(e.liveness("tm-1", true, "unknown", 1_300, Some(8), 1_300).is_empty());
-        assert!(e.liveness("tm-1", true, "alive", 5_000, Some(8), 5_000).is_empty());
+        assert!(e
+            .liveness("tm-1", true, "unknown", 1_300, Some(8), 1_300)
+            .is_empty());
+        assert!(e
+            .liveness("tm-1", true, "alive", 5_000, Some(8), 5_000)
+            .is_empty());
         assert!(e.open().is_empty());
         // A second crash later is a new incident.
-        assert_eq!(e.liveness("tm-1", true, "dead", 9_000, Some(8), 9_000).len(), 1);
+        assert_eq!(
+            e.liveness("tm-1", true, "dead", 9_000, Some(8), 9_000)
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn a_hang_is_fenced_after_the_tolerance_then_restarted() {
         let mut e = engine();
-        assert!(e.liveness("tm-2", true, "paused", 1_000, Some(9), 1_300).is_empty());
+        assert!(e
+            .liveness("tm-2", true, "paused", 1_000, Some(9), 1_300)
+            .is_empty());
         assert!(e.tick(2_999).is_empty(), "1,999 ms < 2 s");
         let a = e.tick(3_000);
         assert_eq!(a.len(), 1);
@@ -232,7 +247,9 @@ mod tests {
         let mut e = engine();
         e.liveness("tm-1", true, "busy-gc", 0, Some(5), 10);
         assert!(e.tick(15_000).is_empty(), "a 15 s GC is ridden out");
-        assert!(e.liveness("tm-1", true, "alive", 15_100, Some(5), 15_100).is_empty());
+        assert!(e
+            .liveness("tm-1", true, "alive", 15_100, Some(5), 15_100)
+            .is_empty());
         assert!(e.tick(40_000).is_empty());
         // A GC that never ends is fenced at the GC tolerance.
         e.liveness("tm-1", true, "busy-gc", 50_000, Some(5), 50_000);
@@ -248,7 +265,9 @@ mod tests {
     #[test]
     fn the_jobmanager_is_not_acted_on_and_unknown_opens_nothing() {
         let mut e = engine();
-        assert!(e.liveness("jobmanager", false, "dead", 0, Some(1), 0).is_empty());
+        assert!(e
+            .liveness("jobmanager", false, "dead", 0, Some(1), 0)
+            .is_empty());
         assert!(e.liveness("tm-1", true, "unknown", 0, None, 0).is_empty());
         assert_eq!(e.open(), vec![("jobmanager".into(), "dead".into())]);
     }
@@ -258,7 +277,9 @@ mod tests {
         // The old coordinator fenced tm-2 and ordered its restart; the new one starts empty and hears statuses.
         let mut e = engine();
         // Agent of tm-2: restarted process starting -> unknown: nothing (no second restart).
-        assert!(e.liveness("tm-2", true, "unknown", 10_000, Some(12), 10_100).is_empty());
+        assert!(e
+            .liveness("tm-2", true, "unknown", 10_000, Some(12), 10_100)
+            .is_empty());
         // Agent of tm-1: paused since long before the new coordinator started: fenced at once, not missed.
         let a = e.liveness("tm-1", true, "paused", 2_000, Some(11), 10_100);
         assert_eq!(a.len(), 1);

@@ -530,10 +530,18 @@ async fn round_body(
         .into_iter()
         .filter(|(t, _)| *t >= inject_ms - measure::BASELINE_WINDOW_MS && *t < obs.end_ms)
         .collect();
-    obs.restarts = match (
-        restarts_before,
-        client.job_metric(&job, "numRestarts").await.ok(),
-    ) {
+    // Flink's metric fetcher answers from a cache it refreshes in the background (every 500 ms here, but a refresh
+    // can take longer on a busy machine): ask a few times and keep the highest (the counter only grows).
+    let mut after = None;
+    for i in 0..4 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        if let Ok(v) = client.job_metric(&job, "numRestarts").await {
+            after = Some(after.map_or(v, |a: u64| a.max(v)));
+        }
+    }
+    obs.restarts = match (restarts_before, after) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
@@ -560,7 +568,9 @@ async fn round_body(
     obs.verifier_complete = rep.complete;
     let mut r = measure::evaluate(round, &obs);
     r.notes.extend(gc_note);
-    r.notes.extend(marker_note.map(|m| format!("progress marker without the output's visible end: {m}")));
+    r.notes.extend(
+        marker_note.map(|m| format!("progress marker without the output's visible end: {m}")),
+    );
     if let Ok(p) = &produced {
         r.notes.push(format!(
             "generator: {} acked, {} failed, {:.0} records/s",

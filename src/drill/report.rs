@@ -244,7 +244,10 @@ pub fn markdown(r: &Report) -> String {
         o,
         "| arm | round | ok | gap | first key | running | detect (first sign) | catch-up | lost | dup | restarts | failovers | pause | notes |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        o,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for a in &r.arms {
         for x in &a.rounds {
             let mut notes: Vec<String> = x.failure.iter().cloned().collect();

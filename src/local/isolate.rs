@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("network isolation needs a cgroup v2 hierarchy (none is mounted; see /proc/self/mounts)")]
+    #[error(
+        "network isolation needs a cgroup v2 hierarchy (none is mounted; see /proc/self/mounts)"
+    )]
     NoCgroup2,
     #[error("network isolation needs iptables with the cgroup match: {0} (apt-get install iptables; run as root)")]
     NoIptables(String),
@@ -41,7 +43,10 @@ pub fn run_group(run_dir: &Path) -> String {
     let h = Sha256::digest(run_dir.display().to_string().as_bytes());
     format!(
         "streamshield-{}",
-        h.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()
+        h.iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     )
 }
 

@@ -325,9 +325,8 @@ impl Ledger {
                     run: rec.run.clone(),
                     key: rec.key.clone(),
                 };
-                let before_marker = pos.is_some_and(|(p, off)| {
-                    m.visible.get(&p).is_some_and(|end| off < *end)
-                });
+                let before_marker =
+                    pos.is_some_and(|(p, off)| m.visible.get(&p).is_some_and(|end| off < *end));
                 if before_marker {
                     // Visible when the marker was set, read only now: it raises the marker.
                     if let Some(max) = m.seqs.get_mut(&id) {
@@ -792,7 +791,11 @@ mod tests {
         l.set_marker_at(HashMap::from([(0, 13)]));
         l.on_output_at(&output("a", 2, 1, 1_000), 1_200, Some((0, 11)));
         l.on_output_at(&output("a", 3, 2, 1_000), 1_210, Some((0, 12)));
-        assert_eq!(l.progressed_at(), None, "read late, but output before the fault");
+        assert_eq!(
+            l.progressed_at(),
+            None,
+            "read late, but output before the fault"
+        );
         l.on_output_at(&output("a", 4, 3, 1_000), 9_000, Some((0, 13)));
         assert_eq!(l.progressed_at(), Some(9_000));
     }

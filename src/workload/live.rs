@@ -252,7 +252,9 @@ fn consume(consumer: VerifierConsumer, partitions: usize, side: Side, shared: Ar
                         }
                     },
                     Side::Output => match OutputRecord::decode(msg.key(), msg.payload()) {
-                        Ok(r) => ledger.on_output_at(&r, now, Some((msg.partition(), msg.offset()))),
+                        Ok(r) => {
+                            ledger.on_output_at(&r, now, Some((msg.partition(), msg.offset())))
+                        }
                         Err(e) => {
                             ledger.on_malformed_output();
                             tracing::debug!(error = %e, "Malformed output record");
