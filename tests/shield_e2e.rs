@@ -166,7 +166,8 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
         "dead after {detected:?}"
     );
 
-    // The coordinator logs what it would do, with its evidence.
+    // The coordinator decides at once and orders tm-1's agent to start it again in place (same resource id), with
+    // its evidence and its fencing token.
     let decision = loop {
         let v: Value =
             serde_json::from_str(&get(&format!("{api}/v1/decisions"), Some(token.trim())))
@@ -184,15 +185,61 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(decision["trigger"], "tm-dead");
-    assert_eq!(decision["mode"], "observe-only");
-    assert!(
-        decision["action"]
-            .as_str()
-            .unwrap()
-            .contains("standby tm-3"),
-        "{decision}"
-    );
+    assert_eq!(decision["mode"], "acted");
+    assert_eq!(decision["command"], "restart");
+    assert_eq!(decision["fencing_token"], 1);
     assert!(!decision["evidence"].as_array().unwrap().is_empty());
+    let decided_ms = decision["ts_ms"].as_i64().unwrap();
+
+    // The agent started tm-1 again; it registers with Flink under its old resource id and its plugin links up.
+    let start = Instant::now();
+    loop {
+        let v: Value =
+            serde_json::from_str(&get(&format!("{api}/v1/decisions"), Some(token.trim())))
+                .unwrap_or(Value::Null);
+        let d = v
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["id"] == decision["id"]))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let h: Value = serde_json::from_str(&get(&health, None)).unwrap_or(Value::Null);
+        let tms: Value = serde_json::from_str(&get(
+            &format!("{}/taskmanagers", status["flink"]["rest"].as_str().unwrap()),
+            None,
+        ))
+        .unwrap_or(Value::Null);
+        let registered = tms["taskmanagers"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t["id"] == "tm-1"));
+        if d["outcome"]["outcome"] == "done" && h["liveness"] == "alive" && registered {
+            assert!(
+                d["outcome"]["detail"].as_str().unwrap().contains("started tm-1 again"),
+                "{d}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "tm-1 not back: decision {d}, agent {h}, flink {tms}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "tm-1 restarted in place and registered {} ms after the decision",
+        streamshield::clock::now_ms() - decided_ms
+    );
+    // The coordinator saw the job run again and timed it by Flink's clock.
+    let start = Instant::now();
+    loop {
+        let m = get(&format!("{api}/metrics"), Some(token.trim()));
+        if m.lines()
+            .any(|l| l.starts_with("streamshield_failover_recovery_seconds_count") && !l.ends_with(" 0"))
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no recovery observed:\n{m}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // The JobManager's failure enricher and the trace reporters report through their agents too: the failure the
     // kill causes, and Flink's spans (checkpoints every second), arrive in the coordinator's event log.

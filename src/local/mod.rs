@@ -1088,10 +1088,25 @@ async fn start_coordinator(state: &mut RunState) -> Result<()> {
         "starting the StreamShield coordinator (API http://127.0.0.1:{})",
         state.ports.coordinator_api
     ));
+    // The policy comes from the Flink configuration (profile + overrides): `streamshield.failover`,
+    // `streamshield.hang-tolerance`, `streamshield.gc-tolerance`.
+    let conf = std::fs::read_to_string(state.conf_dir().join("config.yaml")).unwrap_or_default();
+    let mut policy = vec!["--epoch-file".to_string(), dir.join("epoch").display().to_string()];
+    if config::lookup(&conf, "streamshield.failover") == Some("true") {
+        policy.push("--failover".into());
+    }
+    for (key, flag) in [
+        ("streamshield.hang-tolerance", "--hang-tolerance"),
+        ("streamshield.gc-tolerance", "--gc-tolerance"),
+    ] {
+        if let Some(v) = config::lookup(&conf, key) {
+            policy.extend([flag.to_string(), v.replace(' ', "")]);
+        }
+    }
     let rec = process::spawn(process::Spec {
         name: "coordinator",
         program: &streamshield_binary()?,
-        args: vec![
+        args: policy.into_iter().chain([
             "coordinator".into(),
             "--agents-listen".into(),
             format!("127.0.0.1:{}", state.ports.coordinator_agents),
@@ -1105,7 +1120,7 @@ async fn start_coordinator(state: &mut RunState) -> Result<()> {
             state.rest_url(),
             "--info-file".into(),
             info.display().to_string(),
-        ],
+        ]).collect(),
         cwd: &dir,
         log: state.logs_dir().join("coordinator.out"),
         out: state.logs_dir().join("coordinator.out"),
@@ -1157,6 +1172,8 @@ async fn start_agent(
             coord.agent_token_file.display().to_string(),
             "--info-file".into(),
             info.display().to_string(),
+            "--restart-spec".into(),
+            dir.join("restart.json").display().to_string(),
         ],
         cwd: &dir,
         log: state.logs_dir().join(format!("{name}.out")),
@@ -1262,14 +1279,34 @@ pub async fn start_taskmanager(state: &mut RunState, name: &str, role: &str) -> 
         "starting TaskManager {name} ({role}, {} slots)",
         state.slots
     ));
+    let out = state.logs_dir().join(format!("{name}.out"));
+    let env = plugin_env(state, name, "tm");
+    if state.shielded() {
+        // How the agent starts this TaskManager again on the coordinator's order: exactly like this.
+        let spec = crate::agent::command::RestartSpec {
+            name: name.to_string(),
+            program: PathBuf::from("java"),
+            args: args.clone(),
+            cwd: state.run_dir.clone(),
+            env: env.clone(),
+            log: log.clone(),
+            out: out.clone(),
+            cgroup: cgroup.clone(),
+        };
+        let path = state.run_dir.join("agents").join(name).join("restart.json");
+        write(
+            &path,
+            &serde_json::to_string_pretty(&spec).expect("a restart spec serializes"),
+        )?;
+    }
     let rec = process::spawn(process::Spec {
         name,
         program: Path::new("java"),
         args,
         cwd: &state.run_dir,
         log,
-        out: state.logs_dir().join(format!("{name}.out")),
-        env: plugin_env(state, name, "tm"),
+        out,
+        env,
         cgroup,
     })?;
     state.taskmanagers.retain(|t| t.resource_id != name);
