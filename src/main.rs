@@ -145,6 +145,9 @@ struct CoordinatorArgs {
     /// A TaskManager busy without heartbeats (garbage collection) is fenced only after this long.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     gc_tolerance: Duration,
+    /// A dead TaskManager is restarted in place once Flink runs every job again, or after this long at the latest.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    refill_max_wait: Duration,
     /// Where the coordinator's epoch (the fencing token of its orders) is kept; each start takes the next one.
     #[arg(long, env = "STREAMSHIELD_EPOCH_FILE")]
     epoch_file: Option<PathBuf>,
@@ -906,6 +909,7 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
             failover: a.failover,
             hang_tolerance: a.hang_tolerance,
             gc_tolerance: a.gc_tolerance,
+            refill_max_wait: a.refill_max_wait,
         },
         epoch_file: a.epoch_file,
     };

@@ -21,7 +21,7 @@ fn quick_drill_measures_every_arm_and_loses_nothing() {
     let report = tmp.path().join("report");
     let work = tmp.path().join("work");
     let out = Command::new(BIN)
-        .args(["drill", "--quick", "--json", "--port-offset", "26000"])
+        .args(["drill", "--quick", "--json", "--port-offset", "18000"])
         .arg("--report")
         .arg(&report)
         .arg("--work-dir")
@@ -114,7 +114,7 @@ fn an_interrupted_drill_continues_the_stopped_taskmanager_and_stops_everything()
             "--rounds",
             "1",
             "--port-offset",
-            "26000",
+            "18000",
         ])
         .arg("--report")
         .arg(&report)

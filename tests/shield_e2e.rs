@@ -62,7 +62,7 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
         "--profile",
         "shield",
         "--port-offset",
-        "24000",
+        "22000",
     ]);
     assert!(up.status.success(), "local up --profile shield failed");
 
@@ -213,7 +213,10 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
             .is_some_and(|a| a.iter().any(|t| t["id"] == "tm-1"));
         if d["outcome"]["outcome"] == "done" && h["liveness"] == "alive" && registered {
             assert!(
-                d["outcome"]["detail"].as_str().unwrap().contains("started tm-1 again"),
+                d["outcome"]["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("started tm-1 again"),
                 "{d}"
             );
             break;
@@ -232,12 +235,15 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
     let start = Instant::now();
     loop {
         let m = get(&format!("{api}/metrics"), Some(token.trim()));
-        if m.lines()
-            .any(|l| l.starts_with("streamshield_failover_recovery_seconds_count") && !l.ends_with(" 0"))
-        {
+        if m.lines().any(|l| {
+            l.starts_with("streamshield_failover_recovery_seconds_count") && !l.ends_with(" 0")
+        }) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no recovery observed:\n{m}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no recovery observed:\n{m}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use super::policy::{Act, Engine, PolicyConfig};
+use super::policy::{Act, Engine, FlinkState, PolicyConfig};
 use crate::clock::now_ms;
 use crate::flink;
 use crate::protocol::message::{AgentCommand, AgentEvent, AgentStatus};
@@ -229,8 +229,25 @@ impl Model {
 
     /// Re-evaluates the policy's tolerances (called every 100 ms).
     pub fn tick(&mut self) {
-        let acts = self.engine.tick(now_ms());
+        let acts = self.engine.tick(now_ms(), self.flink_state());
         self.apply(acts);
+    }
+
+    /// What the policy needs to know of Flink.
+    fn flink_state(&self) -> FlinkState {
+        let jobs = &self.flink.jobs;
+        FlinkState {
+            all_running: self.flink.reachable
+                && !jobs.is_empty()
+                && jobs.iter().all(|j| {
+                    j.state == "RUNNING" && j.vertices > 0 && j.vertices_running == j.vertices
+                }),
+            last_running_ms: jobs
+                .iter()
+                .filter_map(|j| j.timestamps.get("RUNNING").copied())
+                .max()
+                .unwrap_or(0),
+        }
     }
 
     /// Records the policy's acts as decisions and, when failover is on, queues the orders.
@@ -471,6 +488,7 @@ impl Model {
             status.since_ms,
             status.pid,
             now,
+            self.flink_state(),
         );
         if let Some(v) = self.agents.get_mut(&id) {
             v.last_seen_ms = now;
@@ -522,9 +540,10 @@ impl Model {
             .get("pid")
             .and_then(|v| v.as_u64())
             .map(|p| p as u32);
+        let flink = self.flink_state();
         let acts = self
             .engine
-            .liveness(&rid, is_tm, &to, ev.ts_ms, pid, now_ms());
+            .liveness(&rid, is_tm, &to, ev.ts_ms, pid, now_ms(), flink);
         self.apply(acts);
         if to == "alive" {
             self.open.remove(&rid);

@@ -2,9 +2,12 @@
 //! A pure state machine over wall-clock milliseconds (the agents' own `since` times), so every rule is tested without
 //! a cluster (tests below and tests/coordinator.rs under paused tokio time).
 //!
-//! - **crash** (`dead`): order a `restart` of the TaskManager in place (same resource id) at once. Flink's own fast
-//!   path (heartbeat RPCs to a dead process fail; `heartbeat.rpc-failure-threshold`) frees its slots and the job moves
-//!   to the standby's; the restart refills the pool.
+//! - **crash** (`dead`): Flink's own fast path (heartbeat RPCs to a dead process fail; with
+//!   `heartbeat.rpc-failure-threshold: 1` and a 500 ms interval it notices in ~0.5 s) frees its slots and the job
+//!   moves to the standby's. The policy then orders a `restart` of the TaskManager in place (same resource id) to
+//!   refill the pool — once the jobs run again, not at once: on a small machine a JVM starting during the recovery
+//!   took the CPU the recovery needed (measured: the restart ordered at once made tm-kill recovery slower than
+//!   without it). At the latest after `refill_max_wait`.
 //! - **hang** (`paused`: stopped; `hung`: no heartbeat and no CPU progress) for longer than the hang tolerance →
 //!   `fence` (SIGKILL through the agent), which turns it into a crash.
 //! - **busy GC** (`busy-gc`: no heartbeat, CPU advancing) is tolerated up to the longer GC tolerance, then fenced.
@@ -27,6 +30,17 @@ pub struct PolicyConfig {
     pub hang_tolerance: Duration,
     /// A TaskManager busy without heartbeats (garbage collection) is fenced only after this long.
     pub gc_tolerance: Duration,
+    /// A dead TaskManager is restarted once Flink runs every job again, or after this long at the latest.
+    pub refill_max_wait: Duration,
+}
+
+/// What Flink's REST API shows, as far as the policy cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlinkState {
+    /// Every job RUNNING with every vertex RUNNING (false when Flink is unreachable).
+    pub all_running: bool,
+    /// The latest time (Flink's clock) a job entered RUNNING.
+    pub last_running_ms: i64,
 }
 
 impl Default for PolicyConfig {
@@ -35,6 +49,7 @@ impl Default for PolicyConfig {
             failover: false,
             hang_tolerance: Duration::from_secs(2),
             gc_tolerance: Duration::from_secs(30),
+            refill_max_wait: Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +102,7 @@ impl Engine {
 
     /// A liveness report for `rid` (an event or a periodic status): `liveness` since `since_ms`, of process `pid`.
     /// Returns what to do now.
+    #[allow(clippy::too_many_arguments)]
     pub fn liveness(
         &mut self,
         rid: &str,
@@ -95,6 +111,7 @@ impl Engine {
         since_ms: i64,
         pid: Option<u32>,
         now_ms: i64,
+        flink: FlinkState,
     ) -> Vec<Act> {
         match liveness {
             "alive" => {
@@ -124,11 +141,11 @@ impl Engine {
         if pid.is_some() {
             inc.pid = pid;
         }
-        self.tick(now_ms)
+        self.tick(now_ms, flink)
     }
 
     /// Re-evaluates the tolerances.
-    pub fn tick(&mut self, now_ms: i64) -> Vec<Act> {
+    pub fn tick(&mut self, now_ms: i64, flink: FlinkState) -> Vec<Act> {
         let mut acts = Vec::new();
         for (rid, inc) in self.incidents.iter_mut() {
             if !inc.taskmanager {
@@ -137,6 +154,13 @@ impl Engine {
             let waited = Duration::from_millis((now_ms - inc.since_ms).max(0) as u64);
             match inc.liveness.as_str() {
                 "dead" if !inc.restarted => {
+                    // The jobs run again since the death (or ran throughout: the TaskManager had no tasks, and
+                    // Flink has had a few seconds to notice), or the refill cannot wait any longer.
+                    let recovered = flink.all_running && flink.last_running_ms >= inc.since_ms;
+                    let untouched = flink.all_running && waited >= Duration::from_secs(5);
+                    if !(recovered || untouched || waited >= self.cfg.refill_max_wait) {
+                        continue;
+                    }
                     inc.restarted = true;
                     acts.push(Act {
                         trigger: "tm-dead".into(),
@@ -189,6 +213,19 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// Flink with every job running since `since` (ms).
+    fn running(since: i64) -> FlinkState {
+        FlinkState {
+            all_running: true,
+            last_running_ms: since,
+        }
+    }
+
+    const RESTARTING: FlinkState = FlinkState {
+        all_running: false,
+        last_running_ms: 0,
+    };
+
     fn engine() -> Engine {
         Engine::new(PolicyConfig {
             failover: true,
@@ -197,47 +234,73 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_is_restarted_once() {
+    fn a_crash_is_restarted_once_after_the_job_runs_again() {
         let mut e = engine();
-        let a = e.liveness("tm-1", true, "dead", 1_000, Some(7), 1_010);
+        // Dead at 1,000; Flink has not recovered the job yet: no restart during the recovery.
+        assert!(e
+            .liveness("tm-1", true, "dead", 1_000, Some(7), 1_010, running(0))
+            .is_empty());
+        assert!(e.tick(1_500, RESTARTING).is_empty());
+        // The job runs again (entered RUNNING at 2,400): now the pool is refilled, once.
+        let a = e.tick(2_500, running(2_400));
         assert_eq!(a.len(), 1);
         assert_eq!(
             (a[0].action.as_str(), a[0].trigger.as_str()),
             ("restart", "tm-dead")
         );
-        // The same report again (status every 200 ms) and time passing: nothing more.
         assert!(e
-            .liveness("tm-1", true, "dead", 1_000, Some(7), 1_210)
+            .liveness("tm-1", true, "dead", 1_000, Some(7), 2_600, running(2_400))
             .is_empty());
-        assert!(e.tick(60_000).is_empty());
+        assert!(e.tick(60_000, running(2_400)).is_empty());
         // The restarted process starts (unknown), then is alive: the incident closes.
         assert!(e
-            .liveness("tm-1", true, "unknown", 1_300, Some(8), 1_300)
+            .liveness(
+                "tm-1",
+                true,
+                "unknown",
+                2_700,
+                Some(8),
+                2_700,
+                running(2_400)
+            )
             .is_empty());
         assert!(e
-            .liveness("tm-1", true, "alive", 5_000, Some(8), 5_000)
+            .liveness("tm-1", true, "alive", 5_000, Some(8), 5_000, running(2_400))
             .is_empty());
         assert!(e.open().is_empty());
         // A second crash later is a new incident.
-        assert_eq!(
-            e.liveness("tm-1", true, "dead", 9_000, Some(8), 9_000)
-                .len(),
-            1
-        );
+        e.liveness("tm-1", true, "dead", 9_000, Some(8), 9_000, RESTARTING);
+        assert_eq!(e.tick(9_900, running(9_800)).len(), 1);
+    }
+
+    #[test]
+    fn a_dead_standby_is_restarted_after_a_few_seconds_and_a_stuck_recovery_at_the_latest_wait() {
+        let mut e = engine();
+        // A TaskManager without tasks dies: the job never restarts; after 5 s of all running, refill.
+        e.liveness("tm-3", true, "dead", 1_000, Some(3), 1_000, running(0));
+        assert!(e.tick(5_999, running(0)).is_empty());
+        assert_eq!(e.tick(6_000, running(0)).len(), 1);
+        // A recovery that does not finish: restart after refill_max_wait (30 s) anyway.
+        e.liveness("tm-1", true, "dead", 10_000, Some(1), 10_000, RESTARTING);
+        assert!(e.tick(39_999, RESTARTING).is_empty());
+        assert_eq!(e.tick(40_000, RESTARTING).len(), 1);
     }
 
     #[test]
     fn a_hang_is_fenced_after_the_tolerance_then_restarted() {
         let mut e = engine();
         assert!(e
-            .liveness("tm-2", true, "paused", 1_000, Some(9), 1_300)
+            .liveness("tm-2", true, "paused", 1_000, Some(9), 1_300, running(0))
             .is_empty());
-        assert!(e.tick(2_999).is_empty(), "1,999 ms < 2 s");
-        let a = e.tick(3_000);
+        assert!(e.tick(2_999, running(0)).is_empty(), "1,999 ms < 2 s");
+        let a = e.tick(3_000, running(0));
         assert_eq!(a.len(), 1);
         assert_eq!((a[0].action.as_str(), a[0].pid), ("fence", Some(9)));
-        assert!(e.tick(3_100).is_empty(), "fenced once");
-        let b = e.liveness("tm-2", true, "dead", 3_050, Some(9), 3_060);
+        assert!(e.tick(3_100, running(0)).is_empty(), "fenced once");
+        assert!(e
+            .liveness("tm-2", true, "dead", 3_050, Some(9), 3_060, RESTARTING)
+            .is_empty());
+        let b = e.tick(5_000, running(4_900));
         assert_eq!(b[0].action, "restart");
         assert!(b[0].reason.contains("(fenced)"));
     }
@@ -245,31 +308,60 @@ mod tests {
     #[test]
     fn gc_is_tolerated_longer_than_a_hang_and_a_short_pause_never_acts() {
         let mut e = engine();
-        e.liveness("tm-1", true, "busy-gc", 0, Some(5), 10);
-        assert!(e.tick(15_000).is_empty(), "a 15 s GC is ridden out");
+        let f = running(0);
+        e.liveness("tm-1", true, "busy-gc", 0, Some(5), 10, f);
+        assert!(e.tick(15_000, f).is_empty(), "a 15 s GC is ridden out");
         assert!(e
-            .liveness("tm-1", true, "alive", 15_100, Some(5), 15_100)
+            .liveness("tm-1", true, "alive", 15_100, Some(5), 15_100, f)
             .is_empty());
-        assert!(e.tick(40_000).is_empty());
+        assert!(e.tick(40_000, f).is_empty());
         // A GC that never ends is fenced at the GC tolerance.
-        e.liveness("tm-1", true, "busy-gc", 50_000, Some(5), 50_000);
-        assert!(e.tick(79_999).is_empty());
-        assert_eq!(e.tick(80_000)[0].action, "fence");
+        e.liveness("tm-1", true, "busy-gc", 50_000, Some(5), 50_000, f);
+        assert!(e.tick(79_999, f).is_empty());
+        assert_eq!(e.tick(80_000, f)[0].action, "fence");
         // A 1 s SIGSTOP: paused, then alive before the tolerance.
-        e.liveness("tm-3", true, "paused", 100_000, Some(6), 100_000);
-        assert!(e.tick(101_000).is_empty());
-        e.liveness("tm-3", true, "alive", 101_000, Some(6), 101_000);
-        assert!(e.tick(200_000).is_empty());
+        e.liveness("tm-3", true, "paused", 100_000, Some(6), 100_000, f);
+        assert!(e.tick(101_000, f).is_empty());
+        e.liveness("tm-3", true, "alive", 101_000, Some(6), 101_000, f);
+        assert!(e.tick(200_000, f).is_empty());
     }
 
     #[test]
     fn the_jobmanager_is_not_acted_on_and_unknown_opens_nothing() {
         let mut e = engine();
         assert!(e
-            .liveness("jobmanager", false, "dead", 0, Some(1), 0)
+            .liveness("jobmanager", false, "dead", 0, Some(1), 0, running(0))
             .is_empty());
-        assert!(e.liveness("tm-1", true, "unknown", 0, None, 0).is_empty());
+        assert!(e
+            .liveness("tm-1", true, "unknown", 0, None, 0, running(0))
+            .is_empty());
+        assert!(e.tick(100_000, running(0)).is_empty());
         assert_eq!(e.open(), vec![("jobmanager".into(), "dead".into())]);
+    }
+
+    #[test]
+    fn an_agent_that_flaps_gets_one_action_per_real_incident() {
+        let mut e = engine();
+        let f = running(0);
+        // paused for 500 ms, alive, paused again for 500 ms...: never past the tolerance, never fenced.
+        for k in 0..20 {
+            let t = k * 1_000;
+            assert!(e
+                .liveness("tm-1", true, "paused", t, Some(4), t, f)
+                .is_empty());
+            assert!(e.tick(t + 500, f).is_empty());
+            assert!(e
+                .liveness("tm-1", true, "alive", t + 500, Some(4), t + 500, f)
+                .is_empty());
+        }
+        // The same paused status repeated (every 200 ms) keeps its first `since`: fenced once at 2 s.
+        let mut acts = 0;
+        for t in (30_000..36_000).step_by(200) {
+            acts += e
+                .liveness("tm-1", true, "paused", 30_000, Some(4), t, f)
+                .len();
+        }
+        assert_eq!(acts, 1);
     }
 
     #[test]
@@ -278,10 +370,18 @@ mod tests {
         let mut e = engine();
         // Agent of tm-2: restarted process starting -> unknown: nothing (no second restart).
         assert!(e
-            .liveness("tm-2", true, "unknown", 10_000, Some(12), 10_100)
+            .liveness(
+                "tm-2",
+                true,
+                "unknown",
+                10_000,
+                Some(12),
+                10_100,
+                running(0)
+            )
             .is_empty());
         // Agent of tm-1: paused since long before the new coordinator started: fenced at once, not missed.
-        let a = e.liveness("tm-1", true, "paused", 2_000, Some(11), 10_100);
+        let a = e.liveness("tm-1", true, "paused", 2_000, Some(11), 10_100, running(0));
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].action, "fence");
     }

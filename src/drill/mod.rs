@@ -343,8 +343,7 @@ async fn round_body(
     let mut samples = verifier.ledger().take_trace();
 
     // Inject.
-    let marker_note = verifier.set_marker().err();
-    let inject_ms = now_ms();
+    let inject_ms = verifier.set_marker();
     let mut heal_at: Option<(i64, &'static str)> = None;
     let mut gc_call = None;
     match scenario {
@@ -588,9 +587,6 @@ async fn round_body(
     let mut r = measure::evaluate(round, &obs);
     r.notes.extend(gc_note);
     r.notes.extend(restart_note);
-    r.notes.extend(
-        marker_note.map(|m| format!("progress marker without the output's visible end: {m}")),
-    );
     if let Ok(p) = &produced {
         r.notes.push(format!(
             "generator: {} acked, {} failed, {:.0} records/s",

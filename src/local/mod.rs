@@ -1091,7 +1091,11 @@ async fn start_coordinator(state: &mut RunState) -> Result<()> {
     // The policy comes from the Flink configuration (profile + overrides): `streamshield.failover`,
     // `streamshield.hang-tolerance`, `streamshield.gc-tolerance`.
     let conf = std::fs::read_to_string(state.conf_dir().join("config.yaml")).unwrap_or_default();
-    let mut policy = vec!["--epoch-file".to_string(), dir.join("epoch").display().to_string()];
+    let mut policy = vec![
+        "coordinator".to_string(),
+        "--epoch-file".to_string(),
+        dir.join("epoch").display().to_string(),
+    ];
     if config::lookup(&conf, "streamshield.failover") == Some("true") {
         policy.push("--failover".into());
     }
@@ -1106,21 +1110,23 @@ async fn start_coordinator(state: &mut RunState) -> Result<()> {
     let rec = process::spawn(process::Spec {
         name: "coordinator",
         program: &streamshield_binary()?,
-        args: policy.into_iter().chain([
-            "coordinator".into(),
-            "--agents-listen".into(),
-            format!("127.0.0.1:{}", state.ports.coordinator_agents),
-            "--api".into(),
-            format!("127.0.0.1:{}", state.ports.coordinator_api),
-            "--agent-token-file".into(),
-            agent_token_file.display().to_string(),
-            "--api-token-file".into(),
-            api_token_file.display().to_string(),
-            "--flink-rest".into(),
-            state.rest_url(),
-            "--info-file".into(),
-            info.display().to_string(),
-        ]).collect(),
+        args: policy
+            .into_iter()
+            .chain([
+                "--agents-listen".into(),
+                format!("127.0.0.1:{}", state.ports.coordinator_agents),
+                "--api".into(),
+                format!("127.0.0.1:{}", state.ports.coordinator_api),
+                "--agent-token-file".into(),
+                agent_token_file.display().to_string(),
+                "--api-token-file".into(),
+                api_token_file.display().to_string(),
+                "--flink-rest".into(),
+                state.rest_url(),
+                "--info-file".into(),
+                info.display().to_string(),
+            ])
+            .collect(),
         cwd: &dir,
         log: state.logs_dir().join("coordinator.out"),
         out: state.logs_dir().join("coordinator.out"),

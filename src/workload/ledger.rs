@@ -212,9 +212,10 @@ pub struct Ledger {
 #[derive(Debug)]
 struct Marker {
     seqs: HashMap<StreamId, u64>,
-    /// Per output partition, the end of what was already visible (committed) when the marker was set: records
-    /// below it that the verifier reads later were output before the marker, not progress after it.
-    visible: HashMap<i32, i64>,
+    /// When the marker was set (unix ms). An output record the sink created (its Kafka CreateTime) before this
+    /// was processed before the marker, even when it becomes visible later (exactly-once output is visible only
+    /// once its checkpoint's transaction commits): it raises the marker instead of counting as progress.
+    set_at_ms: Option<i64>,
     /// Streams of `seqs` whose output has not gone beyond their entry yet.
     waiting: usize,
     first_progress_ms: Option<i64>,
@@ -243,16 +244,15 @@ impl Ledger {
     /// [`Ledger::progressed_at`] then tells when every one of those streams has received a record beyond it (output
     /// progress resumed everywhere), [`Ledger::first_progress_at`] when the first one did.
     pub fn set_marker(&mut self) {
-        self.set_marker_at(HashMap::new());
+        self.set_marker_at(None);
     }
 
-    /// [`Ledger::set_marker`], knowing where each output partition's visible end was at that moment (for a
-    /// read_committed reader: the last stable offset), so that output already visible then but not read yet counts
-    /// as before the marker.
-    pub fn set_marker_at(&mut self, visible: HashMap<i32, i64>) {
+    /// [`Ledger::set_marker`] at time `at_ms`: output records the sink created before it (see
+    /// [`Ledger::on_output_at`]) count as before the marker even when they arrive after it.
+    pub fn set_marker_at(&mut self, at_ms: Option<i64>) {
         let seqs = self.max_output_seqs();
         self.marker = Some(Marker {
-            visible,
+            set_at_ms: at_ms,
             waiting: seqs.len(),
             seqs,
             first_progress_ms: None,
@@ -314,8 +314,8 @@ impl Ledger {
         self.on_output_at(rec, now_ms, None);
     }
 
-    /// [`Ledger::on_output`] with the record's (partition, offset) in the output topic.
-    pub fn on_output_at(&mut self, rec: &OutputRecord, now_ms: i64, pos: Option<(i32, i64)>) {
+    /// [`Ledger::on_output`] with the time the sink created the record (its Kafka CreateTime, unix ms).
+    pub fn on_output_at(&mut self, rec: &OutputRecord, now_ms: i64, created_ms: Option<i64>) {
         if !self.wanted(&rec.run) {
             return;
         }
@@ -326,9 +326,9 @@ impl Ledger {
                     key: rec.key.clone(),
                 };
                 let before_marker =
-                    pos.is_some_and(|(p, off)| m.visible.get(&p).is_some_and(|end| off < *end));
+                    matches!((created_ms, m.set_at_ms), (Some(c), Some(at)) if c < at);
                 if before_marker {
-                    // Visible when the marker was set, read only now: it raises the marker.
+                    // Processed before the marker, read only now: it raises the marker.
                     if let Some(max) = m.seqs.get_mut(&id) {
                         *max = (*max).max(rec.seq);
                     }
@@ -781,22 +781,25 @@ mod tests {
     }
 
     #[test]
-    fn output_visible_at_the_marker_but_read_later_is_not_progress() {
+    fn output_created_before_the_marker_but_read_later_is_not_progress() {
         let mut l = Ledger::new(None);
         for seq in 1..=6 {
             l.on_input(&input("a", seq, 1_000));
         }
-        l.on_output_at(&output("a", 1, 0, 1_000), 1_100, Some((0, 10)));
-        // Offsets up to 12 were committed when the marker was set; the verifier had read only offset 10.
-        l.set_marker_at(HashMap::from([(0, 13)]));
-        l.on_output_at(&output("a", 2, 1, 1_000), 1_200, Some((0, 11)));
-        l.on_output_at(&output("a", 3, 2, 1_000), 1_210, Some((0, 12)));
+        l.on_output_at(&output("a", 1, 0, 1_000), 1_100, Some(1_050));
+        // The fault at 1,150: seqs 2 and 3 were processed before it, their transaction commits after it.
+        l.set_marker_at(Some(1_150));
+        l.on_output_at(&output("a", 2, 1, 1_000), 1_200, Some(1_120));
+        l.on_output_at(&output("a", 3, 2, 1_000), 1_210, Some(1_140));
         assert_eq!(
             l.progressed_at(),
             None,
-            "read late, but output before the fault"
+            "read late, but processed before the fault"
         );
-        l.on_output_at(&output("a", 4, 3, 1_000), 9_000, Some((0, 13)));
+        // After a restore seq 3 is processed again: created after the fault, but not beyond the marker.
+        l.on_output_at(&output("a", 3, 2, 1_000), 8_000, Some(7_900));
+        assert_eq!(l.progressed_at(), None, "a replay is not progress");
+        l.on_output_at(&output("a", 4, 3, 1_000), 9_000, Some(8_950));
         assert_eq!(l.progressed_at(), Some(9_000));
     }
 }

@@ -40,10 +40,6 @@ struct Shared {
 pub struct LiveVerifier {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    /// For progress markers: asks the broker where the output's visible (committed) end is.
-    offsets: VerifierConsumer,
-    output_topic: String,
-    output_partitions: i32,
 }
 
 #[derive(Clone, Copy)]
@@ -62,8 +58,6 @@ impl LiveVerifier {
             output_caught_up: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
-        let offsets = assigned_consumer(&cfg.bootstrap, &cfg.output_topic)?;
-        let output_partitions = offsets.assignment().map(|a| a.count()).unwrap_or(0) as i32;
         for (side, topic) in [
             (Side::Input, &cfg.input_topic),
             (Side::Output, &cfg.output_topic),
@@ -81,40 +75,15 @@ impl LiveVerifier {
                 .expect("spawning a verifier thread");
             threads.push(handle);
         }
-        Ok(LiveVerifier {
-            shared,
-            threads,
-            offsets,
-            output_topic: cfg.output_topic.clone(),
-            output_partitions,
-        })
+        Ok(LiveVerifier { shared, threads })
     }
 
-    /// Sets the ledger's progress marker (see [`Ledger::set_marker_at`]) at the output's current visible end:
-    /// the last stable offset of every output partition (the verifier reads read_committed, so librdkafka's
-    /// watermark query answers with it). Blocks for the broker's answer (milliseconds on loopback); without one the
-    /// marker is set from what was read so far, and the error says why.
-    pub fn set_marker(&self) -> Result<(), String> {
-        let mut visible = std::collections::HashMap::new();
-        let mut problem = None;
-        for p in 0..self.output_partitions {
-            match self
-                .offsets
-                .fetch_watermarks(&self.output_topic, p, Duration::from_secs(2))
-            {
-                Ok((_, high)) => {
-                    visible.insert(p, high);
-                }
-                Err(e) => problem = Some(format!("partition {p}: {e}")),
-            }
-        }
-        let n = visible.len();
-        self.ledger().set_marker_at(visible);
-        match problem {
-            None if n > 0 => Ok(()),
-            None => Err("the output topic has no partitions".into()),
-            Some(p) => Err(format!("could not read the output's visible end ({p})")),
-        }
+    /// Sets the ledger's progress marker now (see [`Ledger::set_marker_at`]): output the sink created before this
+    /// moment counts as before the marker, whenever it arrives. Returns the marker's time (unix ms).
+    pub fn set_marker(&self) -> i64 {
+        let at = now_ms();
+        self.ledger().set_marker_at(Some(at));
+        at
     }
 
     /// The ledger, for callers that need more than a report (progress markers). Hold it briefly.
@@ -252,9 +221,7 @@ fn consume(consumer: VerifierConsumer, partitions: usize, side: Side, shared: Ar
                         }
                     },
                     Side::Output => match OutputRecord::decode(msg.key(), msg.payload()) {
-                        Ok(r) => {
-                            ledger.on_output_at(&r, now, Some((msg.partition(), msg.offset())))
-                        }
+                        Ok(r) => ledger.on_output_at(&r, now, msg.timestamp().to_millis()),
                         Err(e) => {
                             ledger.on_malformed_output();
                             tracing::debug!(error = %e, "Malformed output record");
