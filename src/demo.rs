@@ -1,157 +1,127 @@
-//! `streamshield demo`: the main job on the embedded default. Brings the local cluster up, runs the generator and
-//! the live verifier side by side, prints a summary table and takes everything down again, also on failure and
-//! Ctrl-C.
+//! `streamshield demo`: the main job on the embedded default. Kills a TaskManager of a real local cluster (Flink
+//! 1.20 + Kafka, the sequence workload under load, verified record by record) twice — once on stock Flink, once with
+//! StreamShield — and prints the comparison. It is one round of `streamshield drill --scenario tm-kill` per arm, so
+//! everything the drill guarantees holds: measured at the sink and by Flink's own clock, and every process, rule and
+//! directory it started is gone afterwards, also on failure and Ctrl-C.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::local::{self, dist::say, Delivery, UpOptions};
-use crate::workload::ledger::Report;
-use crate::workload::live::{LiveVerifier, VerifyConfig};
-use crate::workload::produce::{self, ProduceConfig, ProduceStats};
+use crate::drill::{self, measure::Round, report::Report, DrillOptions, Scenario};
+use crate::local::Delivery;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
+    /// Where the rounds' clusters run and the report goes.
     pub dir: PathBuf,
-    pub duration: Duration,
+    /// Load before the kill.
+    pub warmup: Duration,
     pub rate: u32,
     pub keys: u32,
     pub port_offset: u16,
 }
 
-/// What the demo measured.
-pub struct DemoResult {
-    pub produced: ProduceStats,
-    pub report: Report,
-}
-
-/// Runs the demo. The cluster is always taken down before this returns.
-pub async fn run(opts: &DemoOptions, cancel: CancellationToken) -> Result<DemoResult, Error> {
-    let up = UpOptions {
-        dir: opts.dir.clone(),
-        taskmanagers: 2,
-        standby: 1,
-        slots: 2,
-        profile: "stock".into(),
+/// Runs the demo: a tm-kill round on stock Flink, then one with StreamShield.
+pub async fn run(opts: &DemoOptions, cancel: CancellationToken) -> Result<Report, drill::Error> {
+    let d = DrillOptions {
+        scenario: Scenario::TmKill,
+        rounds: 1,
+        arms: vec!["stock".into(), "shield".into()],
+        report_dir: opts.dir.join("report"),
+        work_dir: opts.dir.join("work"),
+        keep_work: false,
         port_offset: opts.port_offset,
-        delivery: Delivery::ExactlyOnce,
-        checkpoint_interval: Duration::from_secs(1),
-        state_bytes: 64,
-        job_args: vec![],
-        flink_overrides: vec![],
-        isolate: false,
-    };
-    let state = local::up(&up, cancel.clone()).await?;
-    let result = drive(&state, opts, cancel).await;
-    say("taking the local cluster down");
-    let _ = local::down(&state.run_dir, false).await;
-    result
-}
-
-async fn drive(
-    state: &local::RunState,
-    opts: &DemoOptions,
-    cancel: CancellationToken,
-) -> Result<DemoResult, Error> {
-    let run = format!("demo{}", crate::clock::now_ms());
-    let verifier = LiveVerifier::start(&VerifyConfig {
-        bootstrap: state.bootstrap(),
-        input_topic: crate::workload::INPUT_TOPIC.into(),
-        output_topic: crate::workload::OUTPUT_TOPIC.into(),
-        run: Some(run.clone()),
-    })?;
-    say(format!(
-        "producing {} records/s over {} keys for {} s, verifying every record",
-        opts.rate,
-        opts.keys,
-        opts.duration.as_secs()
-    ));
-    let cfg = ProduceConfig {
-        bootstrap: state.bootstrap(),
-        topic: crate::workload::INPUT_TOPIC.into(),
         rate: opts.rate,
         keys: opts.keys,
-        duration: Some(opts.duration),
-        max_records: None,
-        run: Some(run),
+        delivery: Delivery::ExactlyOnce,
+        warmup: opts.warmup,
+        taskmanagers: 2,
+        slots: 2,
     };
-    let mut last_print = 0.0;
-    let produced = produce::produce(&cfg, cancel.clone(), |p| {
-        if p.elapsed_s - last_print >= 10.0 {
-            last_print = p.elapsed_s;
-            let r = verifier.report();
-            say(format!(
-                "  {:>4.0} s: sent {} acked {} | out {} pending {} dup {} | latency p50 {} ms p99 {} ms",
-                p.elapsed_s, p.sent, p.acked, r.records_out, r.records_pending, r.records_duplicated, r.latency_ms.p50, r.latency_ms.p99
-            ));
-        }
-    })
-    .await?;
-    if cancel.is_cancelled() {
-        return Err(local::Error::Cancelled.into());
-    }
-    say("generator done; waiting for the last records to come through");
-    let report = verifier
-        .finish(Duration::from_secs(30), Duration::from_secs(180))
-        .await;
-    Ok(DemoResult { produced, report })
+    drill::validate(&d)?;
+    let rep = drill::run(&d, cancel).await;
+    let _ = std::fs::remove_dir(opts.dir.join("work"));
+    rep
 }
 
-/// The demo's error: whichever part failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Local(#[from] crate::local::Error),
-    #[error(transparent)]
-    Kafka(#[from] crate::kafka::Error),
-    #[error(transparent)]
-    Produce(#[from] crate::workload::produce::Error),
+fn ms(v: Option<u64>) -> String {
+    v.map(|v| format!("{:.1} s", v as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into())
 }
 
-/// The summary table printed at the end.
-pub fn table(r: &DemoResult) -> String {
-    let rep = &r.report;
-    let rows: Vec<(&str, String)> = vec![
-        ("records produced (acked)", format!("{}", r.produced.acked)),
+/// How one row of the table renders a round.
+type Cell = Box<dyn Fn(&Round) -> String>;
+
+/// The comparison table printed at the end.
+pub fn table(r: &Report) -> String {
+    let round = |arm: &str| -> Option<&Round> {
+        r.arms
+            .iter()
+            .find(|a| a.name == arm)
+            .and_then(|a| a.rounds.first())
+    };
+    let rows: Vec<(&str, Cell)> = vec![
         (
-            "generator rate",
-            format!("{:.0} records/s", r.produced.rate_achieved),
-        ),
-        ("records in (input topic)", rep.records_in.to_string()),
-        ("records out (distinct)", rep.records_out.to_string()),
-        ("records lost", rep.records_lost.to_string()),
-        ("records duplicated", rep.records_duplicated.to_string()),
-        ("state errors", rep.state_errors.to_string()),
-        (
-            "output throughput",
-            format!("{:.0} records/s", rep.throughput_out_per_s),
+            "output stopped for (gap)",
+            Box::new(|x: &Round| ms(x.gap_ms)),
         ),
         (
-            "latency p50 / p99 / max",
-            format!(
-                "{} / {} / {} ms",
-                rep.latency_ms.p50, rep.latency_ms.p99, rep.latency_ms.max
-            ),
+            "every subtask RUNNING again after",
+            Box::new(|x: &Round| ms(x.running_ms)),
         ),
         (
-            "verdict",
-            if rep.records_lost == 0
-                && rep.records_duplicated == 0
-                && rep.state_errors == 0
-                && rep.complete
-            {
-                "OK: every record exactly once".into()
-            } else {
-                "PROBLEM: see above".into()
-            },
+            "first sign of the fault after",
+            Box::new(|x: &Round| ms(x.detect_ms)),
+        ),
+        (
+            "latency back to normal after",
+            Box::new(|x: &Round| ms(x.catchup_ms)),
+        ),
+        (
+            "records lost",
+            Box::new(|x: &Round| x.records_lost.to_string()),
+        ),
+        (
+            "records duplicated",
+            Box::new(|x: &Round| x.records_duplicated.to_string()),
+        ),
+        (
+            "job restarts",
+            Box::new(|x: &Round| {
+                x.restarts
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into())
+            }),
+        ),
+        (
+            "StreamShield actions",
+            Box::new(|x: &Round| x.failovers.to_string()),
+        ),
+        (
+            "recovered",
+            Box::new(|x: &Round| {
+                if x.ok {
+                    "yes".into()
+                } else {
+                    format!("NO: {}", x.failure.clone().unwrap_or_default())
+                }
+            }),
         ),
     ];
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let mut out = String::new();
-    for (k, v) in rows {
-        out.push_str(&format!("  {k:<w$}  {v}\n"));
+    let mut out = format!(
+        "  {:<w$}  {:>14}  {:>14}\n",
+        "", "stock Flink", "StreamShield"
+    );
+    for (k, f) in &rows {
+        let cell = |arm: &str| round(arm).map(f).unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "  {k:<w$}  {:>14}  {:>14}\n",
+            cell("stock"),
+            cell("shield")
+        ));
     }
     out
 }
