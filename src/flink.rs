@@ -220,6 +220,20 @@ pub struct TaskManager {
     /// When the JobManager last heard from it, unix ms (despite the REST field's name).
     #[serde(rename = "timeSinceLastHeartbeat", default)]
     pub last_heartbeat: i64,
+    /// Its RPC endpoint, e.g. `pekko.tcp://flink@127.0.0.1:35393/user/rpc/taskmanager_0`.
+    #[serde(default)]
+    pub path: String,
+}
+
+impl TaskManager {
+    /// `host:port` of its RPC endpoint, from `path`.
+    pub fn rpc_address(&self) -> Option<String> {
+        let rest = self.path.split_once('@')?.1;
+        let hostport = rest.split('/').next()?;
+        let (host, port) = hostport.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        (!host.is_empty()).then(|| format!("{host}:{port}"))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -535,5 +549,19 @@ mod tests {
         let s = summarize_stacktrace(t);
         assert!(s.starts_with("org.apache.flink.runtime.JobException"));
         assert!(s.contains("TimeoutException: Timed out"));
+    }
+
+    #[test]
+    fn a_taskmanagers_rpc_address_comes_from_its_path() {
+        let mut t = TaskManager {
+            id: "tm-1".into(),
+            slots: 2,
+            free_slots: 0,
+            last_heartbeat: 0,
+            path: "pekko.tcp://flink@127.0.0.1:35393/user/rpc/taskmanager_0".into(),
+        };
+        assert_eq!(t.rpc_address().as_deref(), Some("127.0.0.1:35393"));
+        t.path = "garbage".into();
+        assert_eq!(t.rpc_address(), None);
     }
 }

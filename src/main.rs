@@ -93,6 +93,12 @@ struct AgentArgs {
     /// How to start the watched process again on the coordinator's `restart` order (JSON written by `local`).
     #[arg(long, env = "STREAMSHIELD_AGENT_RESTART_SPEC")]
     restart_spec: Option<PathBuf>,
+    /// The JobManager's RPC host:port. A TaskManager's agent that has lost the coordinator for
+    /// --partition-tolerance and cannot reach this either fences its TaskManager.
+    #[arg(long, env = "STREAMSHIELD_JOBMANAGER")]
+    jobmanager: Option<String>,
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    partition_tolerance: Duration,
 }
 
 fn parse_role(s: &str) -> Result<streamshield::protocol::Role, String> {
@@ -902,6 +908,8 @@ async fn run_agent(a: AgentArgs) -> Result<ExitCode> {
         heartbeat_interval: a.heartbeat_interval,
         stall_timeout: a.stall_timeout,
         restart_spec: a.restart_spec,
+        jobmanager: a.jobmanager,
+        partition_tolerance: a.partition_tolerance,
     };
     let agent = match BoundAgent::bind(cfg).await {
         Ok(b) => b,

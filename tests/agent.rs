@@ -32,6 +32,8 @@ fn config(dir: &Path) -> AgentConfig {
         heartbeat_interval: Duration::from_millis(100),
         stall_timeout: Duration::from_millis(400),
         restart_spec: None,
+        jobmanager: None,
+        partition_tolerance: Duration::from_secs(3),
     }
 }
 
@@ -334,6 +336,8 @@ async fn tcp_listeners_need_the_secret() {
         AgentConfig {
             stall_timeout: Duration::ZERO,
             restart_spec: None,
+            jobmanager: None,
+            partition_tolerance: Duration::from_secs(3),
             ..config(d.path())
         },
         AgentConfig {

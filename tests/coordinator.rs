@@ -280,6 +280,8 @@ async fn an_agents_liveness_becomes_an_observe_only_decision() {
         heartbeat_interval: Duration::from_millis(100),
         stall_timeout: Duration::from_secs(10),
         restart_spec: None,
+        jobmanager: None,
+        partition_tolerance: Duration::from_secs(3),
     };
     let impostor = BoundAgent::bind(cfg.clone()).await.unwrap();
     let stop_impostor = CancellationToken::new();
@@ -437,6 +439,8 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
         heartbeat_interval: Duration::from_millis(100),
         stall_timeout: Duration::from_secs(10),
         restart_spec: Some(d.path().join("restart.json")),
+        jobmanager: None,
+        partition_tolerance: Duration::from_secs(3),
     };
     let agent = BoundAgent::bind(cfg).await.unwrap();
     let stop = CancellationToken::new();

@@ -4,6 +4,7 @@
 //! answered with an AGENT_EVENT of kind `command` (outcome `done`, `refused` or `failed`, and why).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -98,6 +99,8 @@ fn execute(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
     match cmd.action.as_str() {
         "fence" => fence(inner, cmd),
         "restart" => restart(shared, inner),
+        "isolate" => isolate(shared, inner, cmd),
+        "unisolate" => unisolate(inner, cmd),
         other => Outcome::Refused(format!("unknown action {other:?}")),
     }
 }
@@ -176,5 +179,196 @@ fn restart(shared: &Shared, inner: &mut Inner) -> Outcome {
             Outcome::Done(format!("started {} again as pid {}", spec.name, rec.pid))
         }
         Err(e) => Outcome::Failed(format!("starting {}: {e}", spec.name)),
+    }
+}
+
+/// How long an isolation lasts at most (the coordinator lifts it earlier when the TaskManager's agent is back).
+pub const ISOLATION_TTL: Duration = Duration::from_secs(120);
+
+/// The iptables rule that makes every connection to `address` fail with a TCP reset. The comment names this agent's
+/// pid, so `local down` can remove rules of agents that could not (killed).
+fn isolation_rule(address: &str) -> Option<Vec<String>> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host: std::net::IpAddr = host.parse().ok()?;
+    Some(
+        [
+            "OUTPUT".to_string(),
+            "-p".into(),
+            "tcp".into(),
+            "-d".into(),
+            host.to_string(),
+            "--dport".into(),
+            port.to_string(),
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            format!("streamshield-isolate:{}", std::process::id()),
+            "-j".into(),
+            "REJECT".into(),
+            "--reject-with".into(),
+            "tcp-reset".into(),
+        ]
+        .to_vec(),
+    )
+}
+
+fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
+    let out = std::process::Command::new("iptables")
+        .arg(op)
+        .args(rule)
+        .output()
+        .map_err(|e| format!("iptables: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables {op}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn isolate(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
+    let Some(addr) = cmd.address.as_deref() else {
+        return Outcome::Refused("isolate needs an address".into());
+    };
+    let Some(rule) = isolation_rule(addr) else {
+        return Outcome::Refused(format!("{addr:?} is not an ip:port"));
+    };
+    if inner.isolations.iter().any(|(a, _, _)| a == addr) {
+        return Outcome::Done(format!("{addr} is already rejected"));
+    }
+    let mut insert = vec!["1".to_string()];
+    insert.splice(0..0, [rule[0].clone()]);
+    insert.extend(rule[1..].iter().cloned());
+    match iptables("-I", &insert) {
+        Ok(()) => {
+            let expires = shared.mono_ms() + ISOLATION_TTL.as_millis() as u64;
+            inner.isolations.push((addr.to_string(), rule, expires));
+            Outcome::Done(format!(
+                "connections to {addr} are rejected (TCP reset) for at most {} s",
+                ISOLATION_TTL.as_secs()
+            ))
+        }
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+fn unisolate(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
+    let Some(addr) = cmd.address.as_deref() else {
+        return Outcome::Refused("unisolate needs an address".into());
+    };
+    let before = inner.isolations.len();
+    inner.isolations.retain(|(a, rule, _)| {
+        if a == addr {
+            let _ = iptables("-D", rule);
+            false
+        } else {
+            true
+        }
+    });
+    if inner.isolations.len() < before {
+        Outcome::Done(format!("{addr} is no longer rejected"))
+    } else {
+        Outcome::Done(format!("{addr} was not rejected"))
+    }
+}
+
+/// Lifts every isolation (agent shutdown).
+pub fn lift_all(shared: &Shared) {
+    let mut inner = shared.lock();
+    for (_, rule, _) in inner.isolations.drain(..) {
+        let _ = iptables("-D", &rule);
+    }
+}
+
+/// Expires isolations, and fences a TaskManager cut off from everything: its agent has lost the coordinator for
+/// the partition tolerance and cannot reach the JobManager either. The cluster fails it over; fencing it here keeps a
+/// TaskManager that comes back from the partition from producing output of its own.
+pub async fn partition_watch(
+    shared: std::sync::Arc<Shared>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                lift_all(&shared);
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let now = shared.mono_ms();
+        let cut_off_since = {
+            let mut inner = shared.lock();
+            inner.isolations.retain(|(_, rule, expires)| {
+                if *expires <= now {
+                    let _ = iptables("-D", rule);
+                    false
+                } else {
+                    true
+                }
+            });
+            if inner.self_fenced {
+                continue;
+            }
+            inner.uplink_down_since
+        };
+        let (Some(since), Some(jm)) = (cut_off_since, shared.cfg.jobmanager.clone()) else {
+            continue;
+        };
+        if shared.cfg.watches != crate::protocol::Role::Tm {
+            // Only a TaskManager is fenced by its own agent; a JobManager never.
+            continue;
+        }
+        if now.saturating_sub(since) < shared.cfg.partition_tolerance.as_millis() as u64 {
+            continue;
+        }
+        let reachable = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(&jm),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if reachable {
+            continue;
+        }
+        let mut inner = shared.lock();
+        inner.self_fenced = true;
+        let outcome = match running(&inner) {
+            Some(pid) => match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
+                Ok(()) => format!("SIGKILL sent to pid {pid}"),
+                Err(e) => format!("SIGKILL of pid {pid} failed: {e}"),
+            },
+            None => "nothing to fence: the process is already gone".into(),
+        };
+        tracing::warn!(%outcome, jobmanager = %jm, "Cut off from the coordinator and the JobManager: fencing the TaskManager");
+        let detail = serde_json::json!({
+            "outcome": outcome,
+            "coordinator_silent_ms": now.saturating_sub(since),
+            "jobmanager": jm,
+        });
+        shared.push_event(&mut inner, "self-fenced", detail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolation_rules_need_an_ip_and_a_port() {
+        let r = isolation_rule("127.0.0.1:35393").unwrap();
+        assert_eq!(r[0], "OUTPUT");
+        assert!(r.windows(2).any(|w| w == ["--dport", "35393"]));
+        assert!(r.windows(2).any(|w| w == ["--reject-with", "tcp-reset"]));
+        assert!(r.iter().any(|a| a.starts_with("streamshield-isolate:")));
+        assert!(
+            isolation_rule("localhost:1").is_none(),
+            "names are not resolved"
+        );
+        assert!(isolation_rule("127.0.0.1").is_none());
+        assert!(isolation_rule("127.0.0.1:99999").is_none());
     }
 }

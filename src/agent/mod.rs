@@ -76,6 +76,11 @@ pub struct AgentConfig {
     pub stall_timeout: Duration,
     /// How to start the watched process again on the coordinator's `restart` order (None: refuse restarts).
     pub restart_spec: Option<PathBuf>,
+    /// The JobManager's RPC `host:port`: a TaskManager's agent that has lost the coordinator for
+    /// `partition_tolerance` and cannot reach this either fences its own TaskManager (it is cut off; the cluster
+    /// fails it over, and it must not come back with output of its own). None: never.
+    pub jobmanager: Option<String>,
+    pub partition_tolerance: Duration,
 }
 
 /// Counters the agent exports (see docs/metrics.md).
@@ -113,6 +118,12 @@ pub struct Inner {
     pub max_epoch: u64,
     /// Times the agent started its process again.
     pub restarts: u64,
+    /// Addresses this agent rejects on the coordinator's `isolate` order: (address, iptables rule, expiry mono ms).
+    pub isolations: Vec<(String, Vec<String>, u64)>,
+    /// Since when (mono ms) the uplink has been down, after having been up once.
+    pub uplink_down_since: Option<u64>,
+    /// The agent fenced its own process in this partition already.
+    pub self_fenced: bool,
 }
 
 /// Events kept while the coordinator is away.
@@ -319,6 +330,9 @@ impl BoundAgent {
                     .map(|(t, _)| t),
                 max_epoch: 0,
                 restarts: 0,
+                isolations: Vec::new(),
+                uplink_down_since: None,
+                self_fenced: false,
             }),
             cfg,
             clock,
@@ -364,6 +378,7 @@ impl BoundAgent {
             shutdown.clone(),
         ));
         tasks.spawn(watch(shared.clone(), shutdown.clone()));
+        tasks.spawn(command::partition_watch(shared.clone(), shutdown.clone()));
         tasks.spawn(http::serve(shared.clone(), http_listener, shutdown.clone()));
         if shared.cfg.coordinator.is_some() {
             tasks.spawn(uplink::run(shared.clone(), shutdown.clone()));

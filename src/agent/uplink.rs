@@ -14,6 +14,9 @@ use crate::protocol::handshake;
 use crate::protocol::message::AgentEvent;
 use crate::protocol::{FrameCodec, Hello, Message, Role, PROTOCOL_VERSION};
 
+/// No frame from a coordinator that sends heartbeats for this long: the link counts as broken.
+pub const UPLINK_SILENCE: Duration = Duration::from_secs(2);
+
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let Some(addr) = shared.cfg.coordinator.clone() else {
         return;
@@ -25,7 +28,13 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             r = session(&shared, &addr, &shutdown) => r,
         };
-        shared.lock().uplink_connected = false;
+        {
+            let mut inner = shared.lock();
+            inner.uplink_connected = false;
+            if inner.counters.uplink_connects > 0 && inner.uplink_down_since.is_none() {
+                inner.uplink_down_since = Some(shared.mono_ms());
+            }
+        }
         match result {
             Ok(()) => return,
             Err(problem) => {
@@ -69,18 +78,32 @@ async fn session(
         let mut inner = shared.lock();
         inner.uplink_connected = true;
         inner.counters.uplink_connects += 1;
+        inner.uplink_down_since = None;
+        inner.self_fenced = false;
     }
     tracing::info!(coordinator = %addr, "Connected to the coordinator");
     let mut tick = tokio::time::interval(shared.cfg.status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Liveness transitions should not wait for the next status tick: look for new events often.
     let mut poll = tokio::time::interval(Duration::from_millis(20));
+    // A coordinator that sends heartbeats must keep sending them: a link cut silently fails no write for a long
+    // time, so silence is how the agent learns it is cut off.
+    let mut heard_beat = false;
+    let mut last_heard = tokio::time::Instant::now();
     loop {
+        if heard_beat && last_heard.elapsed() >= UPLINK_SILENCE {
+            return Err(format!(
+                "no word from the coordinator for {UPLINK_SILENCE:?}"
+            ));
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {
                 let status = shared.status();
-                framed.send(Message::AgentStatus(status).to_frame()).await.map_err(|e| e.to_string())?;
+                tokio::time::timeout(UPLINK_SILENCE, framed.send(Message::AgentStatus(status).to_frame()))
+                    .await
+                    .map_err(|_| "the link takes no more data".to_string())?
+                    .map_err(|e| e.to_string())?;
             }
             _ = poll.tick() => {}
             next = framed.next() => match next {
@@ -88,7 +111,12 @@ async fn session(
                 Some(Err(e)) => return Err(e.to_string()),
                 Some(Ok(frame)) => match Message::from_frame(&frame) {
                     Ok(Some(Message::AgentCommand(cmd))) => {
+                        last_heard = tokio::time::Instant::now();
                         super::command::handle(shared, &cmd);
+                    }
+                    Ok(Some(Message::Heartbeat(_))) => {
+                        heard_beat = true;
+                        last_heard = tokio::time::Instant::now();
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "Skipping an undecodable message from the coordinator"),
@@ -109,7 +137,10 @@ async fn session(
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        framed.flush().await.map_err(|e| e.to_string())?;
+        tokio::time::timeout(UPLINK_SILENCE, framed.flush())
+            .await
+            .map_err(|_| "the link takes no more data".to_string())?
+            .map_err(|e| e.to_string())?;
         if let Some((last, _)) = batch.last() {
             let mut inner = shared.lock();
             while inner

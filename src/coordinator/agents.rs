@@ -14,6 +14,8 @@ use crate::protocol::{FrameCodec, FrameError, Message, Role};
 
 /// No status from a connected agent for this long: the connection is closed and the agent counted lost.
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the coordinator tells a connected agent it is there.
+pub const COORDINATOR_HEARTBEAT: Duration = Duration::from_millis(500);
 /// Agents served at once.
 pub const MAX_AGENTS: usize = 256;
 
@@ -88,6 +90,9 @@ async fn connection(
     // Orders for this agent are picked up every 20 ms.
     let mut orders = tokio::time::interval(Duration::from_millis(20));
     let mut last_heard = tokio::time::Instant::now();
+    // The agent learns from these that the link still carries (a cut link does not fail a write for long).
+    let mut last_beat = tokio::time::Instant::now();
+    let mut beat_seq = 0u64;
     let reason = loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -95,6 +100,14 @@ async fn connection(
             _ = orders.tick() => {
                 let cmds = shared.model().take_commands(&rid);
                 let mut failed = None;
+                if last_beat.elapsed() >= COORDINATOR_HEARTBEAT {
+                    last_beat = tokio::time::Instant::now();
+                    beat_seq += 1;
+                    let hb = crate::protocol::Heartbeat { seq: beat_seq, ts_ms: crate::clock::now_ms() };
+                    if let Err(e) = framed.send(Message::Heartbeat(hb).to_frame()).await {
+                        break format!("sending a heartbeat failed: {e}");
+                    }
+                }
                 for c in cmds {
                     tracing::warn!(resource_id = %rid, id = c.id, action = %c.action, epoch = c.epoch, "Sending order to agent");
                     if let Err(e) = framed.send(Message::AgentCommand(c).to_frame()).await {

@@ -10,6 +10,9 @@ use crate::clock::now_ms;
 use crate::flink;
 use crate::protocol::message::{AgentCommand, AgentEvent, AgentStatus};
 
+/// A TaskManager is taken as partitioned when both its agent and Flink have not heard from it for this long.
+pub const PARTITION_SILENCE_MS: i64 = 1_500;
+
 /// Upper bounds (seconds) of the recovery histogram.
 pub const RECOVERY_BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0];
 
@@ -105,6 +108,9 @@ pub struct TaskManagerView {
     pub free_slots: i64,
     /// When the JobManager last heard from it (unix ms; Flink's REST calls this `timeSinceLastHeartbeat`).
     pub last_heartbeat_ms: i64,
+    /// `host:port` of its RPC endpoint.
+    #[serde(default)]
+    pub rpc_address: Option<String>,
 }
 
 impl From<&flink::TaskManager> for TaskManagerView {
@@ -114,6 +120,7 @@ impl From<&flink::TaskManager> for TaskManagerView {
             slots: t.slots,
             free_slots: t.free_slots,
             last_heartbeat_ms: t.last_heartbeat,
+            rpc_address: t.rpc_address(),
         }
     }
 }
@@ -208,6 +215,8 @@ pub struct Model {
     pub epoch: u64,
     /// Orders waiting for their agent's connection, by resource id.
     outbox: BTreeMap<String, Vec<AgentCommand>>,
+    /// TaskManagers whose RPC endpoint the JobManager's agent was told to reject, with that address.
+    isolated: BTreeMap<String, String>,
     /// Acted (or would-be, observe-only) failover decisions by trigger.
     pub failover_decisions: BTreeMap<(String, String), u64>,
     pub recovery: RecoveryHistogram,
@@ -229,8 +238,52 @@ impl Model {
 
     /// Re-evaluates the policy's tolerances (called every 100 ms).
     pub fn tick(&mut self) {
-        let acts = self.engine.tick(now_ms(), self.flink_state());
+        let mut acts = self.engine.tick(now_ms(), self.flink_state());
+        acts.extend(self.partitions(now_ms()));
         self.apply(acts);
+    }
+
+    /// TaskManagers cut off: their agent is lost AND Flink has not heard from them either (two independent
+    /// signals; a lost agent alone, or a late heartbeat alone, is no partition). The JobManager's agent is told to
+    /// reject their RPC endpoint, so that Flink's next heartbeat RPC fails as "unreachable" and the GC-safe heartbeat
+    /// time-out does not have to run out. Once per TaskManager until its agent is back.
+    fn partitions(&mut self, now: i64) -> Vec<Act> {
+        let jm_reachable = self.agents.get("jobmanager").is_some_and(|a| a.connected);
+        if !jm_reachable {
+            return Vec::new();
+        }
+        let mut acts = Vec::new();
+        for tm in &self.flink.taskmanagers {
+            let Some(agent) = self.agents.get(&tm.id) else {
+                continue;
+            };
+            let agent_silent = !agent.connected && now - agent.last_seen_ms >= PARTITION_SILENCE_MS;
+            let flink_silent =
+                tm.last_heartbeat_ms > 0 && now - tm.last_heartbeat_ms >= PARTITION_SILENCE_MS;
+            let dead = agent.status.as_ref().is_some_and(|s| s.liveness == "dead");
+            if !agent_silent || !flink_silent || dead || self.isolated.contains_key(&tm.id) {
+                continue;
+            }
+            let Some(addr) = tm.rpc_address.clone() else {
+                continue;
+            };
+            self.isolated.insert(tm.id.clone(), addr.clone());
+            acts.push(Act {
+                trigger: "tm-partitioned".into(),
+                resource_id: tm.id.clone(),
+                action: "isolate".into(),
+                pid: None,
+                reason: format!(
+                    "{} and its agent are silent ({} ms since the agent, {} ms since Flink's last heartbeat): the JobManager's agent rejects {addr} so Flink fails it over now",
+                    tm.id,
+                    now - agent.last_seen_ms,
+                    now - tm.last_heartbeat_ms
+                ),
+                target: Some("jobmanager".into()),
+                address: Some(addr),
+            });
+        }
+        acts
     }
 
     /// What the policy needs to know of Flink.
@@ -306,17 +359,19 @@ impl Model {
                 .entry((act.trigger.clone(), d.mode.clone()))
                 .or_default() += 1;
             if acting {
+                let target = act.target.clone().unwrap_or(act.resource_id.clone());
                 self.outbox
-                    .entry(act.resource_id.clone())
+                    .entry(target.clone())
                     .or_default()
                     .push(AgentCommand {
                         id,
                         epoch: self.epoch,
                         action: act.action.clone(),
-                        resource_id: act.resource_id.clone(),
+                        resource_id: target,
                         pid: act.pid,
                         reason: act.reason.clone(),
                         ts_ms: d.ts_ms,
+                        address: act.address.clone(),
                     });
             }
             let detail = serde_json::to_value(&d).unwrap_or_default();
@@ -413,6 +468,25 @@ impl Model {
             });
         view.connected = true;
         view.connection = conn;
+        if let Some(addr) = self.isolated.remove(resource_id) {
+            // Back: the JobManager's agent stops rejecting it.
+            if self.engine.cfg.failover {
+                self.next_decision += 1;
+                self.outbox
+                    .entry("jobmanager".into())
+                    .or_default()
+                    .push(AgentCommand {
+                        id: self.next_decision,
+                        epoch: self.epoch,
+                        action: "unisolate".into(),
+                        resource_id: "jobmanager".into(),
+                        pid: None,
+                        reason: format!("{resource_id}'s agent is back"),
+                        ts_ms: now,
+                        address: Some(addr),
+                    });
+            }
+        }
         view.peer = peer.to_string();
         view.connected_since_ms = now;
         view.last_seen_ms = now;
@@ -798,6 +872,7 @@ mod tests {
             slots,
             free_slots: free,
             last_heartbeat_ms: 100,
+            rpc_address: None,
         }
     }
 

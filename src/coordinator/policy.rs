@@ -65,6 +65,10 @@ pub struct Act {
     /// The process meant (fence only).
     pub pid: Option<u32>,
     pub reason: String,
+    /// The agent that carries the order, when not the one of `resource_id` (isolate: the JobManager's).
+    pub target: Option<String>,
+    /// isolate: the `host:port` to reject.
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +171,8 @@ impl Engine {
                         resource_id: rid.clone(),
                         action: "restart".into(),
                         pid: None,
+                        target: None,
+                        address: None,
                         reason: format!(
                             "{rid} is dead{}: start it again in place (same resource id) to refill the pool",
                             if inc.fenced { " (fenced)" } else { "" }
@@ -180,6 +186,8 @@ impl Engine {
                         resource_id: rid.clone(),
                         action: "fence".into(),
                         pid: inc.pid,
+                        target: None,
+                        address: None,
                         reason: format!(
                             "{rid} has been {} for {} ms (hang tolerance {} ms): SIGKILL, then restart",
                             inc.liveness,
@@ -195,6 +203,8 @@ impl Engine {
                         resource_id: rid.clone(),
                         action: "fence".into(),
                         pid: inc.pid,
+                        target: None,
+                        address: None,
                         reason: format!(
                             "{rid} has been busy without heartbeats for {} ms (GC tolerance {} ms): SIGKILL, then restart",
                             waited.as_millis(),

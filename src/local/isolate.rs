@@ -131,6 +131,33 @@ pub fn heal(rules: &[Vec<String>]) {
     }
 }
 
+/// Removes the rejection rules agents of this run added (`isolate` orders; their comment names the agent's pid) —
+/// the agents lift them when they stop, this catches agents that were killed.
+pub fn sweep_agent_rules(agent_pids: &[i32]) {
+    let listed = Command::new("iptables")
+        .args(["-S", "OUTPUT"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    for line in listed.lines() {
+        let ours = agent_pids.iter().any(|p| {
+            line.contains(&format!("streamshield-isolate:{p} "))
+                || line.contains(&format!("streamshield-isolate:{p}\""))
+        });
+        if !ours {
+            continue;
+        }
+        let mut args: Vec<String> = line
+            .split_whitespace()
+            .map(|s| s.trim_matches('"').to_string())
+            .collect();
+        if args.first().map(String::as_str) == Some("-A") {
+            args[0] = "-D".into();
+            let _ = iptables(&args);
+        }
+    }
+}
+
 /// Removes every iptables rule that names the run's cgroup, then the run's (empty) cgroups.
 pub fn sweep(group: &str) {
     for chain in ["OUTPUT", "INPUT"] {

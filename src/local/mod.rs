@@ -1180,6 +1180,8 @@ async fn start_agent(
             info.display().to_string(),
             "--restart-spec".into(),
             dir.join("restart.json").display().to_string(),
+            "--jobmanager".into(),
+            format!("127.0.0.1:{}", state.ports.jm_rpc),
         ],
         cwd: &dir,
         log: state.logs_dir().join(format!("{name}.out")),
@@ -1474,6 +1476,10 @@ pub async fn stop_processes(state: &RunState) -> Vec<(String, process::Stopped)>
     }
     if let Some(group) = &state.isolation {
         isolate::sweep(group);
+    }
+    let agent_pids: Vec<i32> = state.agents.iter().map(|a| a.process.pid).collect();
+    if !agent_pids.is_empty() {
+        isolate::sweep_agent_rules(&agent_pids);
     }
     out
 }

@@ -146,7 +146,9 @@ pub struct AgentCommand {
     pub id: u64,
     /// Fencing token: the coordinator's epoch (incremented at every coordinator start).
     pub epoch: u64,
-    /// `fence` (SIGKILL the watched process) or `restart` (start it again with the agent's restart spec).
+    /// `fence` (SIGKILL the watched process), `restart` (start it again with the agent's restart spec), `isolate`
+    /// (reject, with a TCP reset, every connection to `address`: the JobManager's agent, so that Flink's heartbeat
+    /// RPCs to a partitioned TaskManager fail fast) or `unisolate`.
     pub action: String,
     pub resource_id: String,
     /// The process the coordinator means: a fence never hits another one (e.g. an already restarted TaskManager).
@@ -155,6 +157,10 @@ pub struct AgentCommand {
     #[serde(default)]
     pub reason: String,
     pub ts_ms: i64,
+    /// `isolate`/`unisolate`: the `host:port` whose traffic the agent rejects (a partitioned TaskManager's RPC
+    /// endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// A decoded frame.
