@@ -841,6 +841,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::policy::PolicyConfig;
     use crate::protocol::Role;
 
     fn status(rid: &str, liveness: &str, watches: Role) -> AgentStatus {
@@ -980,5 +981,56 @@ mod tests {
         }
         assert_eq!(m.events.len(), EVENT_LOG);
         assert_eq!(m.events.front().unwrap().id, 11);
+    }
+
+    #[test]
+    fn a_partitioned_taskmanager_is_isolated_once_and_only_when_both_signals_agree() {
+        let policy = PolicyConfig {
+            failover: true,
+            ..PolicyConfig::default()
+        };
+        let mut m = Model::with_policy("http://x", policy, 7);
+        let jm = m.agent_connected("jobmanager", "p");
+        m.agent_status(status("jobmanager", "alive", Role::Jm));
+        let c1 = m.agent_connected("tm-1", "p");
+        m.agent_status(status("tm-1", "alive", Role::Tm));
+        let now = now_ms();
+        let mut view = tm("tm-1", 2, 0);
+        view.last_heartbeat_ms = now;
+        view.rpc_address = Some("127.0.0.1:35393".into());
+        m.flink.taskmanagers = vec![view];
+        // The agent is lost, but Flink still hears the TaskManager: no partition (the agent alone died).
+        m.agent_disconnected("tm-1", c1, "no status for 2s");
+        m.agents.get_mut("tm-1").unwrap().last_seen_ms = now - 3_000;
+        m.tick();
+        assert!(m.take_commands("jobmanager").is_empty());
+        // Flink's heartbeat is old too: isolate, through the JobManager's agent, with the fencing token.
+        m.flink.taskmanagers[0].last_heartbeat_ms = now - 3_000;
+        m.tick();
+        let cmds = m.take_commands("jobmanager");
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(cmds[0].action, "isolate");
+        assert_eq!(cmds[0].epoch, 7);
+        assert_eq!(cmds[0].address.as_deref(), Some("127.0.0.1:35393"));
+        let d = m.decisions.back().unwrap();
+        assert_eq!(
+            (d.trigger.as_str(), d.resource_id.as_str()),
+            ("tm-partitioned", "tm-1")
+        );
+        // Once.
+        m.tick();
+        assert!(m.take_commands("jobmanager").is_empty());
+        // The agent is back: the isolation is lifted.
+        m.agent_connected("tm-1", "p");
+        let cmds = m.take_commands("jobmanager");
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(cmds[0].action, "unisolate");
+        // Without the JobManager's agent nothing can be ordered.
+        m.agent_disconnected("jobmanager", jm, "eof");
+        let c = m.agents.get("tm-1").unwrap().connection;
+        m.agent_disconnected("tm-1", c, "eof");
+        m.agents.get_mut("tm-1").unwrap().last_seen_ms = now - 3_000;
+        m.tick();
+        assert!(m.take_commands("jobmanager").is_empty());
     }
 }
