@@ -324,17 +324,24 @@ pub fn svg(r: &Report) -> String {
         .max()
         .unwrap_or(10_000)
         .max(10_000);
-    let max_rate = panels
+    // Output per second (a 1 s moving sum: exactly-once output arrives in a burst per checkpoint), on a scale of 3x
+    // the steady rate before the fault; the catch-up burst is clipped at the top.
+    let steady = panels
         .iter()
         .filter_map(|(_, rd)| *rd)
         .flat_map(|x| {
+            let r = per_second(&x.timeline);
             x.timeline
                 .iter()
-                .map(|b| b.out * 1000 / measure::BUCKET_MS as u64)
+                .zip(r)
+                .filter(|(b, _)| b.t_ms < 0)
+                .map(|(_, v)| v)
+                .collect::<Vec<u64>>()
         })
         .max()
         .unwrap_or(1)
-        .max(1) as f64;
+        .max(1);
+    let max_rate = (steady * 3) as f64;
     let max_lat = panels
         .iter()
         .filter_map(|(_, rd)| *rd)
@@ -351,7 +358,7 @@ pub fn svg(r: &Report) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{ML}" y="18" font-size="14">drill {}: output records/s (blue) and median latency ms (orange); fault at t = 0 (red)</text>"#,
+        r#"<text x="{ML}" y="18" font-size="14">{}: output/s over the last 1 s (blue, clipped at 3x steady), median latency (orange dots), fault at 0 (red)</text>"#,
         r.scenario
     );
     for (i, (a, rd)) in panels.iter().enumerate() {
@@ -401,12 +408,12 @@ pub fn svg(r: &Report) -> String {
             let pts: Vec<String> = rd
                 .timeline
                 .iter()
-                .map(|b| {
-                    let rate = (b.out * 1000 / measure::BUCKET_MS as u64) as f64;
+                .zip(per_second(&rd.timeline))
+                .map(|(b, rate)| {
                     format!(
                         "{:.1},{:.1}",
-                        x(b.t_ms + measure::BUCKET_MS / 2),
-                        y_rate(rate)
+                        x(b.t_ms + measure::BUCKET_MS),
+                        y_rate((rate as f64).min(max_rate))
                     )
                 })
                 .collect();
@@ -415,24 +422,17 @@ pub fn svg(r: &Report) -> String {
                 r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1.2" points="{}"/>"##,
                 pts.join(" ")
             );
-            let lat: Vec<String> = rd
-                .timeline
-                .iter()
-                .filter_map(|b| {
-                    b.p50_ms.map(|l| {
-                        format!(
-                            "{:.1},{:.1}",
-                            x(b.t_ms + measure::BUCKET_MS / 2),
-                            y_lat(l as f64)
-                        )
-                    })
-                })
-                .collect();
-            let _ = writeln!(
-                s,
-                r##"<polyline fill="none" stroke="#ff7f0e" stroke-width="1.2" points="{}"/>"##,
-                lat.join(" ")
-            );
+            // Latency: a dot per bucket with output (exactly-once output comes in bursts: no line across gaps).
+            for b in &rd.timeline {
+                if let Some(l) = b.p50_ms {
+                    let _ = writeln!(
+                        s,
+                        r##"<circle cx="{:.1}" cy="{:.1}" r="2" fill="#ff7f0e"/>"##,
+                        x(b.t_ms + measure::BUCKET_MS / 2),
+                        y_lat(l as f64)
+                    );
+                }
+            }
             for (t, color) in [
                 (rd.gap_ms, "#2ca02c"),
                 (rd.running_ms.filter(|v| *v > 0), "#9467bd"),
@@ -469,6 +469,14 @@ pub fn svg(r: &Report) -> String {
     );
     s.push_str("</svg>\n");
     s
+}
+
+/// Output per second at the end of each bucket: the sum over the last 1 s of buckets.
+fn per_second(t: &[measure::Bucket]) -> Vec<u64> {
+    let per = (1000 / measure::BUCKET_MS).max(1) as usize;
+    (0..t.len())
+        .map(|i| t[i.saturating_sub(per - 1)..=i].iter().map(|b| b.out).sum())
+        .collect()
 }
 
 fn esc(s: &str) -> String {
