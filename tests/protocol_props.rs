@@ -102,6 +102,7 @@ fn message() -> impl Strategy<Value = Message> {
                     plugin_connected,
                     metrics_url: String::new(),
                     ts_ms: 0,
+                    ports: vec![],
                 })
             }),
     ]

@@ -185,32 +185,58 @@ fn restart(shared: &Shared, inner: &mut Inner) -> Outcome {
 /// How long an isolation lasts at most (the coordinator lifts it earlier when the TaskManager's agent is back).
 pub const ISOLATION_TTL: Duration = Duration::from_secs(120);
 
-/// The iptables rule that makes every connection to `address` fail with a TCP reset. The comment names this agent's
-/// pid, so `local down` can remove rules of agents that could not (killed).
-fn isolation_rule(address: &str) -> Option<Vec<String>> {
+/// The iptables rules that make every connection to `address` (and to `extra` ports of its host) fail with a TCP
+/// reset: one per port on a loopback host (everything local shares the address), the whole host otherwise. The
+/// comment names this agent's pid, so `local down` can remove rules of agents that could not (killed).
+fn isolation_rules(address: &str, extra: &[u16]) -> Option<Vec<Vec<String>>> {
     let (host, port) = address.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
     let host: std::net::IpAddr = host.parse().ok()?;
-    Some(
-        [
-            "OUTPUT".to_string(),
+    let comment = format!("streamshield-isolate:{}", std::process::id());
+    let rule = |dport: Option<u16>| -> Vec<String> {
+        let mut r: Vec<String> = vec![
+            "OUTPUT".into(),
             "-p".into(),
             "tcp".into(),
             "-d".into(),
             host.to_string(),
-            "--dport".into(),
-            port.to_string(),
+        ];
+        if let Some(p) = dport {
+            r.extend(["--dport".into(), p.to_string()]);
+        }
+        r.extend([
             "-m".into(),
             "comment".into(),
             "--comment".into(),
-            format!("streamshield-isolate:{}", std::process::id()),
+            comment.clone(),
             "-j".into(),
             "REJECT".into(),
             "--reject-with".into(),
             "tcp-reset".into(),
-        ]
-        .to_vec(),
-    )
+        ]);
+        r
+    };
+    if !host.is_loopback() {
+        return Some(vec![rule(None)]);
+    }
+    let mut ports: Vec<u16> = extra.to_vec();
+    ports.push(port);
+    ports.sort_unstable();
+    ports.dedup();
+    Some(ports.into_iter().map(|p| rule(Some(p))).collect())
+}
+
+/// Closes this host's open TCP connections to the isolated ports at once (SOCK_DESTROY via `ss -K`), so that the
+/// JobManager does not wait for a retransmission to hit the reject rule. Best effort.
+fn destroy_connections(rules: &[Vec<String>]) {
+    for r in rules {
+        let host = r.get(4).cloned().unwrap_or_default();
+        let mut args = vec!["-K".to_string(), "dst".into(), host];
+        if let Some(i) = r.iter().position(|a| a == "--dport") {
+            args.extend(["dport".into(), "=".into(), format!(":{}", r[i + 1])]);
+        }
+        let _ = std::process::Command::new("ss").args(&args).output();
+    }
 }
 
 fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
@@ -233,26 +259,35 @@ fn isolate(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
     let Some(addr) = cmd.address.as_deref() else {
         return Outcome::Refused("isolate needs an address".into());
     };
-    let Some(rule) = isolation_rule(addr) else {
+    let Some(rules) = isolation_rules(addr, &cmd.ports) else {
         return Outcome::Refused(format!("{addr:?} is not an ip:port"));
     };
     if inner.isolations.iter().any(|(a, _, _)| a == addr) {
         return Outcome::Done(format!("{addr} is already rejected"));
     }
-    let mut insert = vec!["1".to_string()];
-    insert.splice(0..0, [rule[0].clone()]);
-    insert.extend(rule[1..].iter().cloned());
-    match iptables("-I", &insert) {
-        Ok(()) => {
-            let expires = shared.mono_ms() + ISOLATION_TTL.as_millis() as u64;
-            inner.isolations.push((addr.to_string(), rule, expires));
-            Outcome::Done(format!(
-                "connections to {addr} are rejected (TCP reset) for at most {} s",
-                ISOLATION_TTL.as_secs()
-            ))
+    let mut added: Vec<Vec<String>> = Vec::new();
+    for rule in &rules {
+        let mut insert = vec![rule[0].clone(), "1".to_string()];
+        insert.extend(rule[1..].iter().cloned());
+        if let Err(e) = iptables("-I", &insert) {
+            for r in &added {
+                let _ = iptables("-D", r);
+            }
+            return Outcome::Failed(e);
         }
-        Err(e) => Outcome::Failed(e),
+        added.push(rule.clone());
     }
+    destroy_connections(&added);
+    let expires = shared.mono_ms() + ISOLATION_TTL.as_millis() as u64;
+    let n = added.len();
+    for rule in added {
+        inner.isolations.push((addr.to_string(), rule, expires));
+    }
+    Outcome::Done(format!(
+        "connections to {addr} ({n} rule(s): its ports {:?}) are rejected (TCP reset) and closed, for at most {} s",
+        cmd.ports,
+        ISOLATION_TTL.as_secs()
+    ))
 }
 
 fn unisolate(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
@@ -359,16 +394,22 @@ mod tests {
 
     #[test]
     fn isolation_rules_need_an_ip_and_a_port() {
-        let r = isolation_rule("127.0.0.1:35393").unwrap();
+        let rules = isolation_rules("127.0.0.1:35393", &[40001, 35393]).unwrap();
+        assert_eq!(rules.len(), 2, "one per distinct port on loopback");
+        let r = &rules[0];
         assert_eq!(r[0], "OUTPUT");
         assert!(r.windows(2).any(|w| w == ["--dport", "35393"]));
+        assert!(rules[1].windows(2).any(|w| w == ["--dport", "40001"]));
         assert!(r.windows(2).any(|w| w == ["--reject-with", "tcp-reset"]));
         assert!(r.iter().any(|a| a.starts_with("streamshield-isolate:")));
+        let remote = isolation_rules("10.0.0.7:6122", &[1, 2]).unwrap();
+        assert_eq!(remote.len(), 1, "a remote host is rejected whole");
+        assert!(!remote[0].iter().any(|a| a == "--dport"));
         assert!(
-            isolation_rule("localhost:1").is_none(),
+            isolation_rules("localhost:1", &[]).is_none(),
             "names are not resolved"
         );
-        assert!(isolation_rule("127.0.0.1").is_none());
-        assert!(isolation_rule("127.0.0.1:99999").is_none());
+        assert!(isolation_rules("127.0.0.1", &[]).is_none());
+        assert!(isolation_rules("127.0.0.1:99999", &[]).is_none());
     }
 }

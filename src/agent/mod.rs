@@ -202,6 +202,10 @@ impl Shared {
             plugin_connected: inner.tracker.connected(),
             metrics_url: self.http_url.clone(),
             ts_ms: now_ms(),
+            ports: match (self.cfg.watches, inner.pid) {
+                (Role::Tm, Some(pid)) => crate::local::process::tcp_ports(pid as i32),
+                _ => Vec::new(),
+            },
         }
     }
 }

@@ -267,6 +267,11 @@ impl Model {
             let Some(addr) = tm.rpc_address.clone() else {
                 continue;
             };
+            let ports = agent
+                .status
+                .as_ref()
+                .map(|s| s.ports.clone())
+                .unwrap_or_default();
             self.isolated.insert(tm.id.clone(), addr.clone());
             acts.push(Act {
                 trigger: "tm-partitioned".into(),
@@ -281,6 +286,7 @@ impl Model {
                 ),
                 target: Some("jobmanager".into()),
                 address: Some(addr),
+                ports,
             });
         }
         acts
@@ -372,6 +378,7 @@ impl Model {
                         reason: act.reason.clone(),
                         ts_ms: d.ts_ms,
                         address: act.address.clone(),
+                        ports: act.ports.clone(),
                     });
             }
             let detail = serde_json::to_value(&d).unwrap_or_default();
@@ -484,6 +491,7 @@ impl Model {
                         reason: format!("{resource_id}'s agent is back"),
                         ts_ms: now,
                         address: Some(addr),
+                        ports: vec![],
                     });
             }
         }
@@ -855,6 +863,7 @@ mod tests {
             plugin_connected: true,
             metrics_url: String::new(),
             ts_ms: 0,
+            ports: vec![],
         }
     }
 

@@ -69,6 +69,8 @@ pub struct Act {
     pub target: Option<String>,
     /// isolate: the `host:port` to reject.
     pub address: Option<String>,
+    /// isolate: more ports of that host to reject.
+    pub ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +175,7 @@ impl Engine {
                         pid: None,
                         target: None,
                         address: None,
+                        ports: Vec::new(),
                         reason: format!(
                             "{rid} is dead{}: start it again in place (same resource id) to refill the pool",
                             if inc.fenced { " (fenced)" } else { "" }
@@ -188,6 +191,7 @@ impl Engine {
                         pid: inc.pid,
                         target: None,
                         address: None,
+                        ports: Vec::new(),
                         reason: format!(
                             "{rid} has been {} for {} ms (hang tolerance {} ms): SIGKILL, then restart",
                             inc.liveness,
@@ -205,6 +209,7 @@ impl Engine {
                         pid: inc.pid,
                         target: None,
                         address: None,
+                        ports: Vec::new(),
                         reason: format!(
                             "{rid} has been busy without heartbeats for {} ms (GC tolerance {} ms): SIGKILL, then restart",
                             waited.as_millis(),

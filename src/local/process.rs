@@ -259,6 +259,47 @@ pub fn port_holder(port: u16) -> Option<String> {
 }
 
 /// Socket inodes listening on `port` (any address), from /proc/net/tcp and tcp6.
+/// The local TCP ports of every socket process `pid` holds (listening and connected), from /proc.
+pub fn tcp_ports(pid: i32) -> Vec<u16> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_str()
+                .and_then(|s| s.strip_prefix("socket:["))
+                .and_then(|s| s.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        ports.extend(socket_ports(&text, &inodes));
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn socket_ports(table: &str, inodes: &std::collections::HashSet<String>) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if !inodes.contains(*f.get(9)?) {
+                return None;
+            }
+            u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()
+        })
+        .collect()
+}
+
 fn listening_inodes(port: u16) -> Vec<String> {
     let mut out = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -287,6 +328,21 @@ fn parse_listening(table: &str, port: u16) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_s_tcp_ports_come_from_its_socket_inodes() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0
+   1: 0100007F:9C40 0100007F:17E3 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0 20 4 30 10 -1
+   2: 0100007F:9C41 0100007F:17E3 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0 20 4 30 10 -1
+";
+        let mine: std::collections::HashSet<String> =
+            ["111", "333"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(socket_ports(table, &mine), vec![8080, 40001]);
+        let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(tcp_ports(std::process::id() as i32).contains(&port));
+    }
 
     #[test]
     fn parses_proc_net_tcp() {

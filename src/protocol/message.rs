@@ -125,6 +125,10 @@ pub struct AgentStatus {
     pub metrics_url: String,
     /// Agent clock when sent (unix ms).
     pub ts_ms: i64,
+    /// Local TCP ports of the watched process (listening and connected): what the JobManager's agent rejects if this
+    /// process is cut off (peers reach it through them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 /// Something that happened at an agent, forwarded to the coordinator.
@@ -161,6 +165,10 @@ pub struct AgentCommand {
     /// endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// `isolate`: more ports of that host to reject (the TaskManager's other sockets: the JobManager's connections to
+    /// it may run over a connection the TaskManager opened). On a non-loopback host the whole host is rejected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 /// A decoded frame.
