@@ -170,9 +170,12 @@ pub struct Decision {
     /// The agent's answer (outcome, detail, took_ms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<serde_json::Value>,
-    /// Ms from the decision until Flink ran every vertex of a job again (Flink's RUNNING timestamp), when it did.
+    /// Ms from the incident's start until Flink ran every vertex of a job again (Flink's RUNNING timestamp).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_ms: Option<i64>,
+    /// When the incident began (agent's time of the first non-alive report), for acted decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_ms: Option<i64>,
 }
 
 /// Recovery times the coordinator observed itself (decision → job RUNNING again).
@@ -287,6 +290,7 @@ impl Model {
                 target: Some("jobmanager".into()),
                 address: Some(addr),
                 ports,
+                opened_ms: agent.last_seen_ms,
             });
         }
         acts
@@ -358,6 +362,7 @@ impl Model {
                 command: Some(act.action.clone()),
                 outcome: None,
                 recovery_ms: None,
+                incident_ms: Some(act.opened_ms),
             };
             tracing::warn!(trigger = %act.trigger, resource_id = %act.resource_id, action = %d.action, mode = %d.mode, epoch = self.epoch, "Failover decision");
             *self
@@ -396,7 +401,7 @@ impl Model {
         }
     }
 
-    /// Flink ran every vertex of a job again after an acted decision: its recovery time, by Flink's clock.
+    /// Flink ran every vertex of a job again after an acted decision's incident: its recovery time, by Flink's clock.
     fn observe_recoveries(&mut self) {
         let running: Vec<i64> = self
             .flink
@@ -410,9 +415,11 @@ impl Model {
             if d.mode != "acted" || d.recovery_ms.is_some() {
                 continue;
             }
-            if let Some(t) = running.iter().filter(|t| **t >= d.ts_ms).min() {
-                d.recovery_ms = Some(t - d.ts_ms);
-                seen.push((t - d.ts_ms) as f64 / 1000.0);
+            // Timed from the incident: the restart of a crashed TaskManager is ordered only after the job runs again.
+            let from = d.incident_ms.unwrap_or(d.ts_ms);
+            if let Some(t) = running.iter().filter(|t| **t >= from).min() {
+                d.recovery_ms = Some(t - from);
+                seen.push((t - from) as f64 / 1000.0);
             }
         }
         for s in seen {
@@ -715,6 +722,7 @@ impl Model {
             command: None,
             outcome: None,
             recovery_ms: None,
+            incident_ms: None,
         };
         tracing::warn!(trigger, resource_id, %action, "Decision (observe-only)");
         *self

@@ -71,12 +71,15 @@ pub struct Act {
     pub address: Option<String>,
     /// isolate: more ports of that host to reject.
     pub ports: Vec<u16>,
+    /// When the incident began (the first non-alive report's `since`): recovery is timed from here.
+    pub opened_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct Incident {
     liveness: String,
     since_ms: i64,
+    opened_ms: i64,
     pid: Option<u32>,
     fenced: bool,
     restarted: bool,
@@ -134,6 +137,7 @@ impl Engine {
             .or_insert_with(|| Incident {
                 liveness: liveness.to_string(),
                 since_ms,
+                opened_ms: since_ms,
                 pid,
                 fenced: false,
                 restarted: false,
@@ -176,6 +180,7 @@ impl Engine {
                         target: None,
                         address: None,
                         ports: Vec::new(),
+                        opened_ms: inc.opened_ms,
                         reason: format!(
                             "{rid} is dead{}: start it again in place (same resource id) to refill the pool",
                             if inc.fenced { " (fenced)" } else { "" }
@@ -192,6 +197,7 @@ impl Engine {
                         target: None,
                         address: None,
                         ports: Vec::new(),
+                        opened_ms: inc.opened_ms,
                         reason: format!(
                             "{rid} has been {} for {} ms (hang tolerance {} ms): SIGKILL, then restart",
                             inc.liveness,
@@ -210,6 +216,7 @@ impl Engine {
                         target: None,
                         address: None,
                         ports: Vec::new(),
+                        opened_ms: inc.opened_ms,
                         reason: format!(
                             "{rid} has been busy without heartbeats for {} ms (GC tolerance {} ms): SIGKILL, then restart",
                             waited.as_millis(),
