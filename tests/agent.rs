@@ -410,3 +410,54 @@ async fn tcp_listeners_need_the_secret() {
     }
     stop.cancel();
 }
+
+#[tokio::test]
+async fn orders_carry_a_fencing_token_and_stale_or_foreign_orders_are_refused() {
+    use streamshield::agent::command::{handle, Outcome};
+    use streamshield::protocol::message::AgentCommand;
+    let d = tempfile::tempdir().unwrap();
+    let a = start(config(d.path())).await;
+    let order = |epoch: u64, action: &str, rid: &str| AgentCommand {
+        id: epoch,
+        epoch,
+        action: action.into(),
+        resource_id: rid.into(),
+        pid: None,
+        reason: "test".into(),
+        ts_ms: 0,
+        address: None,
+        ports: vec![],
+    };
+    // No process known yet: a fence has nothing to do (done), and raises the epoch seen to 5.
+    assert!(matches!(
+        handle(&a.shared, &order(5, "fence", "tm-1")),
+        Outcome::Done(_)
+    ));
+    // A replaced coordinator (epoch 3) can no longer act.
+    match handle(&a.shared, &order(3, "fence", "tm-1")) {
+        Outcome::Refused(why) => assert!(why.contains("stale fencing token"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Orders for another process, unknown actions, and restarts without a restart spec are refused.
+    assert!(matches!(
+        handle(&a.shared, &order(6, "fence", "tm-2")),
+        Outcome::Refused(_)
+    ));
+    assert!(matches!(
+        handle(&a.shared, &order(6, "explode", "tm-1")),
+        Outcome::Refused(_)
+    ));
+    match handle(&a.shared, &order(6, "restart", "tm-1")) {
+        Outcome::Refused(why) => assert!(why.contains("restart spec"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Every answer is an event for the coordinator.
+    let answered = a
+        .shared
+        .lock()
+        .pending_events
+        .iter()
+        .filter(|(_, e)| e.kind == "command")
+        .count();
+    assert_eq!(answered, 5);
+}
