@@ -773,25 +773,14 @@ async fn run_demo(a: DemoArgs) -> Result<ExitCode> {
         keys: a.keys,
         port_offset: a.port_offset,
     };
-    if let Err(e) = streamshield::drill::validate(&streamshield::drill::DrillOptions {
-        scenario: streamshield::drill::Scenario::TmKill,
-        rounds: 1,
-        arms: vec!["stock".into(), "shield".into()],
-        report_dir: a.dir.clone(),
-        work_dir: a.dir.clone(),
-        keep_work: false,
-        port_offset: a.port_offset,
-        rate: a.rate,
-        keys: a.keys,
-        delivery: Delivery::ExactlyOnce,
-        warmup: a.warmup,
-        taskmanagers: 2,
-        slots: 2,
-    }) {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::from(EXIT_CONFIG));
-    }
-    let rep = demo::run(&opts, shutdown_token()).await?;
+    // demo::run checks its settings before it starts anything.
+    let rep = match demo::run(&opts, shutdown_token()).await {
+        Err(e @ streamshield::drill::Error::Invalid(_)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        r => r?,
+    };
     println!(
         "\nStreamShield demo: kill -9 of a TaskManager running the job — Flink {} + Kafka {}, {} records/s, \
          exactly-once, verified record by record\n",

@@ -72,6 +72,19 @@ async fn get(c: &Coord, p: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// The coordinator's /metrics page.
+async fn metrics_page(c: &Coord) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/metrics", c.api))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn eventually<F: Fn(&serde_json::Value) -> bool>(
     c: &Coord,
     p: &str,
@@ -289,15 +302,7 @@ async fn an_agents_liveness_becomes_an_observe_only_decision() {
     let m = eventually(&c, "/v1/cluster", Duration::from_secs(5), |_| true).await;
     assert!(m["agents"].as_array().unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", c.api))
-        .bearer_auth(&c.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_page(&c).await;
     assert!(
         metrics.contains(
             "streamshield_coordinator_agent_connections_total{result=\"unauthenticated\"}"
@@ -528,15 +533,7 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
     // Statuses keep arriving for a while: still exactly two decisions (no repeated action).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(get(&c, "/v1/decisions").await.as_array().unwrap().len(), 2);
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", c.api))
-        .bearer_auth(&c.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_page(&c).await;
     assert!(
         metrics
             .contains("streamshield_failover_decisions_total{kind=\"tm-paused\",mode=\"acted\"} 1"),
@@ -555,15 +552,7 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
     drop(c);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let c2 = coordinator_with(d.path(), &flink.uri(), policy).await;
-    let m = reqwest::Client::new()
-        .get(format!("{}/metrics", c2.api))
-        .bearer_auth(&c2.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_page(&c2).await;
     assert!(m.contains("streamshield_coordinator_epoch 2"), "{m}");
     stop.cancel();
 }

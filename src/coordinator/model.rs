@@ -320,7 +320,6 @@ impl Model {
             return;
         }
         for act in acts {
-            let acting = self.engine.cfg.failover;
             let evidence = vec![
                 Evidence {
                     ts_ms: now_ms(),
@@ -352,13 +351,9 @@ impl Model {
                 trigger: act.trigger.clone(),
                 resource_id: act.resource_id.clone(),
                 evidence,
-                action: if acting {
-                    format!("{}: {}", act.action, act.reason)
-                } else {
-                    format!("would {}: {}", act.action, act.reason)
-                },
-                mode: if acting { "acted" } else { "observe-only" }.into(),
-                fencing_token: acting.then_some(self.epoch),
+                action: format!("{}: {}", act.action, act.reason),
+                mode: "acted".into(),
+                fencing_token: Some(self.epoch),
                 command: Some(act.action.clone()),
                 outcome: None,
                 recovery_ms: None,
@@ -369,35 +364,22 @@ impl Model {
                 .failover_decisions
                 .entry((act.trigger.clone(), d.mode.clone()))
                 .or_default() += 1;
-            if acting {
-                let target = act.target.clone().unwrap_or(act.resource_id.clone());
-                self.outbox
-                    .entry(target.clone())
-                    .or_default()
-                    .push(AgentCommand {
-                        id,
-                        epoch: self.epoch,
-                        action: act.action.clone(),
-                        resource_id: target,
-                        pid: act.pid,
-                        reason: act.reason.clone(),
-                        ts_ms: d.ts_ms,
-                        address: act.address.clone(),
-                        ports: act.ports.clone(),
-                    });
-            }
-            let detail = serde_json::to_value(&d).unwrap_or_default();
-            if self.decisions.len() >= DECISION_LOG {
-                self.decisions.pop_front();
-            }
-            self.decisions.push_back(d);
-            self.record(
-                "coordinator",
-                Some(&act.resource_id),
-                "decision",
-                now_ms(),
-                detail,
-            );
+            let target = act.target.clone().unwrap_or(act.resource_id.clone());
+            self.outbox
+                .entry(target.clone())
+                .or_default()
+                .push(AgentCommand {
+                    id,
+                    epoch: self.epoch,
+                    action: act.action.clone(),
+                    resource_id: target,
+                    pid: act.pid,
+                    reason: act.reason.clone(),
+                    ts_ms: d.ts_ms,
+                    address: act.address.clone(),
+                    ports: act.ports.clone(),
+                });
+            self.log_decision(d);
         }
     }
 
@@ -729,14 +711,20 @@ impl Model {
             .decisions_by_kind
             .entry(trigger.to_string())
             .or_default() += 1;
+        self.log_decision(d);
+    }
+
+    /// Keeps a decision in the bounded log and records it as an event.
+    fn log_decision(&mut self, d: Decision) {
         let detail = serde_json::to_value(&d).unwrap_or_default();
+        let resource_id = d.resource_id.clone();
         if self.decisions.len() >= DECISION_LOG {
             self.decisions.pop_front();
         }
         self.decisions.push_back(d);
         self.record(
             "coordinator",
-            Some(resource_id),
+            Some(&resource_id),
             "decision",
             now_ms(),
             detail,

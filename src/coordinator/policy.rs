@@ -75,6 +75,23 @@ pub struct Act {
     pub opened_ms: i64,
 }
 
+impl Act {
+    /// An order for the agent of `resource_id` itself (fence, restart).
+    fn to_agent(trigger: String, inc: &Incident, rid: &str, action: &str, reason: String) -> Act {
+        Act {
+            trigger,
+            resource_id: rid.to_string(),
+            action: action.into(),
+            pid: (action == "fence").then_some(inc.pid).flatten(),
+            reason,
+            target: None,
+            address: None,
+            ports: Vec::new(),
+            opened_ms: inc.opened_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct Incident {
     liveness: String,
@@ -172,57 +189,37 @@ impl Engine {
                         continue;
                     }
                     inc.restarted = true;
-                    acts.push(Act {
-                        trigger: "tm-dead".into(),
-                        resource_id: rid.clone(),
-                        action: "restart".into(),
-                        pid: None,
-                        target: None,
-                        address: None,
-                        ports: Vec::new(),
-                        opened_ms: inc.opened_ms,
-                        reason: format!(
-                            "{rid} is dead{}: start it again in place (same resource id) to refill the pool",
-                            if inc.fenced { " (fenced)" } else { "" }
-                        ),
-                    });
+                    let reason = format!(
+                        "{rid} is dead{}: start it again in place (same resource id) to refill the pool",
+                        if inc.fenced { " (fenced)" } else { "" }
+                    );
+                    acts.push(Act::to_agent("tm-dead".into(), inc, rid, "restart", reason));
                 }
                 "paused" | "hung" if !inc.fenced && waited >= self.cfg.hang_tolerance => {
                     inc.fenced = true;
-                    acts.push(Act {
-                        trigger: format!("tm-{}", inc.liveness),
-                        resource_id: rid.clone(),
-                        action: "fence".into(),
-                        pid: inc.pid,
-                        target: None,
-                        address: None,
-                        ports: Vec::new(),
-                        opened_ms: inc.opened_ms,
-                        reason: format!(
-                            "{rid} has been {} for {} ms (hang tolerance {} ms): SIGKILL, then restart",
-                            inc.liveness,
-                            waited.as_millis(),
-                            self.cfg.hang_tolerance.as_millis()
-                        ),
-                    });
+                    let reason = format!(
+                        "{rid} has been {} for {} ms (hang tolerance {} ms): SIGKILL, then restart",
+                        inc.liveness,
+                        waited.as_millis(),
+                        self.cfg.hang_tolerance.as_millis()
+                    );
+                    let trigger = format!("tm-{}", inc.liveness);
+                    acts.push(Act::to_agent(trigger, inc, rid, "fence", reason));
                 }
                 "busy-gc" if !inc.fenced && waited >= self.cfg.gc_tolerance => {
                     inc.fenced = true;
-                    acts.push(Act {
-                        trigger: "tm-busy-gc".into(),
-                        resource_id: rid.clone(),
-                        action: "fence".into(),
-                        pid: inc.pid,
-                        target: None,
-                        address: None,
-                        ports: Vec::new(),
-                        opened_ms: inc.opened_ms,
-                        reason: format!(
-                            "{rid} has been busy without heartbeats for {} ms (GC tolerance {} ms): SIGKILL, then restart",
-                            waited.as_millis(),
-                            self.cfg.gc_tolerance.as_millis()
-                        ),
-                    });
+                    let reason = format!(
+                        "{rid} has been busy without heartbeats for {} ms (GC tolerance {} ms): SIGKILL, then restart",
+                        waited.as_millis(),
+                        self.cfg.gc_tolerance.as_millis()
+                    );
+                    acts.push(Act::to_agent(
+                        "tm-busy-gc".into(),
+                        inc,
+                        rid,
+                        "fence",
+                        reason,
+                    ));
                 }
                 _ => {}
             }

@@ -209,16 +209,7 @@ impl Injected {
 async fn run_round(opts: &DrillOptions, arm: &str, round: u32, cancel: CancellationToken) -> Round {
     let dir = opts.work_dir.join(format!("{arm}-r{round}"));
     let mut injected = Injected::default();
-    let mut state_slot: Option<RunState> = None;
-    let body = round_body(
-        opts,
-        arm,
-        round,
-        &dir,
-        &mut injected,
-        &mut state_slot,
-        cancel.clone(),
-    );
+    let body = round_body(opts, arm, round, &dir, &mut injected, cancel.clone());
     let result = tokio::select! {
         r = body => r,
         _ = cancel.cancelled() => Err("interrupted".to_string()),
@@ -256,7 +247,6 @@ async fn round_body(
     round: u32,
     dir: &Path,
     injected: &mut Injected,
-    state_slot: &mut Option<RunState>,
     cancel: CancellationToken,
 ) -> Result<Round, String> {
     let scenario = opts.scenario;
@@ -281,7 +271,6 @@ async fn round_body(
     let mut state = local::up(&up, cancel.clone())
         .await
         .map_err(|e| format!("the {arm} cluster did not come up: {e}"))?;
-    *state_slot = Some(state.clone());
     let job = state
         .workload
         .as_ref()
@@ -448,7 +437,6 @@ async fn round_body(
                     }
                     _ => {}
                 }
-                *state_slot = Some(state.clone());
             }
         }
         watcher.poll(&mut obs).await;
