@@ -357,7 +357,8 @@ async fn round_body(
         Scenario::JmKill => {
             let jm = state.jobmanager.clone().ok_or("no JobManager recorded")?;
             jm.signal(Sig::SIGKILL);
-            heal_at = Some((inject_ms, "restart-jm"));
+            // Restart it at once, but after one look at REST (the restart blocks until the new JobManager answers).
+            heal_at = Some((inject_ms + 300, "restart-jm"));
         }
         Scenario::KafkaBrokerOutage => {
             let k = state.kafka.clone().ok_or("no Kafka broker recorded")?;
@@ -483,6 +484,14 @@ async fn round_body(
     }
     obs.end_ms = now_ms();
     watcher.finish(&mut obs).await;
+    let mut job_note = None;
+    if obs.not_running_at_end {
+        if let Err(flink::Error::Status { status: 404, .. }) = client.job(&job).await {
+            job_note = Some(
+                "the JobManager no longer knows the job: without high availability a restarted JobManager starts empty and the job has to be submitted again".to_string(),
+            );
+        }
+    }
     let mut gc_note = None;
     let mut restart_note = None;
     if let Some(call) = gc_call {
@@ -576,6 +585,7 @@ async fn round_body(
     obs.state_errors = rep.state_errors;
     obs.verifier_complete = rep.complete;
     let mut r = measure::evaluate(round, &obs);
+    r.notes.extend(job_note);
     r.notes.extend(gc_note);
     r.notes.extend(restart_note);
     if let Ok(p) = &produced {

@@ -142,6 +142,22 @@ pub fn flink_config(
     Ok(lines.join("\n") + "\n")
 }
 
+/// Whether `profile` (with `overrides` laid over it) runs Flink with ZooKeeper high availability, which needs a
+/// ZooKeeper server.
+pub fn zookeeper_ha(profile: &str, overrides: &[(String, String)]) -> bool {
+    let text = PROFILES
+        .iter()
+        .find(|(n, _)| *n == profile)
+        .map(|(_, t)| *t)
+        .unwrap_or("");
+    parse_flat(profile, text)
+        .unwrap_or_default()
+        .into_iter()
+        .chain(overrides.iter().cloned())
+        .rfind(|(k, _)| k == "high-availability.type")
+        .is_some_and(|(_, v)| v == "zookeeper")
+}
+
 /// The value of `key` in a flat config text.
 pub fn lookup<'a>(config: &'a str, key: &str) -> Option<&'a str> {
     let prefix = format!("{key}:");
@@ -163,6 +179,7 @@ mod tests {
             ("SLOTS", "2"),
             ("PARALLELISM", "4"),
             ("RUN_DIR", "/tmp/run"),
+            ("ZK_PORT", "2181"),
         ]
         .into_iter()
         .map(|(k, v)| (k, v.to_string()))
@@ -255,6 +272,25 @@ mod tests {
         assert_eq!(
             render("t", "${sys:log.file}", &vars()).unwrap(),
             "${sys:log.file}"
+        );
+    }
+
+    #[test]
+    fn only_the_shield_profile_needs_zookeeper() {
+        assert!(zookeeper_ha("shield", &[]));
+        assert!(!zookeeper_ha("stock", &[]));
+        assert!(!zookeeper_ha("tuned", &[]));
+        let off = [("high-availability.type".to_string(), "none".to_string())];
+        assert!(!zookeeper_ha("shield", &off));
+        let on = [(
+            "high-availability.type".to_string(),
+            "zookeeper".to_string(),
+        )];
+        assert!(zookeeper_ha("stock", &on));
+        let c = flink_config("shield", &vars(), &[]).unwrap();
+        assert_eq!(
+            lookup(&c, "high-availability.zookeeper.quorum"),
+            Some("127.0.0.1:2181")
         );
     }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dist;
 pub mod isolate;
 pub mod process;
+pub mod zookeeper;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,9 @@ pub struct Ports {
     pub coordinator_agents: u16,
     /// The coordinator's HTTP API (shield profile).
     pub coordinator_api: u16,
+    /// ZooKeeper, for profiles with ZooKeeper high availability (the shield profile).
+    #[serde(default)]
+    pub zookeeper: u16,
 }
 
 impl Ports {
@@ -123,11 +127,12 @@ impl Ports {
             kafka_controller: add(9093)?,
             coordinator_agents: add(9250)?,
             coordinator_api: add(9251)?,
+            zookeeper: add(2181)?,
         })
     }
 
     /// Every port with its name, in the order `up` checks them (Flink REST first).
-    fn all(&self) -> [(&'static str, u16); 7] {
+    fn all(&self) -> [(&'static str, u16); 8] {
         [
             ("Flink REST", self.rest),
             ("JobManager RPC", self.jm_rpc),
@@ -136,6 +141,7 @@ impl Ports {
             ("Kafka controller", self.kafka_controller),
             ("StreamShield coordinator (agents)", self.coordinator_agents),
             ("StreamShield coordinator API", self.coordinator_api),
+            ("ZooKeeper", self.zookeeper),
         ]
     }
 }
@@ -262,6 +268,11 @@ pub struct RunState {
     /// The run's cgroup (relative to the cgroup v2 root) when TaskManagers are isolated (`UpOptions::isolate`).
     #[serde(default)]
     pub isolation: Option<String>,
+    /// ZooKeeper (profiles with ZooKeeper high availability).
+    #[serde(default)]
+    pub zookeeper: Option<Recorded>,
+    #[serde(default)]
+    pub zookeeper_launch: Option<Launch>,
 }
 
 /// A Java command line, kept so a TaskManager can be started again exactly like the others.
@@ -314,6 +325,7 @@ impl RunState {
         v.extend(self.agents.iter().map(|a| &a.process));
         v.extend(self.coordinator.iter().map(|c| &c.process));
         v.extend(self.kafka.iter());
+        v.extend(self.zookeeper.iter());
         v
     }
 
@@ -380,7 +392,11 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
         ));
     }
     let ports = Ports::with_offset(opts.port_offset)?;
+    let ha = config::zookeeper_ha(&opts.profile, &opts.flink_overrides);
     for (what, port) in ports.all() {
+        if what == "ZooKeeper" && !ha {
+            continue;
+        }
         process::check_port_free(port).map_err(|e| match e {
             process::Error::PortBusy { port, holder } => Error::Invalid(format!(
                 "{what} port {port} on 127.0.0.1 is already in use{}; stop it or move the cluster with --port-offset",
@@ -417,6 +433,8 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
         jm_launch: None,
         kafka_launch: None,
         isolation: None,
+        zookeeper: None,
+        zookeeper_launch: None,
     };
     if opts.isolate {
         state.isolation = Some(isolate::prepare(&dir)?);
@@ -487,6 +505,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
             "KAFKA_CONTROLLER_PORT",
             state.ports.kafka_controller.to_string(),
         ),
+        ("ZK_PORT", state.ports.zookeeper.to_string()),
         ("SLOTS", opts.slots.to_string()),
         ("PARALLELISM", parallelism.to_string()),
         ("PARTITIONS", parallelism.to_string()),
@@ -517,6 +536,10 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
         .map(str::to_string)
         .collect();
     let classpath = flink_classpath(&flink_home)?;
+    if config::lookup(&flink_conf, "high-availability.type") == Some("zookeeper") {
+        zookeeper::start(state, &classpath).await?;
+        steps.mark("zookeeper");
+    }
 
     if shield {
         start_coordinator(state).await?;
@@ -860,6 +883,9 @@ fn log_args(log: &Path, conf: &Path) -> Vec<String> {
     ]
 }
 
+/// StreamShield key: the JobManager's ZooKeeper session time-out (see `start_jobmanager`).
+pub const JM_ZK_SESSION_KEY: &str = "streamshield.jobmanager.zookeeper-session-timeout";
+
 async fn start_jobmanager(
     state: &mut RunState,
     flink_home: &Path,
@@ -877,6 +903,15 @@ async fn start_jobmanager(
     args.push("org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint".into());
     args.extend(["--configDir".into(), conf.display().to_string()]);
     args.extend(dynamic);
+    // With ZooKeeper high availability a new JobManager becomes leader only once the dead one's ZooKeeper session
+    // has expired; the profile can give the JobManager alone a shorter session than the TaskManagers' GC-safe one.
+    let text = std::fs::read_to_string(conf.join("config.yaml")).unwrap_or_default();
+    if let Some(t) = config::lookup(&text, JM_ZK_SESSION_KEY) {
+        args.extend([
+            "-D".into(),
+            format!("high-availability.zookeeper.client.session-timeout={t}"),
+        ]);
+    }
     say(format!(
         "starting the Flink {} JobManager (REST http://127.0.0.1:{})",
         dist::FLINK_VERSION,
@@ -1459,7 +1494,13 @@ pub async fn stop_processes(state: &RunState) -> Vec<(String, process::Stopped)>
         .chain(state.coordinator.iter().map(|c| c.process.clone()))
         .collect();
     out.extend(process::stop_all(&streamshield, grace).await);
-    out.extend(process::stop_all(&state.kafka.iter().cloned().collect::<Vec<_>>(), grace).await);
+    let brokers: Vec<Recorded> = state
+        .kafka
+        .iter()
+        .chain(state.zookeeper.iter())
+        .cloned()
+        .collect();
+    out.extend(process::stop_all(&brokers, grace).await);
     let strays = processes_naming(&state.run_dir);
     if !strays.is_empty() {
         let recs: Vec<Recorded> = strays
@@ -1789,6 +1830,8 @@ mod tests {
             jm_launch: None,
             kafka_launch: None,
             isolation: None,
+            zookeeper: None,
+            zookeeper_launch: None,
         }
     }
 
