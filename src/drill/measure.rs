@@ -77,6 +77,9 @@ pub struct Round {
     /// Why the round did not recover, in words (None when ok).
     pub failure: Option<String>,
     pub notes: Vec<String>,
+    /// Where the seconds went, from the JobManager's log (reports written before this existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<super::phases::Phases>,
     /// Output per bucket around the fault: the raw series the timeline is drawn from.
     pub timeline: Vec<Bucket>,
 }
@@ -219,6 +222,7 @@ pub fn evaluate(round: u32, o: &Observation) -> Round {
         baseline_latency_ms: base.map(u64::from),
         failure,
         notes,
+        phases: None,
         timeline: buckets(
             &o.samples,
             inject,
@@ -445,6 +449,7 @@ mod tests {
             baseline_latency_ms: None,
             failure: None,
             notes: vec![],
+            phases: None,
             timeline: vec![],
         };
         let rounds = vec![

@@ -6,6 +6,7 @@
 
 pub mod jvm;
 pub mod measure;
+pub mod phases;
 pub mod report;
 pub mod scenario;
 
@@ -350,7 +351,7 @@ async fn round_body(
             signal(target.as_ref(), Sig::SIGSTOP)?;
             injected.stopped = target.clone();
             heal_at = Some((
-                inject_ms + scenario::SHIELD_HANG_TOLERANCE.as_millis() as i64 / 2,
+                inject_ms + scenario::shield_hang_tolerance().as_millis() as i64 / 2,
                 "SIGCONT",
             ));
         }
@@ -488,7 +489,7 @@ async fn round_body(
     if obs.not_running_at_end {
         if let Err(flink::Error::Status { status: 404, .. }) = client.job(&job).await {
             job_note = Some(
-                "the JobManager no longer knows the job: without high availability a restarted JobManager starts empty and the job has to be submitted again".to_string(),
+                "the JobManager no longer knows the job: without high availability a restarted JobManager starts empty and the job has to be submitted again (records it had not written count as lost for this round; they remain in the input topic)".to_string(),
             );
         }
     }
@@ -585,6 +586,11 @@ async fn round_body(
     obs.state_errors = rep.state_errors;
     obs.verifier_complete = rep.complete;
     let mut r = measure::evaluate(round, &obs);
+    if scenario.is_failure() || obs.redeployed {
+        let log =
+            std::fs::read_to_string(dir.join("logs").join("jobmanager.log")).unwrap_or_default();
+        r.phases = Some(phases::from_log(&log, &job, inject_ms));
+    }
     r.notes.extend(job_note);
     r.notes.extend(gc_note);
     r.notes.extend(restart_note);

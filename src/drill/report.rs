@@ -239,6 +239,7 @@ pub fn markdown(r: &Report) -> String {
             fratio(s.catchup_ms)
         );
     }
+    where_time_goes(&mut o, r);
     let _ = writeln!(o, "\n## Rounds\n");
     let _ = writeln!(
         o,
@@ -284,6 +285,65 @@ pub fn markdown(r: &Report) -> String {
          the first 500 ms bucket after the gap whose median end-to-end latency is under 2x the pre-fault median."
     );
     o
+}
+
+/// Medians of the phase boundaries read from the JobManager's log, per arm (rounds that have them).
+fn where_time_goes(o: &mut String, r: &Report) {
+    if !r
+        .arms
+        .iter()
+        .flat_map(|a| &a.rounds)
+        .any(|x| x.phases.is_some())
+    {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n## Where the time goes (JobManager log; medians, ms from injection)\n\n\
+         failed = Flink declared the failure (job RUNNING -> RESTARTING); restarts = job (re)starts Flink began; \
+         restart = the (re)start that stuck began; deployed = its last task sent to a TaskManager; tasks running = \
+         the last subtask initialised (state restored, Kafka source and sink open); checkpoint = the first checkpoint \
+         completed after that (exactly-once output becomes visible when it commits); gap = output resumed at the sink.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| arm | rounds | failed | restarts | restart | deployed | tasks running | checkpoint | gap |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+    for a in &r.arms {
+        let ph: Vec<(&super::phases::Phases, Option<u64>)> = a
+            .rounds
+            .iter()
+            .filter_map(|x| x.phases.as_ref().map(|p| (p, x.gap_ms)))
+            .collect();
+        if ph.is_empty() {
+            continue;
+        }
+        let med = |f: &dyn Fn(&(&super::phases::Phases, Option<u64>)) -> Option<u64>| {
+            let mut v: Vec<u64> = ph.iter().filter_map(f).collect();
+            v.sort_unstable();
+            if v.is_empty() {
+                "-".to_string()
+            } else if v.len() % 2 == 1 {
+                v[v.len() / 2].to_string()
+            } else {
+                ((v[v.len() / 2 - 1] + v[v.len() / 2]) / 2).to_string()
+            }
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            a.name,
+            ph.len(),
+            med(&|x| x.0.failed_ms),
+            med(&|x| Some(u64::from(x.0.restarts))),
+            med(&|x| x.0.restart_ms),
+            med(&|x| x.0.deployed_ms),
+            med(&|x| x.0.tasks_running_ms),
+            med(&|x| x.0.checkpoint_ms),
+            med(&|x| x.1),
+        );
+    }
 }
 
 fn capitalize(s: &str) -> String {

@@ -3,9 +3,21 @@
 
 use std::time::Duration;
 
-/// The hang tolerance of the shield profile (issue 5: a TaskManager silent and stopped for longer is fenced).
-/// `tm-pause-short` pauses for half of it.
-pub const SHIELD_HANG_TOLERANCE: Duration = Duration::from_millis(2_000);
+/// The hang tolerance of the shield profile (`streamshield.hang-tolerance` in deploy/local/profiles/shield.yaml: a
+/// TaskManager silent and stopped for longer is fenced). `tm-pause-short` pauses for half of it.
+pub fn shield_hang_tolerance() -> Duration {
+    let text = crate::local::config::PROFILES
+        .iter()
+        .find(|(n, _)| *n == "shield")
+        .map(|(_, t)| *t)
+        .unwrap_or("");
+    crate::local::config::parse_flat("shield", text)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(k, _)| k == "streamshield.hang-tolerance")
+        .and_then(|(_, v)| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(2))
+}
 
 /// How long `kafka-broker-outage` keeps the broker down.
 pub const KAFKA_OUTAGE: Duration = Duration::from_secs(10);
@@ -68,12 +80,12 @@ impl Scenario {
             }
             Scenario::TmHang => "SIGSTOP of a TaskManager that runs subtasks of the job; SIGCONT only after the round".into(),
             Scenario::TmTerm => "SIGTERM (planned stop) of a TaskManager that runs subtasks of the job".into(),
-            Scenario::TmPartition => "the network of a TaskManager that runs subtasks of the job is cut (its own network namespace, link down) until the end of the round".into(),
+            Scenario::TmPartition => "the network of a TaskManager that runs subtasks of the job is cut (its own cgroup; iptables drops every packet its sockets send or receive) until the end of the round".into(),
             Scenario::TmPauseShort => format!(
                 "SIGSTOP of a TaskManager that runs subtasks for {} ms (half the shield profile's hang tolerance), then SIGCONT; not a failure",
-                SHIELD_HANG_TOLERANCE.as_millis() / 2
+                shield_hang_tolerance().as_millis() / 2
             ),
-            Scenario::TmGcPause => "a real stop-the-world full GC of at least 10 s in a TaskManager that runs subtasks (serial collector, a large randomly linked live heap, System.gc() via jcmd); not a failure".into(),
+            Scenario::TmGcPause => "a real stop-the-world full GC of at least 10 s in a TaskManager that runs subtasks (serial collector, a large randomly linked live heap, GC.run sent over the JVM's attach socket); not a failure".into(),
             Scenario::JmKill => "kill -9 of the JobManager, then it is started again at once (with whatever high availability the profile configures)".into(),
             Scenario::KafkaBrokerOutage => format!(
                 "kill -9 of the (only) Kafka broker, started again on its data after {} s",
@@ -108,6 +120,11 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_short_pause_is_half_the_shield_profiles_hang_tolerance() {
+        assert_eq!(shield_hang_tolerance(), Duration::from_secs(2));
+    }
 
     #[test]
     fn names_round_trip_and_unknown_names_list_the_known_ones() {
