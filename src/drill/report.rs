@@ -287,6 +287,9 @@ pub fn markdown(r: &Report) -> String {
     o
 }
 
+/// A round's phases and its gap.
+type PhaseRow<'a> = (&'a super::phases::Phases, Option<u64>);
+
 /// Medians of the phase boundaries read from the JobManager's log, per arm (rounds that have them).
 fn where_time_goes(o: &mut String, r: &Report) {
     if !r
@@ -311,7 +314,7 @@ fn where_time_goes(o: &mut String, r: &Report) {
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
     for a in &r.arms {
-        let ph: Vec<(&super::phases::Phases, Option<u64>)> = a
+        let ph: Vec<PhaseRow> = a
             .rounds
             .iter()
             .filter_map(|x| x.phases.as_ref().map(|p| (p, x.gap_ms)))
@@ -319,7 +322,7 @@ fn where_time_goes(o: &mut String, r: &Report) {
         if ph.is_empty() {
             continue;
         }
-        let med = |f: &dyn Fn(&(&super::phases::Phases, Option<u64>)) -> Option<u64>| {
+        let med = |f: &dyn Fn(&PhaseRow) -> Option<u64>| {
             let mut v: Vec<u64> = ph.iter().filter_map(f).collect();
             v.sort_unstable();
             if v.is_empty() {
