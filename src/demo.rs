@@ -39,6 +39,7 @@ pub async fn run(opts: &DemoOptions, cancel: CancellationToken) -> Result<Report
         warmup: opts.warmup,
         taskmanagers: 2,
         slots: 2,
+        warm_spares: false,
     };
     drill::validate(&d)?;
     let rep = drill::run(&d, cancel).await;

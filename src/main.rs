@@ -221,6 +221,10 @@ enum LocalCommand {
         /// its network with iptables (root, cgroup v2 and iptables needed).
         #[arg(long)]
         isolate: bool,
+        /// Start the standby TaskManagers before the job and spread its slots over every TaskManager, so that the
+        /// spare slots are on TaskManagers that already run the job.
+        #[arg(long)]
+        warm_spares: bool,
         /// Extra keyed-state bytes per key (varies checkpoint and restore size).
         #[arg(long, default_value_t = 0)]
         state_bytes: u32,
@@ -394,6 +398,10 @@ struct DrillArgs {
     /// Keep the rounds' run directories (logs) even when they succeed.
     #[arg(long)]
     keep_work: bool,
+    /// Every arm: the spare TaskManager starts before the job, whose slots are spread over every TaskManager, so
+    /// that recovery lands on TaskManagers that already run the job (see `local up --warm-spares`).
+    #[arg(long)]
+    warm_spares: bool,
     #[arg(long, default_value_t = 0, env = "STREAMSHIELD_PORT_OFFSET")]
     port_offset: u16,
     /// Render report.md and timeline.svg again from DIR/report.json (no drill runs).
@@ -482,6 +490,7 @@ async fn run_local(cmd: LocalCommand) -> Result<ExitCode> {
             state_bytes,
             job_args,
             isolate,
+            warm_spares,
             flink_conf,
         } => {
             let opts = UpOptions {
@@ -497,6 +506,7 @@ async fn run_local(cmd: LocalCommand) -> Result<ExitCode> {
                 job_args,
                 flink_overrides: flink_conf,
                 isolate,
+                warm_spares,
             };
             match local::up(&opts, shutdown_token()).await {
                 Ok(state) => {
@@ -843,6 +853,7 @@ async fn run_drill(a: DrillArgs) -> Result<ExitCode> {
         warmup: a.warmup,
         taskmanagers: 2,
         slots: 2,
+        warm_spares: a.warm_spares,
     };
     if let Err(e) = drill::validate(&opts) {
         eprintln!("error: {e}");

@@ -55,6 +55,8 @@ pub struct DrillOptions {
     pub warmup: Duration,
     pub taskmanagers: u32,
     pub slots: u32,
+    /// Every arm's spare TaskManager starts before the job (`local up --warm-spares`).
+    pub warm_spares: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +270,7 @@ async fn round_body(
             .chain(scenario_overrides(scenario, dir))
             .collect(),
         isolate: scenario == Scenario::TmPartition,
+        warm_spares: opts.warm_spares,
     };
     let mut state = local::up(&up, cancel.clone())
         .await
@@ -302,8 +305,11 @@ async fn round_body(
     verifier.ledger().start_trace();
 
     tokio::time::sleep(opts.warmup).await;
+    let mut hosts_note = None;
     let target = if scenario.targets_taskmanager() {
-        Some(pick_target(&client, &job, &state).await?)
+        let (t, hosts) = pick_target(&client, &job, &state).await?;
+        hosts_note = Some(format!("subtasks ran on {} at injection", hosts.join(", ")));
+        Some(t)
     } else {
         None
     };
@@ -591,6 +597,7 @@ async fn round_body(
             std::fs::read_to_string(dir.join("logs").join("jobmanager.log")).unwrap_or_default();
         r.phases = Some(phases::from_log(&log, &job, inject_ms));
     }
+    r.notes.extend(hosts_note);
     r.notes.extend(job_note);
     r.notes.extend(gc_note);
     r.notes.extend(restart_note);
@@ -679,22 +686,22 @@ async fn wait_dead(p: Option<&Recorded>) {
     }
 }
 
-/// The TaskManager to hit: the first active one (by name) that runs subtasks of the job.
+/// The TaskManager to hit: the first one (by name) that runs subtasks of the job; and every one that does.
 async fn pick_target(
     client: &flink::Client,
     job: &str,
     state: &RunState,
-) -> Result<Recorded, String> {
+) -> Result<(Recorded, Vec<String>), String> {
     let hosts = client
         .subtask_hosts(job)
         .await
         .map_err(|e| format!("finding the TaskManagers that run the job: {e}"))?;
-    let mut names: Vec<&String> = hosts.iter().collect();
+    let mut names: Vec<String> = hosts.to_vec();
     names.sort();
-    for n in names {
+    for n in &names {
         if let Some(t) = state.taskmanagers.iter().find(|t| &t.resource_id == n) {
             if t.process.alive() {
-                return Ok(t.process.clone());
+                return Ok((t.process.clone(), names));
             }
         }
     }

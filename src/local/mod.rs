@@ -181,6 +181,10 @@ pub struct UpOptions {
     pub flink_overrides: Vec<(String, String)>,
     /// Start every TaskManager and its agent in its own cgroup, so that the drill can cut its network.
     pub isolate: bool,
+    /// Start the standby TaskManagers before the job and spread the job's slots over every TaskManager
+    /// (`taskmanager.load-balance.mode: SLOTS`): the spare slots are then on TaskManagers that already run the job
+    /// (its classes loaded, its code compiled) instead of on an idle one.
+    pub warm_spares: bool,
 }
 
 /// The workload as submitted.
@@ -224,7 +228,8 @@ pub struct CoordinatorInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TmInfo {
     pub resource_id: String,
-    /// `active` (started before the job: its slots run tasks) or `standby` (started after: free slots).
+    /// `active` (started before the job: its slots run tasks), `standby` (started after: free slots) or `spare`
+    /// (warm spares: started before the job, which spreads its slots over every TaskManager).
     pub role: String,
     pub process: Recorded,
 }
@@ -524,7 +529,11 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
         let p = dir.join("flink").join(sub);
         std::fs::create_dir_all(&p).map_err(io(&p))?;
     }
-    let flink_conf = config::flink_config(&opts.profile, &vars, &opts.flink_overrides)?;
+    let mut overrides = opts.flink_overrides.clone();
+    if opts.warm_spares {
+        overrides.push(("taskmanager.load-balance.mode".into(), "SLOTS".into()));
+    }
+    let flink_conf = config::flink_config(&opts.profile, &vars, &overrides)?;
     write(&conf.join("config.yaml"), &flink_conf)?;
     write(
         &conf.join("log4j.properties"),
@@ -571,8 +580,12 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     for i in 1..=opts.taskmanagers {
         start_taskmanager(state, &format!("tm-{i}"), "active").await?;
     }
+    let early_spares = if opts.warm_spares { opts.standby } else { 0 };
+    for i in 1..=early_spares {
+        start_taskmanager(state, &format!("tm-{}", opts.taskmanagers + i), "spare").await?;
+    }
     let client = flink::Client::new(state.rest_url());
-    wait_registered(state, &client, opts.taskmanagers as usize).await?;
+    wait_registered(state, &client, (opts.taskmanagers + early_spares) as usize).await?;
     steps.mark("taskmanagers");
 
     say(format!(
@@ -623,7 +636,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
     wait_job_running(state, &client, &job_id, Duration::from_secs(180)).await?;
     steps.mark("job");
 
-    for i in 1..=opts.standby {
+    for i in early_spares + 1..=opts.standby {
         start_taskmanager(state, &format!("tm-{}", opts.taskmanagers + i), "standby").await?;
     }
     wait_registered(state, &client, (opts.taskmanagers + opts.standby) as usize).await?;
@@ -1872,6 +1885,7 @@ mod tests {
             job_args: vec![],
             flink_overrides: vec![],
             isolate: false,
+            warm_spares: false,
         };
         assert!(matches!(
             up(&o, CancellationToken::new()).await,
@@ -1908,6 +1922,7 @@ mod tests {
             job_args: vec![],
             flink_overrides: vec![],
             isolate: false,
+            warm_spares: false,
         };
         let e = up(&o, CancellationToken::new())
             .await
