@@ -169,7 +169,16 @@ impl Tracker {
                 },
             },
         };
-        self.set(next, now_ms);
+        // A silence is timed from the last heartbeat, not from when it was first noticed (`suspect_after` later):
+        // the hang and GC tolerances are about how long the process has been unresponsive.
+        let silent = matches!(next, Liveness::Paused | Liveness::Hung | Liveness::BusyGc);
+        match self.last_heartbeat_ms {
+            Some(hb) if before == Liveness::Alive && silent => {
+                self.state = next;
+                self.since_ms = hb;
+            }
+            _ => self.set(next, now_ms),
+        }
         (before != next).then_some((before, next))
     }
 
@@ -226,7 +235,11 @@ mod tests {
             t.evaluate(450, stopped, true),
             Some((Liveness::Alive, Liveness::Paused))
         );
-        assert_eq!(t.since_ms(), 450);
+        assert_eq!(
+            t.since_ms(),
+            100,
+            "a silence is timed from the last heartbeat"
+        );
         t.on_heartbeat(900, running(101));
         assert_eq!(t.state(), Liveness::Alive);
     }
@@ -240,10 +253,14 @@ mod tests {
             t.evaluate(500, running(101), true),
             Some((Liveness::Alive, Liveness::Hung))
         );
+        assert_eq!(t.since_ms(), 100);
         assert_eq!(
             t.evaluate(600, running(140), true),
             Some((Liveness::Hung, Liveness::BusyGc))
         );
+        // Between silent states each keeps its own clock: a collection that looked hung for a moment is not
+        // fenced by a hang tolerance counted from the start of the silence.
+        assert_eq!(t.since_ms(), 600);
         t.on_heartbeat(700, running(150));
         assert_eq!(t.state(), Liveness::Alive);
     }

@@ -25,6 +25,10 @@ pub struct Phases {
     pub tasks_running_ms: Option<u64>,
     /// The first checkpoint completed after that.
     pub checkpoint_ms: Option<u64>,
+    /// The last checkpoint completed before the injection (negative ms): with at-least-once output, records read
+    /// after it are what a restart may write again.
+    #[serde(default)]
+    pub last_checkpoint_before_ms: Option<i64>,
 }
 
 /// Unix ms of a log line that starts with `yyyy-MM-dd HH:mm:ss,SSS` (UTC).
@@ -57,6 +61,9 @@ pub fn from_log(log: &str, job: &str, inject_ms: i64) -> Phases {
     for line in log.lines() {
         let Some(t) = line_ms(line) else { continue };
         if t < inject_ms {
+            if line.contains("Completed checkpoint ") && line.contains(job) {
+                p.last_checkpoint_before_ms = Some(t - inject_ms);
+            }
             continue;
         }
         if let Some((from, to)) = job_transition(line, job) {
@@ -139,6 +146,7 @@ mod tests {
                 deployed_ms: Some(1_500),
                 tasks_running_ms: Some(4_000),
                 checkpoint_ms: Some(5_500),
+                last_checkpoint_before_ms: Some(-40_000),
             }
         );
     }
@@ -146,7 +154,13 @@ mod tests {
     #[test]
     fn nothing_before_the_injection_counts() {
         let p = from_log(&log(), JOB, at("2026-11-24 15:10:07,000"));
-        assert_eq!(p, Phases::default());
+        assert_eq!(
+            p,
+            Phases {
+                last_checkpoint_before_ms: Some(-500),
+                ..Phases::default()
+            }
+        );
         // A pause without a restart: no phase at all.
         let quiet = "2026-11-24 15:10:02,100 INFO  CheckpointCoordinator [] - Completed checkpoint 9 for job JOB (1 bytes).".replace("JOB", JOB);
         assert_eq!(from_log(&quiet, JOB, 0), Phases::default());

@@ -312,13 +312,15 @@ fn where_time_goes(o: &mut String, r: &Report) {
          failed = Flink declared the failure (job RUNNING -> RESTARTING); restarts = job (re)starts Flink began; \
          restart = the (re)start that stuck began; deployed = its last task sent to a TaskManager; tasks running = \
          the last subtask initialised (state restored, Kafka source and sink open); checkpoint = the first checkpoint \
-         completed after that (exactly-once output becomes visible when it commits); gap = output resumed at the sink.\n"
+         completed after that (exactly-once output becomes visible when it commits); gap = output resumed at the sink; \
+         last checkpoint = the last one completed before the fault (negative: with at-least-once output, what was \
+         read after it may be written again).\n"
     );
     let _ = writeln!(
         o,
-        "| arm | rounds | failed | restarts | restart | deployed | tasks running | checkpoint | gap |"
+        "| arm | rounds | last checkpoint | failed | restarts | restart | deployed | tasks running | checkpoint | gap |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
     for a in &r.arms {
         let ph: Vec<PhaseRow> = a
             .rounds
@@ -341,9 +343,21 @@ fn where_time_goes(o: &mut String, r: &Report) {
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.name,
             ph.len(),
+            {
+                let mut v: Vec<i64> = ph
+                    .iter()
+                    .filter_map(|x| x.0.last_checkpoint_before_ms)
+                    .collect();
+                v.sort_unstable();
+                match v.len() {
+                    0 => "-".to_string(),
+                    n if n % 2 == 1 => v[n / 2].to_string(),
+                    n => ((v[n / 2 - 1] + v[n / 2]) / 2).to_string(),
+                }
+            },
             med(&|x| x.0.failed_ms),
             med(&|x| Some(u64::from(x.0.restarts))),
             med(&|x| x.0.restart_ms),
