@@ -936,19 +936,42 @@ async fn start_jobmanager(
     });
     let rec = spawn_jobmanager(state)?;
     let client = flink::Client::new(state.rest_url());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !client.ready().await {
+    wait_ready(
+        &rec,
+        "the JobManager's REST endpoint answering",
+        Duration::from_secs(120),
+        Duration::from_millis(250),
+        || client.ready(),
+    )
+    .await
+}
+
+/// Polls `ready` every `every` until it says yes; fails when `rec` exits first (with its log's tail) or after
+/// `waited`.
+async fn wait_ready<F, Fut>(
+    rec: &Recorded,
+    what: &str,
+    waited: Duration,
+    every: Duration,
+    mut ready: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + waited;
+    while !ready().await {
         if !rec.alive() {
-            return Err(exited(&rec));
+            return Err(exited(rec));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::Timeout {
-                what: "the JobManager's REST endpoint answering".into(),
-                waited: Duration::from_secs(120),
+                what: what.to_string(),
+                waited,
                 detail: format!("; see {}", rec.log.display()),
             });
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(every).await;
     }
     Ok(())
 }
@@ -981,22 +1004,14 @@ pub async fn restart_jobmanager(state: &mut RunState) -> Result<()> {
     }
     let rec = spawn_jobmanager(state)?;
     let client = flink::Client::new(state.rest_url());
-    let waited = Duration::from_secs(120);
-    let deadline = tokio::time::Instant::now() + waited;
-    while !client.ready().await {
-        if !rec.alive() {
-            return Err(exited(&rec));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                what: "the restarted JobManager's REST endpoint answering".into(),
-                waited,
-                detail: format!("; see {}", rec.log.display()),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    wait_ready(
+        &rec,
+        "the restarted JobManager's REST endpoint answering",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || client.ready(),
+    )
+    .await
 }
 
 /// Starts the Kafka broker again on its existing storage (the drill's `kafka-broker-outage`) and waits until it

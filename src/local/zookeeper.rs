@@ -64,7 +64,19 @@ pub async fn start(state: &mut RunState, classpath: &str) -> Result<()> {
         main_args: Vec::new(),
     });
     let rec = spawn(state)?;
-    wait_ready(state.ports.zookeeper, &rec, Duration::from_secs(60)).await
+    let port = state.ports.zookeeper;
+    super::wait_ready(
+        &rec,
+        "ZooKeeper answering `ruok`",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async move {
+            tokio::task::spawn_blocking(move || ruok(port))
+                .await
+                .unwrap_or(false)
+        },
+    )
+    .await
 }
 
 fn spawn(state: &mut RunState) -> Result<Recorded> {
@@ -99,29 +111,6 @@ pub fn ruok(port: u16) -> bool {
     }
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).is_ok() && &buf == b"imok"
-}
-
-async fn wait_ready(port: u16, rec: &Recorded, waited: Duration) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + waited;
-    loop {
-        if tokio::task::spawn_blocking(move || ruok(port))
-            .await
-            .unwrap_or(false)
-        {
-            return Ok(());
-        }
-        if !rec.alive() {
-            return Err(super::exited(rec));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                what: "ZooKeeper answering `ruok`".into(),
-                waited,
-                detail: format!("; see {}", rec.log.display()),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[cfg(test)]
