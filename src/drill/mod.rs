@@ -570,7 +570,8 @@ async fn round_body(
             "restarts counted from Flink's exception history ({failures} failure(s) since the fault): its numRestarts metric did not move within 20 s"
         ));
     }
-    obs.failovers = failovers(&state, inject_ms).await;
+    let (acted, decision_notes) = failovers(&state, inject_ms).await;
+    obs.failovers = acted;
 
     // Heal, stop the load, and let the verifier account for every record.
     injected.heal();
@@ -598,6 +599,7 @@ async fn round_body(
         r.phases = Some(phases::from_log(&log, &job, inject_ms));
     }
     r.notes.extend(hosts_note);
+    r.notes.extend(decision_notes);
     r.notes.extend(job_note);
     r.notes.extend(gc_note);
     r.notes.extend(restart_note);
@@ -711,12 +713,12 @@ async fn pick_target(
 }
 
 /// Decisions the coordinator acted on (not observe-only) since the injection.
-async fn failovers(state: &RunState, since_ms: i64) -> u64 {
+async fn failovers(state: &RunState, since_ms: i64) -> (u64, Vec<String>) {
     let Some(c) = &state.coordinator else {
-        return 0;
+        return (0, Vec::new());
     };
     let Ok(token) = std::fs::read_to_string(&c.api_token_file) else {
-        return 0;
+        return (0, Vec::new());
     };
     let url = format!("{}/v1/decisions", c.api.trim_end_matches('/'));
     let http = reqwest::Client::new();
@@ -727,17 +729,32 @@ async fn failovers(state: &RunState, since_ms: i64) -> u64 {
         .send()
         .await
     else {
-        return 0;
+        return (0, Vec::new());
     };
     let v: serde_json::Value = resp.json().await.unwrap_or_default();
-    v.as_array()
+    let acted: Vec<&serde_json::Value> = v
+        .as_array()
         .map(|a| {
             a.iter()
                 .filter(|d| d["ts_ms"].as_i64().unwrap_or(0) >= since_ms)
                 .filter(|d| d["mode"].as_str().unwrap_or("observe-only") != "observe-only")
-                .count() as u64
+                .collect()
         })
-        .unwrap_or(0)
+        .unwrap_or_default();
+    // When each order went out, so a round's report shows the coordinator's part of the timeline.
+    let notes = acted
+        .iter()
+        .map(|d| {
+            format!(
+                "coordinator: {} {} at +{} ms ({})",
+                d["action"].as_str().unwrap_or("?"),
+                d["resource_id"].as_str().unwrap_or("?"),
+                d["ts_ms"].as_i64().unwrap_or(0) - since_ms,
+                d["trigger"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    (acted.len() as u64, notes)
 }
 
 /// Polls Flink's REST API (and the coordinator's event log, in the shield arm) for signs of the fault and for
