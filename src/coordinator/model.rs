@@ -310,6 +310,11 @@ impl Model {
                 .filter_map(|j| j.timestamps.get("RUNNING").copied())
                 .max()
                 .unwrap_or(0),
+            checkpointed_ms: jobs
+                .iter()
+                .filter_map(|j| j.checkpoints.as_ref().and_then(|c| c.latest_completed_ms))
+                .min()
+                .unwrap_or(i64::MAX),
         }
     }
 

@@ -5,9 +5,10 @@
 //! - **crash** (`dead`): Flink's own fast path (heartbeat RPCs to a dead process fail; with
 //!   `heartbeat.rpc-failure-threshold: 1` and a 500 ms interval it notices in ~0.5 s) frees its slots and the job
 //!   moves to the standby's. The policy then orders a `restart` of the TaskManager in place (same resource id) to
-//!   refill the pool — once the jobs run again, not at once: on a small machine a JVM starting during the recovery
-//!   took the CPU the recovery needed (measured: the restart ordered at once made tm-kill recovery slower than
-//!   without it). At the latest after `refill_max_wait`.
+//!   refill the pool — once the jobs run again and have completed a checkpoint since, not at once: on a small
+//!   machine a JVM starting during the recovery took the CPU the recovery needed (measured: the restart ordered at
+//!   once made tm-kill recovery slower than without it, and ordered as soon as every subtask ran it still delayed
+//!   the catch-up by ~2 s in the cold-standby at-least-once drill). At the latest after `refill_max_wait`.
 //! - **hang** (`paused`: stopped; `hung`: no heartbeat and no CPU progress) for longer than the hang tolerance →
 //!   `fence` (SIGKILL through the agent), which turns it into a crash.
 //! - **busy GC** (`busy-gc`: no heartbeat, CPU advancing) is tolerated up to the longer GC tolerance, then fenced.
@@ -41,6 +42,9 @@ pub struct FlinkState {
     pub all_running: bool,
     /// The latest time (Flink's clock) a job entered RUNNING.
     pub last_running_ms: i64,
+    /// The oldest of the jobs' latest completed checkpoints (ms; `i64::MAX` when no job checkpoints): a checkpoint
+    /// completed after `last_running_ms` means the restarted job has settled.
+    pub checkpointed_ms: i64,
 }
 
 impl Default for PolicyConfig {
@@ -183,8 +187,10 @@ impl Engine {
                 "dead" if !inc.restarted => {
                     // The jobs run again since the death (or ran throughout: the TaskManager had no tasks, and
                     // Flink has had a few seconds to notice), or the refill cannot wait any longer.
-                    let recovered = flink.all_running && flink.last_running_ms >= inc.since_ms;
-                    let untouched = flink.all_running && waited >= Duration::from_secs(5);
+                    let settled =
+                        flink.all_running && flink.checkpointed_ms >= flink.last_running_ms;
+                    let recovered = settled && flink.last_running_ms >= inc.since_ms;
+                    let untouched = settled && waited >= Duration::from_secs(5);
                     if !(recovered || untouched || waited >= self.cfg.refill_max_wait) {
                         continue;
                     }
@@ -237,13 +243,39 @@ mod tests {
         FlinkState {
             all_running: true,
             last_running_ms: since,
+            checkpointed_ms: since,
         }
     }
 
     const RESTARTING: FlinkState = FlinkState {
         all_running: false,
         last_running_ms: 0,
+        checkpointed_ms: 0,
     };
+
+    #[test]
+    fn the_refill_waits_for_a_checkpoint_after_the_recovery() {
+        let mut e = engine();
+        e.liveness("tm-1", true, "dead", 1_000, Some(7), 1_010, RESTARTING);
+        // Every subtask runs again at 2,400, but its latest checkpoint is from before the crash: still catching up.
+        let catching_up = FlinkState {
+            checkpointed_ms: 900,
+            ..running(2_400)
+        };
+        assert!(e.tick(2_500, catching_up).is_empty());
+        assert!(e.tick(9_000, catching_up).is_empty());
+        // A checkpoint completes at 3,100: refill.
+        let settled = FlinkState {
+            checkpointed_ms: 3_100,
+            ..running(2_400)
+        };
+        assert_eq!(e.tick(9_100, settled).len(), 1);
+        // Never settling: the latest wait (30 s) still refills.
+        let mut e = engine();
+        e.liveness("tm-1", true, "dead", 1_000, Some(7), 1_010, RESTARTING);
+        assert!(e.tick(30_999, catching_up).is_empty());
+        assert_eq!(e.tick(31_000, catching_up).len(), 1);
+    }
 
     fn engine() -> Engine {
         Engine::new(PolicyConfig {
