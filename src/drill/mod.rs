@@ -747,7 +747,10 @@ async fn failovers(state: &RunState, since_ms: i64) -> (u64, Vec<String>) {
         .map(|d| {
             format!(
                 "coordinator: {} {} at +{} ms ({})",
-                d["action"].as_str().unwrap_or("?"),
+                d["command"]
+                    .as_str()
+                    .or(d["action"].as_str())
+                    .unwrap_or("?"),
                 d["resource_id"].as_str().unwrap_or("?"),
                 d["ts_ms"].as_i64().unwrap_or(0) - since_ms,
                 d["trigger"].as_str().unwrap_or("?"),

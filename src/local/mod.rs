@@ -981,16 +981,8 @@ fn spawn_jobmanager(state: &mut RunState) -> Result<Recorded> {
     let launch = state.jm_launch.clone().ok_or_else(|| {
         Error::Invalid("this run has no JobManager launch line (was `up` interrupted?)".into())
     })?;
-    let rec = process::spawn(process::Spec {
-        name: "jobmanager",
-        program: Path::new("java"),
-        args: launch.java_args,
-        cwd: &state.run_dir,
-        log: state.logs_dir().join("jobmanager.log"),
-        out: state.logs_dir().join("jobmanager.out"),
-        env: plugin_env(state, "jobmanager", "jm"),
-        cgroup: None,
-    })?;
+    let env = plugin_env(state, "jobmanager", "jm");
+    let rec = spawn_java(state, "jobmanager", launch, &state.run_dir, env)?;
     state.jobmanager = Some(rec.clone());
     state.save()?;
     Ok(rec)
@@ -1024,21 +1016,32 @@ pub async fn restart_kafka(state: &mut RunState) -> Result<()> {
     wait_kafka(state, &rec).await
 }
 
+/// Starts a recorded Java command line as `name` (logs in `<run>/logs/<name>.log` and `.out`).
+fn spawn_java(
+    state: &RunState,
+    name: &str,
+    launch: Launch,
+    cwd: &Path,
+    env: Vec<(String, String)>,
+) -> Result<Recorded> {
+    let logs = state.logs_dir();
+    Ok(process::spawn(process::Spec {
+        name,
+        program: Path::new("java"),
+        args: launch.java_args,
+        cwd,
+        log: logs.join(format!("{name}.log")),
+        out: logs.join(format!("{name}.out")),
+        env,
+        cgroup: None,
+    })?)
+}
+
 fn spawn_kafka(state: &mut RunState) -> Result<Recorded> {
     let launch = state.kafka_launch.clone().ok_or_else(|| {
         Error::Invalid("this run has no Kafka launch line (was `up` interrupted?)".into())
     })?;
-    let logs = state.logs_dir();
-    let rec = process::spawn(process::Spec {
-        name: "kafka",
-        program: Path::new("java"),
-        args: launch.java_args,
-        cwd: &state.run_dir.join("kafka"),
-        log: logs.join("kafka.log"),
-        out: logs.join("kafka.out"),
-        env: vec![],
-        cgroup: None,
-    })?;
+    let rec = spawn_java(state, "kafka", launch, &state.run_dir.join("kafka"), vec![])?;
     state.kafka = Some(rec.clone());
     state.save()?;
     Ok(rec)

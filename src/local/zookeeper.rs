@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use super::process::{self, Recorded};
+use super::process::Recorded;
 use super::{io, write, Error, Launch, Result, RunState};
 
 /// The server's main class inside `flink-dist`.
@@ -83,17 +83,13 @@ fn spawn(state: &mut RunState) -> Result<Recorded> {
     let launch = state.zookeeper_launch.clone().ok_or_else(|| {
         Error::Invalid("this run has no ZooKeeper launch line (was `up` interrupted?)".into())
     })?;
-    let logs = state.run_dir.join("logs");
-    let rec = process::spawn(process::Spec {
-        name: "zookeeper",
-        program: Path::new("java"),
-        args: launch.java_args,
-        cwd: &state.run_dir.join("zookeeper"),
-        log: logs.join("zookeeper.log"),
-        out: logs.join("zookeeper.out"),
-        env: vec![],
-        cgroup: None,
-    })?;
+    let rec = super::spawn_java(
+        state,
+        "zookeeper",
+        launch,
+        &state.run_dir.join("zookeeper"),
+        vec![],
+    )?;
     state.zookeeper = Some(rec.clone());
     state.save()?;
     Ok(rec)
