@@ -238,33 +238,48 @@ pub fn port_holder(port: u16) -> Option<String> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let t = target.to_string_lossy();
-            if let Some(inode) = t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
-                if inodes.iter().any(|i| i == inode) {
-                    let comm =
-                        std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                    return Some(format!("pid {pid} ({})", comm.trim()));
-                }
-            }
+        if socket_inodes(&entry.path()).any(|inode| inodes.contains(&inode)) {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            return Some(format!("pid {pid} ({})", comm.trim()));
         }
     }
     Some("another process (its owner is not visible from here)".into())
 }
 
-/// Socket inodes listening on `port` (any address), from /proc/net/tcp and tcp6.
 /// The local TCP ports of every socket process `pid` holds (listening and connected), from /proc.
 pub fn tcp_ports(pid: i32) -> Vec<u16> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    let inodes: std::collections::HashSet<String> = fds
+    let inodes: std::collections::HashSet<String> =
+        socket_inodes(Path::new(&format!("/proc/{pid}"))).collect();
+    let mut ports: Vec<u16> = tcp_tables()
+        .iter()
+        .flat_map(|t| socket_ports(t, &inodes))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Socket inodes listening on `port` (any address), from /proc/net/tcp and tcp6.
+fn listening_inodes(port: u16) -> Vec<String> {
+    tcp_tables()
+        .iter()
+        .flat_map(|t| parse_listening(t, port))
+        .collect()
+}
+
+/// The texts of /proc/net/tcp and tcp6 (a table that cannot be read is left out).
+fn tcp_tables() -> Vec<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .collect()
+}
+
+/// The socket inodes among the open files of the process whose /proc directory is `proc_dir`.
+fn socket_inodes(proc_dir: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_dir(proc_dir.join("fd"))
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|e| std::fs::read_link(e.path()).ok())
         .filter_map(|l| {
@@ -273,55 +288,38 @@ pub fn tcp_ports(pid: i32) -> Vec<u16> {
                 .and_then(|s| s.strip_suffix(']'))
                 .map(str::to_string)
         })
-        .collect();
-    let mut ports = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        ports.extend(socket_ports(&text, &inodes));
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    ports
+}
+
+/// One row of a /proc/net/tcp table.
+struct TcpRow {
+    local_port: u16,
+    listening: bool,
+    inode: String,
+}
+
+fn tcp_rows(table: &str) -> impl Iterator<Item = TcpRow> + '_ {
+    table.lines().skip(1).filter_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local_address is field 1 ("0100007F:1F90"), st field 3 ("0A" = LISTEN), inode field 9.
+        Some(TcpRow {
+            local_port: u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?,
+            listening: *f.get(3)? == "0A",
+            inode: f.get(9)?.to_string(),
+        })
+    })
 }
 
 fn socket_ports(table: &str, inodes: &std::collections::HashSet<String>) -> Vec<u16> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if !inodes.contains(*f.get(9)?) {
-                return None;
-            }
-            u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()
-        })
+    tcp_rows(table)
+        .filter(|r| inodes.contains(&r.inode))
+        .map(|r| r.local_port)
         .collect()
 }
 
-fn listening_inodes(port: u16) -> Vec<String> {
-    let mut out = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        out.extend(parse_listening(&text, port));
-    }
-    out
-}
-
 fn parse_listening(table: &str, port: u16) -> Vec<String> {
-    let want = format!("{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // local_address is field 1 ("0100007F:1F90"), st field 3 ("0A" = LISTEN), inode field 9.
-            let local_port = f.get(1)?.rsplit(':').next()?;
-            (local_port == want && *f.get(3)? == "0A").then(|| f.get(9).map(|s| s.to_string()))?
-        })
+    tcp_rows(table)
+        .filter(|r| r.listening && r.local_port == port)
+        .map(|r| r.inode)
         .collect()
 }
 
