@@ -185,58 +185,73 @@ fn restart(shared: &Shared, inner: &mut Inner) -> Outcome {
 /// How long an isolation lasts at most (the coordinator lifts it earlier when the TaskManager's agent is back).
 pub const ISOLATION_TTL: Duration = Duration::from_secs(120);
 
-/// The iptables rules that make every connection to `address` (and to `extra` ports of its host) fail with a TCP
-/// reset: one per port on a loopback host (everything local shares the address), the whole host otherwise. The
-/// comment names this agent's pid, so `local down` can remove rules of agents that could not (killed).
-fn isolation_rules(address: &str, extra: &[u16]) -> Option<Vec<Vec<String>>> {
-    let (host, port) = address.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let host: std::net::IpAddr = host.parse().ok()?;
-    let comment = format!("streamshield-isolate:{}", std::process::id());
-    let rule = |dport: Option<u16>| -> Vec<String> {
+/// What to reject for an isolated TaskManager: TCP to `host` (only to `dport`, when set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reject {
+    host: std::net::IpAddr,
+    dport: Option<u16>,
+}
+
+impl Reject {
+    /// The iptables rule that makes every such connection fail with a TCP reset. The comment names this agent's
+    /// pid, so `local down` can remove rules of agents that could not (killed).
+    fn rule(&self) -> Vec<String> {
         let mut r: Vec<String> = vec![
             "OUTPUT".into(),
             "-p".into(),
             "tcp".into(),
             "-d".into(),
-            host.to_string(),
+            self.host.to_string(),
         ];
-        if let Some(p) = dport {
+        if let Some(p) = self.dport {
             r.extend(["--dport".into(), p.to_string()]);
         }
         r.extend([
             "-m".into(),
             "comment".into(),
             "--comment".into(),
-            comment.clone(),
+            format!("streamshield-isolate:{}", std::process::id()),
             "-j".into(),
             "REJECT".into(),
             "--reject-with".into(),
             "tcp-reset".into(),
         ]);
         r
-    };
+    }
+
+    /// Closes this host's open TCP connections it matches at once (SOCK_DESTROY via `ss -K`), so that the
+    /// JobManager does not wait for a retransmission to hit the reject rule. Best effort.
+    fn destroy_connections(&self) {
+        let mut args = vec!["-K".to_string(), "dst".into(), self.host.to_string()];
+        if let Some(p) = self.dport {
+            args.extend(["dport".into(), "=".into(), format!(":{p}")]);
+        }
+        let _ = std::process::Command::new("ss").args(&args).output();
+    }
+}
+
+/// What to reject so that every connection to `address` (and to `extra` ports of its host) fails: one port each on
+/// a loopback host (everything local shares the address), the whole host otherwise.
+fn isolation_rules(address: &str, extra: &[u16]) -> Option<Vec<Reject>> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host: std::net::IpAddr = host.parse().ok()?;
     if !host.is_loopback() {
-        return Some(vec![rule(None)]);
+        return Some(vec![Reject { host, dport: None }]);
     }
     let mut ports: Vec<u16> = extra.to_vec();
     ports.push(port);
     ports.sort_unstable();
     ports.dedup();
-    Some(ports.into_iter().map(|p| rule(Some(p))).collect())
-}
-
-/// Closes this host's open TCP connections to the isolated ports at once (SOCK_DESTROY via `ss -K`), so that the
-/// JobManager does not wait for a retransmission to hit the reject rule. Best effort.
-fn destroy_connections(rules: &[Vec<String>]) {
-    for r in rules {
-        let host = r.get(4).cloned().unwrap_or_default();
-        let mut args = vec!["-K".to_string(), "dst".into(), host];
-        if let Some(i) = r.iter().position(|a| a == "--dport") {
-            args.extend(["dport".into(), "=".into(), format!(":{}", r[i + 1])]);
-        }
-        let _ = std::process::Command::new("ss").args(&args).output();
-    }
+    Some(
+        ports
+            .into_iter()
+            .map(|p| Reject {
+                host,
+                dport: Some(p),
+            })
+            .collect(),
+    )
 }
 
 fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
@@ -259,14 +274,15 @@ fn isolate(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
     let Some(addr) = cmd.address.as_deref() else {
         return Outcome::Refused("isolate needs an address".into());
     };
-    let Some(rules) = isolation_rules(addr, &cmd.ports) else {
+    let Some(rejects) = isolation_rules(addr, &cmd.ports) else {
         return Outcome::Refused(format!("{addr:?} is not an ip:port"));
     };
     if inner.isolations.iter().any(|(a, _, _)| a == addr) {
         return Outcome::Done(format!("{addr} is already rejected"));
     }
     let mut added: Vec<Vec<String>> = Vec::new();
-    for rule in &rules {
+    for reject in &rejects {
+        let rule = reject.rule();
         let mut insert = vec![rule[0].clone(), "1".to_string()];
         insert.extend(rule[1..].iter().cloned());
         if let Err(e) = iptables("-I", &insert) {
@@ -275,9 +291,9 @@ fn isolate(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
             }
             return Outcome::Failed(e);
         }
-        added.push(rule.clone());
+        added.push(rule);
     }
-    destroy_connections(&added);
+    rejects.iter().for_each(Reject::destroy_connections);
     let expires = shared.mono_ms() + ISOLATION_TTL.as_millis() as u64;
     let n = added.len();
     for rule in added {
@@ -394,7 +410,11 @@ mod tests {
 
     #[test]
     fn isolation_rules_need_an_ip_and_a_port() {
-        let rules = isolation_rules("127.0.0.1:35393", &[40001, 35393]).unwrap();
+        let rules: Vec<Vec<String>> = isolation_rules("127.0.0.1:35393", &[40001, 35393])
+            .unwrap()
+            .iter()
+            .map(Reject::rule)
+            .collect();
         assert_eq!(rules.len(), 2, "one per distinct port on loopback");
         let r = &rules[0];
         assert_eq!(r[0], "OUTPUT");
@@ -404,7 +424,7 @@ mod tests {
         assert!(r.iter().any(|a| a.starts_with("streamshield-isolate:")));
         let remote = isolation_rules("10.0.0.7:6122", &[1, 2]).unwrap();
         assert_eq!(remote.len(), 1, "a remote host is rejected whole");
-        assert!(!remote[0].iter().any(|a| a == "--dport"));
+        assert!(!remote[0].rule().iter().any(|a| a == "--dport"));
         assert!(
             isolation_rules("localhost:1", &[]).is_none(),
             "names are not resolved"
