@@ -934,14 +934,10 @@ async fn start_jobmanager(
         java_args: args,
         main_args: Vec::new(),
     });
-    let rec = spawn_jobmanager(state)?;
-    let client = flink::Client::new(state.rest_url());
-    wait_ready(
-        &rec,
+    run_jobmanager(
+        state,
         "the JobManager's REST endpoint answering",
-        Duration::from_secs(120),
         Duration::from_millis(250),
-        || client.ready(),
     )
     .await
 }
@@ -976,8 +972,9 @@ where
     Ok(())
 }
 
-/// Starts the JobManager with the run's recorded command line and records it (its log is appended to).
-fn spawn_jobmanager(state: &mut RunState) -> Result<Recorded> {
+/// Starts the JobManager with the run's recorded command line, records it (its log is appended to) and waits up to
+/// 120 s, asking every `every`, until its REST endpoint answers (`what` names that wait in a time-out).
+async fn run_jobmanager(state: &mut RunState, what: &str, every: Duration) -> Result<()> {
     let launch = state.jm_launch.clone().ok_or_else(|| {
         Error::Invalid("this run has no JobManager launch line (was `up` interrupted?)".into())
     })?;
@@ -985,7 +982,11 @@ fn spawn_jobmanager(state: &mut RunState) -> Result<Recorded> {
     let rec = spawn_java(state, "jobmanager", launch, &state.run_dir, env)?;
     state.jobmanager = Some(rec.clone());
     state.save()?;
-    Ok(rec)
+    let client = flink::Client::new(state.rest_url());
+    wait_ready(&rec, what, Duration::from_secs(120), every, || {
+        client.ready()
+    })
+    .await
 }
 
 /// Starts the JobManager again after it died (the drill's `jm-kill`); returns once its REST endpoint answers.
@@ -994,14 +995,10 @@ pub async fn restart_jobmanager(state: &mut RunState) -> Result<()> {
     if state.jobmanager.as_ref().is_some_and(|p| p.alive()) {
         return Err(Error::Invalid("the JobManager is still running".into()));
     }
-    let rec = spawn_jobmanager(state)?;
-    let client = flink::Client::new(state.rest_url());
-    wait_ready(
-        &rec,
+    run_jobmanager(
+        state,
         "the restarted JobManager's REST endpoint answering",
-        Duration::from_secs(120),
         Duration::from_millis(100),
-        || client.ready(),
     )
     .await
 }
