@@ -60,29 +60,23 @@ async fn coordinator_with(dir: &Path, flink: &str, policy: PolicyConfig) -> Coor
     }
 }
 
-async fn get(c: &Coord, p: &str) -> serde_json::Value {
+/// An authenticated GET of the coordinator's API path `p`.
+async fn request(c: &Coord, p: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!("{}{p}", c.api))
         .bearer_auth(&c.token)
         .send()
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap()
+}
+
+async fn get(c: &Coord, p: &str) -> serde_json::Value {
+    request(c, p).await.json().await.unwrap()
 }
 
 /// The coordinator's /metrics page.
 async fn metrics_page(c: &Coord) -> String {
-    reqwest::Client::new()
-        .get(format!("{}/metrics", c.api))
-        .bearer_auth(&c.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    request(c, "/metrics").await.text().await.unwrap()
 }
 
 async fn eventually<F: Fn(&serde_json::Value) -> bool>(
