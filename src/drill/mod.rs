@@ -169,13 +169,7 @@ pub async fn run(opts: &DrillOptions, cancel: CancellationToken) -> Result<repor
 }
 
 fn profile_json(arm: &str) -> serde_json::Value {
-    let text = local::config::PROFILES
-        .iter()
-        .find(|(n, _)| *n == arm)
-        .map(|(_, t)| *t)
-        .unwrap_or("");
-    let keys: serde_json::Map<String, serde_json::Value> = local::config::parse_flat(arm, text)
-        .unwrap_or_default()
+    let keys: serde_json::Map<String, serde_json::Value> = local::config::profile_keys(arm)
         .into_iter()
         .map(|(k, v)| (k, v.into()))
         .collect();

@@ -6,13 +6,7 @@ use std::time::Duration;
 /// The hang tolerance of the shield profile (`streamshield.hang-tolerance` in deploy/local/profiles/shield.yaml: a
 /// TaskManager silent and stopped for longer is fenced). `tm-pause-short` pauses for half of it.
 pub fn shield_hang_tolerance() -> Duration {
-    let text = crate::local::config::PROFILES
-        .iter()
-        .find(|(n, _)| *n == "shield")
-        .map(|(_, t)| *t)
-        .unwrap_or("");
-    crate::local::config::parse_flat("shield", text)
-        .unwrap_or_default()
+    crate::local::config::profile_keys("shield")
         .into_iter()
         .find(|(k, _)| k == "streamshield.hang-tolerance")
         .and_then(|(_, v)| humantime::parse_duration(&v).ok())

@@ -119,10 +119,7 @@ pub fn flink_config(
     vars: &BTreeMap<&str, String>,
     overrides: &[(String, String)],
 ) -> Result<String, Error> {
-    let overlay_text = PROFILES
-        .iter()
-        .find(|(n, _)| *n == profile)
-        .map(|(_, t)| *t)
+    let overlay_text = profile_text(profile)
         .ok_or_else(|| Error::UnknownProfile(profile.to_string(), profile_names()))?;
     let base = render("deploy/local/flink/config.yaml", FLINK_CONFIG, vars)?;
     let overlay = parse_flat(profile, &render("profile", overlay_text, vars)?)?;
@@ -142,16 +139,22 @@ pub fn flink_config(
     Ok(lines.join("\n") + "\n")
 }
 
+/// The text of profile `name` (deploy/local/profiles/<name>.yaml, placeholders not rendered).
+pub fn profile_text(name: &str) -> Option<&'static str> {
+    PROFILES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// The keys profile `name` sets, in order, as written (none for an unknown or malformed profile).
+pub fn profile_keys(name: &str) -> Vec<(String, String)> {
+    profile_text(name)
+        .and_then(|t| parse_flat(name, t).ok())
+        .unwrap_or_default()
+}
+
 /// Whether `profile` (with `overrides` laid over it) runs Flink with ZooKeeper high availability, which needs a
 /// ZooKeeper server.
 pub fn zookeeper_ha(profile: &str, overrides: &[(String, String)]) -> bool {
-    let text = PROFILES
-        .iter()
-        .find(|(n, _)| *n == profile)
-        .map(|(_, t)| *t)
-        .unwrap_or("");
-    parse_flat(profile, text)
-        .unwrap_or_default()
+    profile_keys(profile)
         .into_iter()
         .chain(overrides.iter().cloned())
         .rfind(|(k, _)| k == "high-availability.type")

@@ -368,7 +368,7 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
             opts.taskmanagers + opts.standby
         )));
     }
-    if !config::PROFILES.iter().any(|(n, _)| *n == opts.profile) {
+    if config::profile_text(&opts.profile).is_none() {
         return Err(
             config::Error::UnknownProfile(opts.profile.clone(), config::profile_names()).into(),
         );
