@@ -558,7 +558,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
         kafka::ensure_topic(&bootstrap, INPUT_TOPIC, parallelism as i32).await?;
         kafka::ensure_topic(&bootstrap, OUTPUT_TOPIC, parallelism as i32).await
     };
-    let jm = start_jobmanager(state, &flink_home, &classpath, &java_opts);
+    let jm = start_jobmanager(state, &flink_home, &classpath, &java_opts, &flink_conf);
     let (t, j) = tokio::join!(topics, jm);
     steps.mark("jobmanager");
     t?;
@@ -904,6 +904,7 @@ async fn start_jobmanager(
     flink_home: &Path,
     classpath: &str,
     java_opts: &[String],
+    flink_conf: &str,
 ) -> Result<()> {
     let (jvm, dynamic) =
         bash_java_utils(state, flink_home, classpath, "GET_JM_RESOURCE_PARAMS").await?;
@@ -918,8 +919,7 @@ async fn start_jobmanager(
     args.extend(dynamic);
     // With ZooKeeper high availability a new JobManager becomes leader only once the dead one's ZooKeeper session
     // has expired; the profile can give the JobManager alone a shorter session than the TaskManagers' GC-safe one.
-    let text = std::fs::read_to_string(conf.join("config.yaml")).unwrap_or_default();
-    if let Some(t) = config::lookup(&text, JM_ZK_SESSION_KEY) {
+    if let Some(t) = config::lookup(flink_conf, JM_ZK_SESSION_KEY) {
         args.extend([
             "-D".into(),
             format!("high-availability.zookeeper.client.session-timeout={t}"),
