@@ -124,7 +124,17 @@ pub struct Inner {
     pub uplink_down_since: Option<u64>,
     /// The agent fenced its own process in this partition already.
     pub self_fenced: bool,
+    /// The TCP ports of `pid` as last read from /proc: (pid, when (mono ms), ports).
+    pub ports: Option<(u32, u64, Vec<u16>)>,
+    /// Messages to the current plugin connection (its id and sender): STOP_READY.
+    pub plugin_tx: Option<(u64, tokio::sync::mpsc::Sender<crate::protocol::Message>)>,
 }
+
+/// How long the TaskManager's ports read from /proc are reused. Reading them walks the kernel's whole TCP table
+/// (/proc/net/tcp); doing it for every status line (5 per second) cost each agent ~5% of a core, most of the
+/// agents' CPU, on a machine whose failover timing depends on free CPU. The listening ports never change and the
+/// TaskManager's connections are long-lived, so isolation with ports up to this old still cuts its traffic.
+const PORTS_MAX_AGE_MS: u64 = 10_000;
 
 /// Events kept while the coordinator is away.
 const EVENT_BUFFER: usize = 1024;
@@ -187,8 +197,17 @@ impl Shared {
         self.push_event(inner, "liveness", detail);
     }
 
+    /// Sends a message to the current plugin connection; false when there is none (or it is not reading).
+    pub fn tell_plugin(inner: &Inner, msg: crate::protocol::Message) -> bool {
+        inner
+            .plugin_tx
+            .as_ref()
+            .is_some_and(|(_, tx)| tx.try_send(msg).is_ok())
+    }
+
     /// The status line sent to the coordinator.
     pub fn status(&self) -> AgentStatus {
+        let ports = self.ports();
         let inner = self.lock();
         let mono = self.mono_ms();
         let to_wall = |m: u64| now_ms() - (mono.saturating_sub(m)) as i64;
@@ -202,11 +221,32 @@ impl Shared {
             plugin_connected: inner.tracker.connected(),
             metrics_url: self.http_url.clone(),
             ts_ms: now_ms(),
-            ports: match (self.cfg.watches, inner.pid) {
-                (Role::Tm, Some(pid)) => crate::local::process::tcp_ports(pid as i32),
-                _ => Vec::new(),
-            },
+            ports,
         }
+    }
+
+    /// The TCP ports of the watched TaskManager (none for a JobManager), reread from /proc when older than
+    /// [`PORTS_MAX_AGE_MS`] or the process changed (or held none); the read itself happens without the lock.
+    fn ports(&self) -> Vec<u16> {
+        let now = self.mono_ms();
+        let pid = {
+            let inner = self.lock();
+            match (self.cfg.watches, inner.pid) {
+                (Role::Tm, Some(pid)) => match &inner.ports {
+                    Some((p, at, ports))
+                        if *p == pid && now.saturating_sub(*at) < PORTS_MAX_AGE_MS =>
+                    {
+                        return ports.clone()
+                    }
+                    _ => pid,
+                },
+                _ => return Vec::new(),
+            }
+        };
+        let ports = crate::local::process::tcp_ports(pid as i32);
+        // A process that holds no socket yet is asked again next time.
+        self.lock().ports = (!ports.is_empty()).then(|| (pid, now, ports.clone()));
+        ports
     }
 }
 
@@ -337,6 +377,8 @@ impl BoundAgent {
                 isolations: Vec::new(),
                 uplink_down_since: None,
                 self_fenced: false,
+                ports: None,
+                plugin_tx: None,
             }),
             cfg,
             clock,
