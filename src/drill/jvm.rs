@@ -75,6 +75,24 @@ pub fn ensure_listener(pid: i32, waited: Duration) -> Result<(), Error> {
     result
 }
 
+/// [`jcmd`], asked again (up to `attempts` times in all, the listener re-checked in between) while the JVM's
+/// answer does not even start with a numeric status: such a reply means the command was not taken (one `tm-gc-pause`
+/// round in 3 got the status line ":" from a loaded JVM and measured nothing).
+pub fn jcmd_retrying(pid: i32, command: &str, attempts: u32) -> Result<String, Error> {
+    let mut left = attempts.max(1);
+    loop {
+        left -= 1;
+        match jcmd(pid, command) {
+            Err(Error::Failed { status, .. }) if left > 0 && status.parse::<i64>().is_err() => {
+                tracing::warn!(pid, command, status, "garbled attach reply; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+                ensure_listener(pid, Duration::from_secs(5))?;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs a diagnostic command (`jcmd <pid> <command>`) and returns its output once the JVM has finished it.
 pub fn jcmd(pid: i32, command: &str) -> Result<String, Error> {
     let io = |source| Error::Io { pid, source };

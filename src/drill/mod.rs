@@ -372,7 +372,7 @@ async fn round_body(
         Scenario::TmGcPause => {
             let pid = target.as_ref().ok_or("no target TaskManager")?.pid;
             gc_call = Some(tokio::task::spawn_blocking(move || {
-                let r = jvm::jcmd(pid, "GC.run");
+                let r = jvm::jcmd_retrying(pid, "GC.run", 3);
                 (r, now_ms())
             }));
         }
@@ -504,8 +504,13 @@ async fn round_body(
                 match jvm::longest_full_pause(&text) {
                     Some((ms, line)) => {
                         obs.fault_ms = Some(ms.round() as u64);
+                        let short = if ms < 10_000.0 {
+                            "; SHORTER than the scenario's 10 s: this round does not test a long pause"
+                        } else {
+                            ""
+                        };
                         gc_note = Some(format!(
-                            "GC.run returned after {} ms; GC log: {line}",
+                            "GC.run returned after {} ms; GC log: {line}{short}",
                             done_ms - inject_ms
                         ));
                         let keep = opts.report_dir.join("gc-logs");
@@ -607,9 +612,10 @@ async fn round_body(
 }
 
 /// Megabytes of randomly linked live heap per TaskManager in `tm-gc-pause` (see GcBallast.java), chosen so that a
-/// serial full collection of it takes at least 10 s on the reference machine (calibrated in a bare JVM with the same
-/// flags: 640 MB took 8.3-9.6 s; the GC logs of every round are kept with the report).
-pub const GC_BALLAST_MB: u32 = 800;
+/// serial full collection of it takes at least 10 s on the reference machine under the drill's load (a bare JVM with
+/// the same flags took 8.3-9.6 s for 640 MB; in the drill 800 MB took 26-29 s, too close to the shield's 30 s GC
+/// tolerance to test it; the GC logs of every round are kept with the report and each round notes its pause).
+pub const GC_BALLAST_MB: u32 = 500;
 
 fn scenario_job_args(s: Scenario) -> Vec<String> {
     match s {
