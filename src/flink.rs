@@ -62,6 +62,32 @@ fn http_err(url: &str, e: reqwest::Error) -> Error {
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct TriggerResponse {
+    #[serde(rename = "request-id")]
+    request_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct TriggerStatus {
+    status: TriggerState,
+    #[serde(default)]
+    operation: Option<TriggerOperation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TriggerState {
+    id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TriggerOperation {
+    #[serde(rename = "checkpointId", default)]
+    checkpoint_id: Option<u64>,
+    #[serde(rename = "failure-cause", default)]
+    failure_cause: Option<serde_json::Value>,
+}
+
 /// One job in `/jobs/overview`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct JobSummary {
@@ -445,6 +471,45 @@ impl Client {
             .await
             .map_err(|e| http_err(&url, e))?;
         Ok(self.read::<RunResponse>(url, resp).await?.jobid)
+    }
+
+    /// Triggers a checkpoint of a job (`POST /jobs/:id/checkpoints`, Flink 1.17+) of its configured kind; returns
+    /// the trigger id to follow with [`Client::checkpoint_status`].
+    pub async fn trigger_checkpoint(&self, id: &str) -> Result<String> {
+        let url = format!("{}/jobs/{id}/checkpoints", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .json(&serde_json::json!({"checkpointType": "CONFIGURED"}))
+            .send()
+            .await
+            .map_err(|e| http_err(&url, e))?;
+        Ok(self.read::<TriggerResponse>(url, resp).await?.request_id)
+    }
+
+    /// Where a triggered checkpoint is: `Ok(None)` while in progress, then its id or why it failed.
+    pub async fn checkpoint_status(
+        &self,
+        id: &str,
+        trigger: &str,
+    ) -> Result<Option<std::result::Result<u64, String>>> {
+        let s: TriggerStatus = self
+            .get(&format!("/jobs/{id}/checkpoints/{trigger}"))
+            .await?;
+        if s.status.id != "COMPLETED" {
+            return Ok(None);
+        }
+        let op = s.operation.unwrap_or_default();
+        Ok(Some(match (op.checkpoint_id, op.failure_cause) {
+            (Some(c), _) => Ok(c),
+            (None, Some(f)) => Err(f
+                .get("stack-trace")
+                .or_else(|| f.get("serialized-throwable"))
+                .and_then(|v| v.as_str())
+                .map(summarize_stacktrace)
+                .unwrap_or_else(|| f.to_string())),
+            (None, None) => Err("Flink reported neither a checkpoint id nor a failure".into()),
+        }))
     }
 
     /// Cancels a job (best effort; used when tearing down).

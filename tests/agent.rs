@@ -427,6 +427,7 @@ async fn orders_carry_a_fencing_token_and_stale_or_foreign_orders_are_refused() 
         ts_ms: 0,
         address: None,
         ports: vec![],
+        outcome: None,
     };
     // No process known yet: a fence has nothing to do (done), and raises the epoch seen to 5.
     assert!(matches!(
@@ -460,4 +461,62 @@ async fn orders_carry_a_fencing_token_and_stale_or_foreign_orders_are_refused() 
         .filter(|(_, e)| e.kind == "command")
         .count();
     assert_eq!(answered, 5);
+}
+
+/// A plugin holding a stop is released at once by an agent that has no coordinator to checkpoint for it, and a
+/// `stop-ready` order reaches the plugin of the current connection.
+#[tokio::test]
+async fn a_held_stop_is_released_without_a_coordinator_and_on_order() {
+    use futures_util::StreamExt;
+    use streamshield::agent::command::{handle, Outcome};
+    use streamshield::protocol::message::{AgentCommand, Stopping};
+    let d = tempfile::tempdir().unwrap();
+    let a = start(config(d.path())).await;
+    let mut p = plugin(&a.sock, std::process::id()).await;
+    p.send(
+        Message::Stopping(Stopping {
+            signal: "SIGTERM".into(),
+            ts_ms: 0,
+            max_wait_ms: 10_000,
+        })
+        .to_frame(),
+    )
+    .await
+    .unwrap();
+    async fn next(
+        p: &mut Framed<UnixStream, FrameCodec>,
+    ) -> streamshield::protocol::message::StopReady {
+        let f = tokio::time::timeout(Duration::from_secs(3), p.next())
+            .await
+            .expect("an answer");
+        match Message::from_frame(&f.unwrap().unwrap()).unwrap() {
+            Some(Message::StopReady(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+    let r = next(&mut p).await;
+    assert_eq!(r.outcome, "skipped");
+    assert!(r.detail.contains("no link to the coordinator"), "{r:?}");
+    let order = AgentCommand {
+        id: 1,
+        epoch: 1,
+        action: "stop-ready".into(),
+        resource_id: "tm-1".into(),
+        pid: None,
+        reason: "checkpoint 9".into(),
+        ts_ms: 0,
+        address: None,
+        ports: vec![],
+        outcome: Some("checkpointed".into()),
+    };
+    assert!(matches!(handle(&a.shared, &order), Outcome::Done(_)));
+    let r = next(&mut p).await;
+    assert_eq!(
+        (r.outcome.as_str(), r.detail.as_str()),
+        ("checkpointed", "checkpoint 9")
+    );
+    // No plugin connected: the order says it could not be delivered.
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(handle(&a.shared, &order), Outcome::Failed(_)));
 }

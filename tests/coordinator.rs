@@ -550,3 +550,137 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
     assert!(m.contains("streamshield_coordinator_epoch 2"), "{m}");
     stop.cancel();
 }
+
+/// A plugin that holds a SIGTERM: with failover on, the coordinator checkpoints the running job through Flink's REST
+/// API and only then releases the stop; the decision records the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_stop_is_released_after_the_running_jobs_checkpointed() {
+    use futures_util::StreamExt;
+    use streamshield::protocol::message::Stopping;
+    let flink = MockServer::start().await;
+    for m in healthy_flink() {
+        m.mount(&flink).await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/jobs/j1/checkpoints"))
+        .respond_with(
+            ResponseTemplate::new(202).set_body_json(serde_json::json!({"request-id": "t1"})),
+        )
+        .expect(1)
+        .mount(&flink)
+        .await;
+    // In progress for the first two looks, then completed as checkpoint 42.
+    Mock::given(method("GET"))
+        .and(path("/jobs/j1/checkpoints/t1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"status": {"id": "IN_PROGRESS"}})),
+        )
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&flink)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/jobs/j1/checkpoints/t1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"status": {"id": "COMPLETED"}, "operation": {"checkpointId": 42}}),
+        ))
+        .with_priority(2)
+        .mount(&flink)
+        .await;
+    let d = tempfile::tempdir().unwrap();
+    let policy = PolicyConfig {
+        failover: true,
+        ..PolicyConfig::default()
+    };
+    let c = coordinator_with(d.path(), &flink.uri(), policy).await;
+    // The job must be known as running before the stop is announced.
+    eventually(&c, "/v1/cluster", Duration::from_secs(5), |v| {
+        v["flink"]["jobs"][0]["state"] == "RUNNING"
+    })
+    .await;
+    let cfg = AgentConfig {
+        listen: Endpoint::Unix(d.path().join("a/plugin.sock")),
+        secret_file: None,
+        resource_id: "tm-1".into(),
+        watches: Role::Tm,
+        pid: None,
+        http: "127.0.0.1:0".parse().unwrap(),
+        coordinator: Some(c.agents.clone()),
+        token_file: Some(c.agent_token_file.clone()),
+        suspect_after: Duration::from_millis(300),
+        status_interval: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_millis(100),
+        stall_timeout: Duration::from_secs(10),
+        restart_spec: None,
+        jobmanager: None,
+        partition_tolerance: Duration::from_secs(3),
+    };
+    let agent = BoundAgent::bind(cfg).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(agent.run(stop.clone()));
+    let s = tokio::net::UnixStream::connect(d.path().join("a/plugin.sock"))
+        .await
+        .unwrap();
+    let mut p = Framed::new(s, FrameCodec::default());
+    handshake::connect(
+        &mut p,
+        Hello {
+            protocol: 1,
+            role: Role::Tm,
+            resource_id: "tm-1".into(),
+            pid: std::process::id(),
+            flink_version: "1.20.5".into(),
+            secret: None,
+        },
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    eventually(&c, "/v1/cluster", Duration::from_secs(5), |v| {
+        v["agents"][0]["connected"] == true
+    })
+    .await;
+    let announced = Instant::now();
+    p.send(
+        Message::Stopping(Stopping {
+            signal: "SIGTERM".into(),
+            ts_ms: 0,
+            max_wait_ms: 10_000,
+        })
+        .to_frame(),
+    )
+    .await
+    .unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            // The plugin keeps its heartbeats going while it holds the stop.
+            tokio::select! {
+                f = p.next() => match Message::from_frame(&f.unwrap().unwrap()).unwrap() {
+                    Some(Message::StopReady(r)) => break r,
+                    _ => continue,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    p.send(Message::Heartbeat(Heartbeat { seq: 1, ts_ms: 0 }).to_frame()).await.unwrap();
+                }
+            }
+        }
+    })
+    .await
+    .expect("the stop is released");
+    assert_eq!(ready.outcome, "checkpointed", "{ready:?}");
+    assert!(ready.detail.contains("42"), "{ready:?}");
+    // Two status looks of 50 ms each at least: the release waited for the checkpoint.
+    assert!(announced.elapsed() >= Duration::from_millis(100));
+    let decisions = get(&c, "/v1/decisions").await;
+    let a = decisions.as_array().unwrap();
+    let d0 = a
+        .iter()
+        .find(|d| d["trigger"] == "tm-stopping")
+        .unwrap_or_else(|| panic!("{decisions:#}"));
+    assert_eq!(d0["command"], "checkpoint");
+    assert_eq!(d0["mode"], "acted");
+    assert_eq!(d0["outcome"]["outcome"], "checkpointed");
+    assert_eq!(d0["outcome"]["detail"]["jobs"]["j1"]["checkpoint"], 42);
+    stop.cancel();
+}

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::{Inner, Shared};
 use crate::clock::now_ms;
 use crate::local::process;
-use crate::protocol::message::AgentCommand;
+use crate::protocol::message::{AgentCommand, StopReady};
+use crate::protocol::Message;
 
 /// How to start the watched process again: written by whoever started it (`streamshield local`), read by the agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,6 +102,7 @@ fn execute(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
         "restart" => restart(shared, inner),
         "isolate" => isolate(shared, inner, cmd),
         "unisolate" => unisolate(inner, cmd),
+        "stop-ready" => stop_ready(inner, cmd),
         other => Outcome::Refused(format!("unknown action {other:?}")),
     }
 }
@@ -304,6 +306,23 @@ fn isolate(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
         cmd.ports,
         ISOLATION_TTL.as_secs()
     ))
+}
+
+/// Releases a planned stop the plugin is holding (the coordinator's checkpoint is done, or could not be).
+fn stop_ready(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
+    let outcome = cmd.outcome.clone().unwrap_or_else(|| "skipped".into());
+    let ready = StopReady {
+        outcome: outcome.clone(),
+        detail: cmd.reason.clone(),
+    };
+    if Shared::tell_plugin(inner, Message::StopReady(ready)) {
+        Outcome::Done(format!("the plugin may stop its process now ({outcome})"))
+    } else {
+        Outcome::Failed(
+            "no plugin connected: the process is gone already or stopped on its own time-out"
+                .into(),
+        )
+    }
 }
 
 fn unisolate(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {

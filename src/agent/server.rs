@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,7 @@ use super::Shared;
 use crate::endpoint::{Listener, Stream};
 use crate::protocol::handshake::{self, AcceptPolicy};
 use crate::protocol::message::kind;
+use crate::protocol::message::StopReady;
 use crate::protocol::{FrameCodec, FrameError, Message};
 
 /// Plugin connections served at once; more are refused (there is one plugin per process).
@@ -68,6 +69,7 @@ fn kind_name(k: u8) -> &'static str {
         kind::METRICS => "metrics",
         kind::SPAN => "span",
         kind::FAILURE => "failure",
+        kind::STOPPING => "stopping",
         _ => "other",
     }
 }
@@ -100,12 +102,14 @@ async fn connection(
         }
     };
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let (to_plugin, mut outgoing) = tokio::sync::mpsc::channel::<Message>(4);
     {
         let sample = liveness::sample(hello.pid);
         let now = shared.mono_ms();
         let mut inner = shared.lock();
         inner.counters.connections_accepted += 1;
         inner.current_conn = Some(conn);
+        inner.plugin_tx = Some((conn, to_plugin));
         inner.pid = Some(hello.pid);
         inner.pid_start = crate::local::process::proc_stat(hello.pid as i32).map(|(t, _)| t);
         inner.flink_version = hello.flink_version.clone();
@@ -142,6 +146,13 @@ async fn connection(
                 }
                 if framed.read_buffer().is_empty() {
                     last_progress = tokio::time::Instant::now();
+                }
+                continue;
+            }
+            Some(m) = outgoing.recv() => {
+                if let Err(e) = framed.send(m.to_frame()).await {
+                    tracing::warn!(%peer, error = %e, "Writing to the plugin failed");
+                    break true;
                 }
                 continue;
             }
@@ -186,6 +197,9 @@ async fn connection(
     };
     let now = shared.mono_ms();
     let mut inner = shared.lock();
+    if inner.plugin_tx.as_ref().is_some_and(|(c, _)| *c == conn) {
+        inner.plugin_tx = None;
+    }
     if inner.current_conn == Some(conn) {
         inner.current_conn = None;
         if ended_by_peer {
@@ -238,6 +252,23 @@ fn handle(shared: &Arc<Shared>, conn: u64, pid: u32, msg: Message) {
                 "span",
                 serde_json::to_value(span).unwrap_or_default(),
             );
+        }
+        Message::Stopping(s) => {
+            tracing::warn!(pid, signal = %s.signal, max_wait_ms = s.max_wait_ms, "Planned stop: the plugin holds the stop for a checkpoint");
+            let mut inner = shared.lock();
+            shared.push_event(
+                &mut inner,
+                "planned-stop",
+                serde_json::json!({"pid": pid, "signal": s.signal, "max_wait_ms": s.max_wait_ms, "plugin_ts_ms": s.ts_ms}),
+            );
+            if !inner.uplink_connected {
+                // Nobody can take the checkpoint: let the process stop now rather than hold it for nothing.
+                let ready = StopReady {
+                    outcome: "skipped".into(),
+                    detail: "the agent has no link to the coordinator".into(),
+                };
+                Shared::tell_plugin(&inner, Message::StopReady(ready));
+            }
         }
         Message::Failure(f) => {
             tracing::info!(job_id = %f.job_id, failure_type = %f.failure_type, exception = %f.exception, "Flink reported a failure");

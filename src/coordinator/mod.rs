@@ -7,6 +7,7 @@ pub mod api;
 pub mod model;
 pub mod policy;
 pub mod poller;
+pub mod stopper;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -148,6 +149,7 @@ impl BoundCoordinator {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(agents::serve(shared.clone(), agents, shutdown.clone()));
         tasks.spawn(poller::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(stopper::run(shared.clone(), shutdown.clone()));
         tasks.spawn(api::serve(shared.clone(), api, shutdown.clone()));
         let (s, stop) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move {

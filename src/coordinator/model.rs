@@ -223,7 +223,23 @@ pub struct Model {
     /// Acted (or would-be, observe-only) failover decisions by trigger.
     pub failover_decisions: BTreeMap<(String, String), u64>,
     pub recovery: RecoveryHistogram,
+    /// Planned stops waiting for their checkpoints (taken by the stopper task).
+    stop_requests: Vec<StopRequest>,
 }
+
+/// A TaskManager asked to stop whose plugin holds the stop: checkpoint these jobs, then release it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopRequest {
+    /// The decision that ordered the checkpoints.
+    pub decision: u64,
+    pub resource_id: String,
+    pub jobs: Vec<String>,
+    /// Give up on the checkpoints at this time (unix ms), so the release reaches the plugin before it stops anyway.
+    pub deadline_ms: i64,
+}
+
+/// The release must reach the plugin this long before its own wait runs out.
+const STOP_RELEASE_MARGIN_MS: i64 = 500;
 
 impl Model {
     /// A model whose policy acts (or not) as `policy` says, ordering with fencing token `epoch`.
@@ -383,6 +399,7 @@ impl Model {
                     ts_ms: d.ts_ms,
                     address: act.address.clone(),
                     ports: act.ports.clone(),
+                    outcome: None,
                 });
             self.log_decision(d);
         }
@@ -486,6 +503,7 @@ impl Model {
                         ts_ms: now,
                         address: Some(addr),
                         ports: vec![],
+                        outcome: None,
                     });
             }
         }
@@ -592,6 +610,10 @@ impl Model {
             }
             return;
         }
+        if ev.kind == "planned-stop" {
+            self.planned_stop(&ev);
+            return;
+        }
         if ev.kind != "liveness" {
             return;
         }
@@ -667,6 +689,131 @@ impl Model {
             _ => return,
         };
         self.decide(trigger, &rid, evidence, action);
+    }
+
+    /// A TaskManager's plugin holds a stop (SIGTERM, eviction): with failover on, every running job checkpoints
+    /// first (the stopper task triggers them through Flink's REST API and then releases the stop), so that the
+    /// restart replays from just before the stop instead of from up to a checkpoint interval earlier. Observe-only
+    /// (or no running job): the stop is released at once.
+    fn planned_stop(&mut self, ev: &AgentEvent) {
+        let rid = ev.resource_id.clone();
+        let max_wait = ev
+            .detail
+            .get("max_wait_ms")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        let jobs: Vec<String> = self
+            .flink
+            .jobs
+            .iter()
+            .filter(|j| j.state == "RUNNING")
+            .map(|j| j.id.clone())
+            .collect();
+        let evidence = vec![
+            Evidence {
+                ts_ms: ev.ts_ms,
+                signal: "plugin holds a stop".into(),
+                detail: ev.detail.clone(),
+            },
+            Evidence {
+                ts_ms: now_ms(),
+                signal: "running jobs".into(),
+                detail: serde_json::json!(jobs),
+            },
+        ];
+        let act = self.engine.cfg.failover && !jobs.is_empty();
+        self.next_decision += 1;
+        let id = self.next_decision;
+        let action = if act {
+            format!(
+                "checkpoint: trigger a checkpoint of {} running job(s), then let {rid} stop",
+                jobs.len()
+            )
+        } else if self.engine.cfg.failover {
+            format!("let {rid} stop at once: no job is running")
+        } else {
+            format!("would checkpoint every running job before letting {rid} stop; lets it stop at once")
+        };
+        let mode = if self.engine.cfg.failover {
+            "acted"
+        } else {
+            "observe-only"
+        };
+        tracing::warn!(trigger = "tm-stopping", resource_id = %rid, %action, mode, "Planned stop");
+        *self
+            .failover_decisions
+            .entry(("tm-stopping".into(), mode.into()))
+            .or_default() += 1;
+        self.log_decision(Decision {
+            id,
+            ts_ms: now_ms(),
+            trigger: "tm-stopping".into(),
+            resource_id: rid.clone(),
+            evidence,
+            action,
+            mode: mode.into(),
+            fencing_token: self.engine.cfg.failover.then_some(self.epoch),
+            command: Some(if act { "checkpoint" } else { "stop-ready" }.into()),
+            outcome: None,
+            recovery_ms: None,
+            incident_ms: Some(ev.ts_ms),
+        });
+        if act {
+            self.stop_requests.push(StopRequest {
+                decision: id,
+                resource_id: rid,
+                jobs,
+                deadline_ms: now_ms() + max_wait - STOP_RELEASE_MARGIN_MS,
+            });
+        } else {
+            self.release_stop(&rid, "skipped", "no checkpoint taken".into());
+        }
+    }
+
+    /// Planned stops whose checkpoints the stopper task is to take.
+    pub fn take_stop_requests(&mut self) -> Vec<StopRequest> {
+        std::mem::take(&mut self.stop_requests)
+    }
+
+    /// The checkpoints of a planned stop are done (or failed, or ran out of time): record the outcome in its
+    /// decision and release the stop.
+    pub fn stop_checkpointed(
+        &mut self,
+        req: &StopRequest,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) {
+        if let Some(d) = self.decisions.iter_mut().find(|d| d.id == req.decision) {
+            d.outcome = Some(serde_json::json!({"outcome": outcome, "detail": detail.clone()}));
+        }
+        self.record(
+            "coordinator",
+            Some(&req.resource_id),
+            "planned-stop-checkpoint",
+            now_ms(),
+            serde_json::json!({"decision": req.decision, "outcome": outcome, "detail": detail}),
+        );
+        self.release_stop(&req.resource_id, outcome, detail.to_string());
+    }
+
+    /// Queues the `stop-ready` order that lets a TaskManager's plugin stop its process.
+    fn release_stop(&mut self, rid: &str, outcome: &str, reason: String) {
+        self.next_decision += 1;
+        self.outbox
+            .entry(rid.to_string())
+            .or_default()
+            .push(AgentCommand {
+                id: self.next_decision,
+                epoch: self.epoch,
+                action: "stop-ready".into(),
+                resource_id: rid.to_string(),
+                pid: None,
+                reason,
+                ts_ms: now_ms(),
+                address: None,
+                ports: vec![],
+                outcome: Some(outcome.to_string()),
+            });
     }
 
     /// A TaskManager that Flink reports with all slots free and whose agent says alive.
@@ -915,6 +1062,85 @@ mod tests {
         m.agent_event(liveness("tm-1", "hung"));
         assert_eq!(m.decisions.back().unwrap().trigger, "tm-hung");
         assert_eq!(m.decisions_by_kind["tm-dead"], 1);
+    }
+
+    #[test]
+    fn a_planned_stop_checkpoints_running_jobs_only_when_acting() {
+        let stopping = |rid: &str| AgentEvent {
+            ts_ms: now_ms(),
+            resource_id: rid.into(),
+            kind: "planned-stop".into(),
+            detail: serde_json::json!({"pid": 9, "signal": "SIGTERM", "max_wait_ms": 10_000}),
+        };
+        let running = |m: &mut Model| {
+            m.flink.jobs = vec![JobView {
+                id: "j1".into(),
+                name: "seq".into(),
+                state: "RUNNING".into(),
+                vertices_running: 1,
+                vertices: 1,
+                timestamps: Default::default(),
+                last_exception_ms: 0,
+                checkpoints: None,
+            }]
+        };
+        // Observe-only: nothing is triggered, the stop is released at once.
+        let mut m = Model::new("http://x");
+        running(&mut m);
+        m.agent_event(stopping("tm-1"));
+        assert!(m.take_stop_requests().is_empty());
+        let cmds = m.take_commands("tm-1");
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(
+            (cmds[0].action.as_str(), cmds[0].outcome.as_deref()),
+            ("stop-ready", Some("skipped"))
+        );
+        assert_eq!(m.decisions.back().unwrap().mode, "observe-only");
+        // Acting: a checkpoint request with a deadline before the plugin's own; released once it is done.
+        let policy = PolicyConfig {
+            failover: true,
+            ..PolicyConfig::default()
+        };
+        let mut m = Model::with_policy("http://x", policy, 3);
+        running(&mut m);
+        m.agent_event(stopping("tm-1"));
+        let reqs = m.take_stop_requests();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].jobs, vec!["j1".to_string()]);
+        assert!(reqs[0].deadline_ms <= now_ms() + 10_000 - STOP_RELEASE_MARGIN_MS);
+        assert!(
+            m.take_commands("tm-1").is_empty(),
+            "held until the checkpoint is done"
+        );
+        m.stop_checkpointed(
+            &reqs[0],
+            "checkpointed",
+            serde_json::json!({"jobs": {"j1": {"checkpoint": 5}}}),
+        );
+        let cmds = m.take_commands("tm-1");
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(
+            (
+                cmds[0].action.as_str(),
+                cmds[0].outcome.as_deref(),
+                cmds[0].epoch
+            ),
+            ("stop-ready", Some("checkpointed"), 3)
+        );
+        let d = m
+            .decisions
+            .iter()
+            .find(|d| d.trigger == "tm-stopping")
+            .unwrap();
+        assert_eq!(d.outcome.as_ref().unwrap()["outcome"], "checkpointed");
+        // Acting but no job runs: released at once.
+        m.flink.jobs.clear();
+        m.agent_event(stopping("tm-2"));
+        assert!(m.take_stop_requests().is_empty());
+        assert_eq!(
+            m.take_commands("tm-2")[0].outcome.as_deref(),
+            Some("skipped")
+        );
     }
 
     #[test]

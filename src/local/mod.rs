@@ -1508,19 +1508,22 @@ async fn probe_output(state: &RunState) -> Result<()> {
 /// command line still names the run directory.
 pub async fn stop_processes(state: &RunState) -> Vec<(String, process::Stopped)> {
     let grace = Duration::from_secs(20);
+    // The coordinator first: a teardown is no incident to act on (no restart of a TaskManager being stopped), and
+    // without it the agents release a TaskManager's held SIGTERM at once instead of checkpointing first.
+    let coordinator: Vec<Recorded> = state
+        .coordinator
+        .iter()
+        .map(|c| c.process.clone())
+        .collect();
+    let mut out = process::stop_all(&coordinator, grace).await;
     let flink: Vec<Recorded> = state
         .taskmanagers
         .iter()
         .map(|t| t.process.clone())
         .chain(state.jobmanager.clone())
         .collect();
-    let mut out = process::stop_all(&flink, grace).await;
-    let streamshield: Vec<Recorded> = state
-        .agents
-        .iter()
-        .map(|a| a.process.clone())
-        .chain(state.coordinator.iter().map(|c| c.process.clone()))
-        .collect();
+    out.extend(process::stop_all(&flink, grace).await);
+    let streamshield: Vec<Recorded> = state.agents.iter().map(|a| a.process.clone()).collect();
     out.extend(process::stop_all(&streamshield, grace).await);
     let brokers: Vec<Recorded> = state
         .kafka

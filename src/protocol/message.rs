@@ -17,6 +17,8 @@ pub mod kind {
     pub const METRICS: u8 = 11;
     pub const SPAN: u8 = 12;
     pub const FAILURE: u8 = 13;
+    pub const STOPPING: u8 = 14;
+    pub const STOP_READY: u8 = 15;
     pub const AGENT_STATUS: u8 = 20;
     pub const AGENT_EVENT: u8 = 21;
     pub const AGENT_COMMAND: u8 = 22;
@@ -106,6 +108,27 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The process was asked to stop (plugin → agent): its plugin holds the stop until the agent answers with
+/// STOP_READY or `max_wait_ms` passed, so that the coordinator can complete a checkpoint first (a planned stop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stopping {
+    /// What asked it to stop (`SIGTERM`).
+    pub signal: String,
+    pub ts_ms: i64,
+    /// How long the plugin holds the stop at most.
+    pub max_wait_ms: u64,
+}
+
+/// The answer to STOPPING (agent → plugin): the process may stop now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopReady {
+    /// `checkpointed` (every running job completed a checkpoint), `failed` (a checkpoint did not complete),
+    /// `skipped` (nothing was done: observe-only, no coordinator, no running job).
+    pub outcome: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
 /// An agent's view of its process, sent to the coordinator every status interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
@@ -169,6 +192,9 @@ pub struct AgentCommand {
     /// it may run over a connection the TaskManager opened). On a non-loopback host the whole host is rejected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<u16>,
+    /// `stop-ready`: what the plugin holding a planned stop is told (`checkpointed`, `failed`, `skipped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// A decoded frame.
@@ -181,6 +207,8 @@ pub enum Message {
     Metrics(MetricsBatch),
     Span(Span),
     Failure(Failure),
+    Stopping(Stopping),
+    StopReady(StopReady),
     AgentStatus(AgentStatus),
     AgentEvent(AgentEvent),
     AgentCommand(AgentCommand),
@@ -206,6 +234,8 @@ impl Message {
             Message::Metrics(_) => kind::METRICS,
             Message::Span(_) => kind::SPAN,
             Message::Failure(_) => kind::FAILURE,
+            Message::Stopping(_) => kind::STOPPING,
+            Message::StopReady(_) => kind::STOP_READY,
             Message::AgentStatus(_) => kind::AGENT_STATUS,
             Message::AgentEvent(_) => kind::AGENT_EVENT,
             Message::AgentCommand(_) => kind::AGENT_COMMAND,
@@ -221,6 +251,8 @@ impl Message {
             Message::Metrics(m) => serde_json::to_vec(m),
             Message::Span(m) => serde_json::to_vec(m),
             Message::Failure(m) => serde_json::to_vec(m),
+            Message::Stopping(m) => serde_json::to_vec(m),
+            Message::StopReady(m) => serde_json::to_vec(m),
             Message::AgentStatus(m) => serde_json::to_vec(m),
             Message::AgentEvent(m) => serde_json::to_vec(m),
             Message::AgentCommand(m) => serde_json::to_vec(m),
@@ -248,6 +280,8 @@ impl Message {
             kind::METRICS => Message::Metrics(parse(frame)?),
             kind::SPAN => Message::Span(parse(frame)?),
             kind::FAILURE => Message::Failure(parse(frame)?),
+            kind::STOPPING => Message::Stopping(parse(frame)?),
+            kind::STOP_READY => Message::StopReady(parse(frame)?),
             kind::AGENT_STATUS => Message::AgentStatus(parse(frame)?),
             kind::AGENT_EVENT => Message::AgentEvent(parse(frame)?),
             kind::AGENT_COMMAND => Message::AgentCommand(parse(frame)?),

@@ -20,6 +20,10 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Timer;
 import java.util.TimerTask;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -53,6 +57,8 @@ public final class AgentLink implements Closeable {
     private volatile boolean connected;
     private volatile Closeable current;
     private long heartbeatSeq;
+    /** The answer to a STOPPING announcement, while one is outstanding. */
+    private volatile CompletableFuture<Map<?, ?>> stopReady;
 
     /** The JVM's link, created (and started) by the first caller; later callers share it. */
     public static synchronized AgentLink shared(LinkConfig config) {
@@ -97,6 +103,40 @@ public final class AgentLink implements Closeable {
             queue.notifyAll();
         }
         return room;
+    }
+
+    /**
+     * Tells the agent that this process was asked to stop and waits (blocking the caller, at most {@code maxWaitMs})
+     * for its STOP_READY answer. Returns the answer ({@code outcome}, {@code detail}), or a map saying why there is
+     * none ({@code not-linked}, {@code timeout}). Called by the planned-stop signal handler, never by a Flink thread.
+     */
+    public Map<?, ?> announceStop(String signal, long maxWaitMs) {
+        if (!connected) {
+            return Map.of("outcome", "not-linked", "detail", "no agent link");
+        }
+        CompletableFuture<Map<?, ?>> answer = new CompletableFuture<>();
+        stopReady = answer;
+        Map<String, Object> stopping = new LinkedHashMap<>();
+        stopping.put("signal", signal);
+        stopping.put("ts_ms", System.currentTimeMillis());
+        stopping.put("max_wait_ms", maxWaitMs);
+        offer(Frames.STOPPING, stopping);
+        try {
+            return answer.get(maxWaitMs, TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            return Map.of("outcome", "timeout", "detail", "no answer within " + maxWaitMs + " ms");
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return Map.of("outcome", "interrupted", "detail", "interrupted while waiting");
+        } catch (ExecutionException e) {
+            return Map.of("outcome", "failed", "detail", String.valueOf(e.getCause()));
+        } finally {
+            stopReady = null;
+        }
+    }
+
+    LinkConfig config() {
+        return config;
     }
 
     public long dropped() {
@@ -215,6 +255,7 @@ public final class AgentLink implements Closeable {
         if (reply.kind != Frames.WELCOME) {
             throw new IOException("expected WELCOME, got frame kind " + reply.kind);
         }
+        startReader(c);
         connected = true;
         connects.incrementAndGet();
         LOG.info("StreamShield plugin: linked to the agent at {}", config.address);
@@ -247,6 +288,37 @@ public final class AgentLink implements Closeable {
         }
     }
 
+    /**
+     * Reads what the agent sends after the handshake (STOP_READY; other kinds are ignored, per the protocol) until
+     * the connection ends. A broken frame closes the connection; the writer then reconnects.
+     */
+    private void startReader(Connection c) {
+        Thread reader =
+                new Thread(
+                        () -> {
+                            try {
+                                while (!closed) {
+                                    Frames.Frame f = Frames.read(c.in, Frames.MAX_FRAME);
+                                    if (f.kind == Frames.STOP_READY) {
+                                        Object parsed = Json.parse(new String(f.payload, StandardCharsets.UTF_8));
+                                        CompletableFuture<Map<?, ?>> waiting = stopReady;
+                                        if (waiting != null && parsed instanceof Map) {
+                                            waiting.complete((Map<?, ?>) parsed);
+                                        }
+                                    }
+                                }
+                            } catch (IOException | RuntimeException e) {
+                                if (!closed) {
+                                    LOG.debug("StreamShield agent link: reading ended ({})", e.toString());
+                                }
+                                closeQuietly(c.closer);
+                            }
+                        },
+                        "streamshield-agent-link-reader");
+        reader.setDaemon(true);
+        reader.start();
+    }
+
     private static final class Connection {
         final InputStream in;
         final OutputStream out;
@@ -263,7 +335,7 @@ public final class AgentLink implements Closeable {
         String a = config.address;
         if (a.startsWith("unix:")) {
             SocketChannel ch = openUnix(a.substring("unix:".length()));
-            return new Connection(Channels.newInputStream(ch), Channels.newOutputStream(ch), ch);
+            return new Connection(reading(ch), Channels.newOutputStream(ch), ch);
         }
         if (a.startsWith("tcp:")) {
             String hostPort = a.substring("tcp:".length());
@@ -279,6 +351,30 @@ public final class AgentLink implements Closeable {
             return new Connection(s.getInputStream(), s.getOutputStream(), s);
         }
         throw new IOException("agent address must start with unix: or tcp:, got " + a);
+    }
+
+    /**
+     * An input stream over a blocking channel that reads it directly. {@code Channels.newInputStream} holds the
+     * channel's blocking lock while a read blocks, and {@code Channels.newOutputStream} needs that same lock to write:
+     * the reader waiting for the agent would stop the heartbeats.
+     */
+    static InputStream reading(SocketChannel ch) {
+        return new InputStream() {
+            @Override
+            public int read() throws IOException {
+                byte[] one = new byte[1];
+                int n = read(one, 0, 1);
+                return n < 0 ? -1 : one[0] & 0xff;
+            }
+
+            @Override
+            public int read(byte[] b, int off, int len) throws IOException {
+                if (len == 0) {
+                    return 0;
+                }
+                return ch.read(java.nio.ByteBuffer.wrap(b, off, len));
+            }
+        };
     }
 
     /** A Unix domain socket channel (Java 16+), reached by reflection so the plugin still loads on Java 11. */

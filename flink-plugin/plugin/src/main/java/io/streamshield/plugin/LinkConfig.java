@@ -34,6 +34,8 @@ public final class LinkConfig {
     final String flinkVersion;
     final long heartbeatIntervalMs;
     final int queueCapacity;
+    /** How long a TaskManager holds a SIGTERM for the coordinator's checkpoint (0: not at all). */
+    final long plannedStopWaitMs;
 
     LinkConfig(
             String address,
@@ -44,6 +46,19 @@ public final class LinkConfig {
             String flinkVersion,
             long heartbeatIntervalMs,
             int queueCapacity) {
+        this(address, secret, role, resourceId, pid, flinkVersion, heartbeatIntervalMs, queueCapacity, 0);
+    }
+
+    LinkConfig(
+            String address,
+            String secret,
+            String role,
+            String resourceId,
+            long pid,
+            String flinkVersion,
+            long heartbeatIntervalMs,
+            int queueCapacity,
+            long plannedStopWaitMs) {
         this.address = address;
         this.secret = secret;
         this.role = role;
@@ -52,6 +67,7 @@ public final class LinkConfig {
         this.flinkVersion = flinkVersion;
         this.heartbeatIntervalMs = heartbeatIntervalMs;
         this.queueCapacity = queueCapacity;
+        this.plannedStopWaitMs = plannedStopWaitMs;
     }
 
     /** Resolves the configuration of this JVM. */
@@ -92,7 +108,12 @@ public final class LinkConfig {
         if (capacity < 16) {
             throw new IllegalArgumentException("queue-capacity must be >= 16, got " + capacity);
         }
-        return new LinkConfig(address, secret, role, resourceId, pid, flinkVersion, hb, capacity);
+        long stopWait =
+                Long.parseLong(pick(conf, "planned-stop-wait-ms", env, "STREAMSHIELD_PLANNED_STOP_WAIT_MS", "0"));
+        if (stopWait < 0 || stopWait > 600_000) {
+            throw new IllegalArgumentException("planned-stop-wait-ms must be 0..600000, got " + stopWait);
+        }
+        return new LinkConfig(address, secret, role, resourceId, pid, flinkVersion, hb, capacity, stopWait);
     }
 
     private static String pick(Properties conf, String key, Map<String, String> env, String envKey, String dflt) {

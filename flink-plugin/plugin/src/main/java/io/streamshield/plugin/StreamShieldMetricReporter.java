@@ -113,6 +113,10 @@ public class StreamShieldMetricReporter implements MetricReporter, Scheduled {
             }
         }
         link = linkFactory.create(config);
+        LinkConfig lc = link.config();
+        if (lc.role.equals("tm") && lc.plannedStopWaitMs > 0) {
+            PlannedStop.install(link, lc.plannedStopWaitMs);
+        }
     }
 
     @Override

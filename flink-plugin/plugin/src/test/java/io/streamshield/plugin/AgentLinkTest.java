@@ -58,6 +58,51 @@ class AgentLinkTest {
     }
 
     @Test
+    void aPlannedStopIsHeldUntilTheAgentAnswersThenPassedOn(@TempDir Path dir) throws Exception {
+        try (FakeAgent agent = FakeAgent.unix(dir.resolve("agent.sock"));
+                AgentLink link = new AgentLink(config(agent.address, null, 64))) {
+            link.start();
+            await(link::connected, 5_000, "the handshake");
+            java.util.concurrent.atomic.AtomicLong passedAt = new java.util.concurrent.atomic.AtomicLong();
+            PlannedStop stop = new PlannedStop(link, 10_000, sig -> passedAt.set(System.currentTimeMillis()));
+            Thread term = new Thread(() -> stop.handle(new sun.misc.Signal("TERM")));
+            term.start();
+            Frames.Frame stopping = agent.next(Frames.STOPPING, 5_000);
+            assertNotNull(stopping, "the agent hears of the stop");
+            Map<?, ?> s = (Map<?, ?>) Json.parse(new String(stopping.payload, StandardCharsets.UTF_8));
+            assertEquals("SIGTERM", s.get("signal"));
+            assertEquals(10_000.0, s.get("max_wait_ms"));
+            // Held: the signal is not passed on while the checkpoint runs, and heartbeats keep flowing (the reader
+            // waiting for the answer must not block the writer).
+            Thread.sleep(300);
+            assertEquals(0, passedAt.get(), "the stop is held");
+            agent.frames.clear();
+            assertNotNull(agent.next(Frames.HEARTBEAT, 2_000), "heartbeats continue while the stop is held");
+            long answered = System.currentTimeMillis();
+            agent.send(Frames.STOP_READY, "{\"outcome\":\"checkpointed\",\"detail\":\"checkpoint 7\"}");
+            term.join(5_000);
+            assertFalse(term.isAlive(), "the handler returns once the agent answered");
+            assertTrue(passedAt.get() >= answered, "the signal is passed on after the answer");
+        }
+    }
+
+    @Test
+    void aPlannedStopIsNotHeldWithoutAnAgentAndTimesOutWithASilentOne(@TempDir Path dir) throws Exception {
+        try (AgentLink unlinked = new AgentLink(config(null, null, 64))) {
+            assertEquals("not-linked", unlinked.announceStop("SIGTERM", 10_000).get("outcome"));
+        }
+        try (FakeAgent agent = FakeAgent.unix(dir.resolve("agent.sock"));
+                AgentLink link = new AgentLink(config(agent.address, null, 64))) {
+            link.start();
+            await(link::connected, 5_000, "the handshake");
+            long t0 = System.currentTimeMillis();
+            Map<?, ?> answer = link.announceStop("SIGTERM", 300);
+            assertEquals("timeout", answer.get("outcome"));
+            assertTrue(System.currentTimeMillis() - t0 < 3_000, "the wait is bounded");
+        }
+    }
+
+    @Test
     void unixDomainSocketLinkNeedsNoSecret(@TempDir Path dir) throws Exception {
         try (FakeAgent agent = FakeAgent.unix(dir.resolve("plugin.sock"));
                 AgentLink link = new AgentLink(config(agent.address, null, 64))) {
@@ -139,6 +184,13 @@ class AgentLinkTest {
         assertEquals("tm-3", c.resourceId);
         assertEquals("unix:/run/a.sock", c.address);
         assertEquals(100, c.heartbeatIntervalMs);
+        assertEquals(0, c.plannedStopWaitMs, "planned stops are off unless configured");
+        java.util.Properties held = new java.util.Properties();
+        held.setProperty("planned-stop-wait-ms", "10000");
+        assertEquals(10_000, LinkConfig.resolve(held, Map.of(), "", 1, "x").plannedStopWaitMs);
+        held.setProperty("planned-stop-wait-ms", "-1");
+        org.junit.jupiter.api.Assertions.assertThrows(
+                IllegalArgumentException.class, () -> LinkConfig.resolve(held, Map.of(), "", 1, "x"));
         LinkConfig jm =
                 LinkConfig.resolve(
                         conf, Map.of(), "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint", 8, "x");

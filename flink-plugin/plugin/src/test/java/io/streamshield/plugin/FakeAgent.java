@@ -29,6 +29,8 @@ final class FakeAgent implements Closeable {
     final List<Map<String, Object>> hellos = new CopyOnWriteArrayList<>();
     final BlockingQueue<Frames.Frame> frames = new LinkedBlockingQueue<>();
     private final List<Closeable> open = new CopyOnWriteArrayList<>();
+    /** The write side of every connection that completed the handshake, newest last. */
+    private final List<OutputStream> welcomed = new CopyOnWriteArrayList<>();
     volatile String rejectWith;
     private final Closeable server;
     final String address;
@@ -109,6 +111,7 @@ final class FakeAgent implements Closeable {
                                                 "{\"protocol\":1,\"server\":\"fake\",\"heartbeat_interval_ms\":20}"
                                                         .getBytes(StandardCharsets.UTF_8)));
                                 out.flush();
+                                welcomed.add(out);
                                 while (true) {
                                     frames.add(Frames.read(in, Frames.MAX_FRAME));
                                 }
@@ -118,6 +121,15 @@ final class FakeAgent implements Closeable {
                         });
         t.setDaemon(true);
         t.start();
+    }
+
+    /** Sends one frame on the newest connection. */
+    void send(int kind, String json) throws IOException {
+        OutputStream out = welcomed.get(welcomed.size() - 1);
+        synchronized (out) {
+            out.write(Frames.encode(kind, json.getBytes(StandardCharsets.UTF_8)));
+            out.flush();
+        }
     }
 
     /** Drops every current connection (an agent restart, as the plugin sees it). */

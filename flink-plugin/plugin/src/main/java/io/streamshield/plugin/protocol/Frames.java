@@ -15,6 +15,10 @@ public final class Frames {
     public static final int METRICS = 11;
     public static final int SPAN = 12;
     public static final int FAILURE = 13;
+    /** Plugin to agent: the process was asked to stop and the plugin holds the stop (a planned stop). */
+    public static final int STOPPING = 14;
+    /** Agent to plugin: the held stop may go on. */
+    public static final int STOP_READY = 15;
 
     /** Largest {@code length} (kind + payload) after the handshake: 1 MiB. */
     public static final int MAX_FRAME = 1 << 20;
