@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::BytesMut;
 use proptest::prelude::*;
 use streamshield::protocol::frame::decode_all;
-use streamshield::protocol::message::{AgentStatus, Failure};
+use streamshield::protocol::message::{AgentStatus, Failure, StopReady, Stopping};
 use streamshield::protocol::{
     Frame, FrameCodec, Heartbeat, Hello, Message, Metric, MetricsBatch, Role, Span, MAX_FRAME,
 };
@@ -105,6 +105,15 @@ fn message() -> impl Strategy<Value = Message> {
                     ports: vec![],
                 })
             }),
+        (".{0,12}", any::<i64>(), any::<u64>()).prop_map(|(signal, ts_ms, max_wait_ms)| {
+            Message::Stopping(Stopping {
+                signal,
+                ts_ms,
+                max_wait_ms,
+            })
+        }),
+        (".{0,12}", ".{0,40}")
+            .prop_map(|(outcome, detail)| Message::StopReady(StopReady { outcome, detail })),
     ]
 }
 

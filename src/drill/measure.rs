@@ -61,6 +61,11 @@ pub struct Round {
     pub detect_ms: Option<u64>,
     pub running_ms: Option<u64>,
     pub gap_ms: Option<u64>,
+    /// The longest time after the injection in which the sink received no record at all. Equal to the gap for a
+    /// fault that stops output at once; the honest measure where output goes on for a while first (a planned stop
+    /// holds the SIGTERM while a checkpoint completes, so every key progresses before the outage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_ms: Option<u64>,
     pub catchup_ms: Option<u64>,
     /// When the first key's output went beyond its marker (some output may continue through a fault).
     pub first_output_ms: Option<u64>,
@@ -210,6 +215,7 @@ pub fn evaluate(round: u32, o: &Observation) -> Round {
         detect_ms: first.map(|s| since(s.ts_ms, inject)),
         running_ms,
         gap_ms,
+        stall_ms: stall(&o.samples, inject, o.end_ms),
         catchup_ms: catchup_at.map(|t| since(t, inject)),
         first_output_ms: o.first_progress_at_ms.map(|t| since(t, inject)),
         records_lost: o.records_lost,
@@ -230,6 +236,26 @@ pub fn evaluate(round: u32, o: &Observation) -> Round {
             o.end_ms.max(inject),
         ),
     }
+}
+
+/// The longest interval without any output record in `[inject, end]` (receive times of `samples`).
+pub fn stall(samples: &[(i64, u32)], inject: i64, end: i64) -> Option<u64> {
+    if end <= inject {
+        return None;
+    }
+    let mut times: Vec<i64> = samples
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= inject && *t <= end)
+        .collect();
+    times.sort_unstable();
+    let mut prev = inject;
+    let mut longest = 0;
+    for t in times.into_iter().chain(std::iter::once(end)) {
+        longest = longest.max(t - prev);
+        prev = t;
+    }
+    Some(longest as u64)
 }
 
 /// Min, median and max of a metric over the rounds that measured it.
@@ -262,6 +288,8 @@ pub fn spread(values: impl IntoIterator<Item = Option<u64>>) -> Spread {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub gap_ms: Spread,
+    #[serde(default = "no_spread")]
+    pub stall_ms: Spread,
     pub running_ms: Spread,
     pub detect_ms: Spread,
     pub catchup_ms: Spread,
@@ -274,9 +302,14 @@ pub struct Summary {
     pub rounds: usize,
 }
 
+fn no_spread() -> Spread {
+    spread([])
+}
+
 pub fn summarize(rounds: &[Round]) -> Summary {
     Summary {
         gap_ms: spread(rounds.iter().map(|r| r.gap_ms)),
+        stall_ms: spread(rounds.iter().map(|r| r.stall_ms)),
         running_ms: spread(rounds.iter().map(|r| r.running_ms)),
         detect_ms: spread(rounds.iter().map(|r| r.detect_ms)),
         catchup_ms: spread(rounds.iter().map(|r| r.catchup_ms)),
@@ -325,6 +358,26 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_held_for_a_checkpoint_is_measured_by_its_stall_not_its_gap() {
+        let mut o = base_obs();
+        o.samples = steady(-10_000, 600, 100, 400);
+        // Output goes on for 0.6 s (every key progresses), then nothing until 2.1 s.
+        o.samples.extend(steady(2_100, 30_000, 100, 400));
+        o.progressed_at_ms = Some(T0 + 70);
+        let r = evaluate(1, &o);
+        assert_eq!(r.gap_ms, Some(70));
+        let stall = r.stall_ms.unwrap();
+        assert!((1_500..=1_510).contains(&stall), "{stall}");
+        // Nothing at all after the injection: the stall runs to the end of the watch.
+        assert_eq!(stall_of(&[], 100), Some(100));
+        assert_eq!(super::stall(&[], T0, T0), None);
+    }
+
+    fn stall_of(samples: &[(i64, u32)], end_rel: i64) -> Option<u64> {
+        super::stall(samples, T0, T0 + end_rel)
+    }
+
+    #[test]
     fn a_crash_with_a_gap_a_backlog_and_a_redeploy() {
         let mut o = base_obs();
         o.samples = steady(-10_000, 0, 100, 400);
@@ -358,6 +411,11 @@ mod tests {
         assert_eq!(r.detect_ms, Some(40));
         assert_eq!(r.detect_source.as_deref(), Some("agent: dead"));
         assert_eq!(r.gap_ms, Some(5_000));
+        assert_eq!(
+            r.stall_ms,
+            Some(5_000),
+            "output stopped at once: the stall is the gap"
+        );
         assert_eq!(r.running_ms, Some(4_200));
         assert_eq!(r.baseline_latency_ms, Some(400));
         // The buckets from 5.0 to 8.0 s have median 3,000 >= 800; the one starting at 8.0 s is the first under.
@@ -437,6 +495,7 @@ mod tests {
             detect_ms: Some(10),
             running_ms: gap,
             gap_ms: gap,
+            stall_ms: gap,
             catchup_ms: gap,
             first_output_ms: None,
             records_lost: lost,

@@ -45,6 +45,8 @@ pub struct Ratios {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct RatioSet {
     pub gap_ms: Option<f64>,
+    #[serde(default)]
+    pub stall_ms: Option<f64>,
     pub running_ms: Option<f64>,
     pub detect_ms: Option<f64>,
     pub catchup_ms: Option<f64>,
@@ -64,6 +66,7 @@ pub fn build(opts: &DrillOptions, arms: &[ArmResult], started_ms: i64) -> Report
     let set = |num: Option<&Summary>, den: Option<&Summary>| match (num, den) {
         (Some(a), Some(b)) => RatioSet {
             gap_ms: measure::ratio(&a.gap_ms, &b.gap_ms),
+            stall_ms: measure::ratio(&a.stall_ms, &b.stall_ms),
             running_ms: measure::ratio(&a.running_ms, &b.running_ms),
             detect_ms: measure::ratio(&a.detect_ms, &b.detect_ms),
             catchup_ms: measure::ratio(&a.catchup_ms, &b.catchup_ms),
@@ -148,10 +151,11 @@ fn fratio(v: Option<f64>) -> String {
 /// One line per round for the live output.
 pub fn round_line(arm: &str, r: &Round) -> String {
     format!(
-        "{arm} round {}: {} gap {} ms, running {} ms, detect {} ms, catch-up {} ms, lost {}, dup {}, restarts {}, failovers {}{}",
+        "{arm} round {}: {} gap {} ms, stall {} ms, running {} ms, detect {} ms, catch-up {} ms, lost {}, dup {}, restarts {}, failovers {}{}",
         r.round,
         if r.ok { "ok" } else { "FAILED" },
         ms(r.gap_ms),
+        ms(r.stall_ms),
         ms(r.running_ms),
         ms(r.detect_ms),
         ms(r.catchup_ms),
@@ -197,9 +201,9 @@ pub fn markdown(r: &Report) -> String {
     );
     let _ = writeln!(
         o,
-        "| arm | rounds | failed | gap_ms | running_ms | detect_ms | catchup_ms | lost | duplicated | restarts | failovers |"
+        "| arm | rounds | failed | gap_ms | stall_ms | running_ms | detect_ms | catchup_ms | lost | duplicated | restarts | failovers |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for a in &r.arms {
         let s = &a.summary;
         let cell = |sp: &measure::Spread| {
@@ -211,11 +215,12 @@ pub fn markdown(r: &Report) -> String {
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.name,
             s.rounds,
             s.failed_rounds,
             cell(&s.gap_ms),
+            cell(&s.stall_ms),
             cell(&s.running_ms),
             cell(&s.detect_ms),
             cell(&s.catchup_ms),
@@ -228,9 +233,9 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "\n## Ratios of medians\n");
     let _ = writeln!(
         o,
-        "| ratio | gap_ms | running_ms | detect_ms | catchup_ms |"
+        "| ratio | gap_ms | stall_ms | running_ms | detect_ms | catchup_ms |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
     for (name, s) in [
         ("stock / shield", &r.ratios.stock_over_shield),
         ("tuned / shield", &r.ratios.tuned_over_shield),
@@ -238,8 +243,9 @@ pub fn markdown(r: &Report) -> String {
     ] {
         let _ = writeln!(
             o,
-            "| {name} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} |",
             fratio(s.gap_ms),
+            fratio(s.stall_ms),
             fratio(s.running_ms),
             fratio(s.detect_ms),
             fratio(s.catchup_ms)
@@ -249,11 +255,11 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "\n## Rounds\n");
     let _ = writeln!(
         o,
-        "| arm | round | ok | gap | first key | running | detect (first sign) | catch-up | lost | dup | restarts | failovers | pause | notes |"
+        "| arm | round | ok | gap | stall | first key | running | detect (first sign) | catch-up | lost | dup | restarts | failovers | pause | notes |"
     );
     let _ = writeln!(
         o,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for a in &r.arms {
         for x in &a.rounds {
@@ -261,11 +267,12 @@ pub fn markdown(r: &Report) -> String {
             notes.extend(x.notes.iter().cloned());
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} |",
                 a.name,
                 x.round,
                 if x.ok { "yes" } else { "**no**" },
                 ms(x.gap_ms),
+                ms(x.stall_ms),
                 ms(x.first_output_ms),
                 ms(x.running_ms),
                 ms(x.detect_ms),
@@ -286,7 +293,9 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         o,
         "\nDefinitions (docs/drills.md): gap = until every key has received a record beyond the highest sequence number \
-         the sink had for it at injection; running = Flink's own time at which every subtask ran again (0: Flink redeployed nothing); \
+         the sink had for it at injection; stall = the longest time after the injection in which the sink received no \
+         record at all (the gap, for a fault that stops output at once; the outage, where output goes on for a while \
+         first, as in a planned stop); running = Flink's own time at which every subtask ran again (0: Flink redeployed nothing); \
          detect = first sign in Flink (exception history, job status timestamps, REST) or an agent; catch-up = end of \
          the first 500 ms bucket after the gap whose median end-to-end latency is under 2x the pre-fault median."
     );

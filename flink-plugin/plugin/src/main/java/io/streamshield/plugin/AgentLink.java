@@ -135,10 +135,6 @@ public final class AgentLink implements Closeable {
         }
     }
 
-    LinkConfig config() {
-        return config;
-    }
-
     public long dropped() {
         return dropped.get();
     }

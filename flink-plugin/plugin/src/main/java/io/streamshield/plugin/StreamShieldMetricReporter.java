@@ -113,7 +113,9 @@ public class StreamShieldMetricReporter implements MetricReporter, Scheduled {
             }
         }
         link = linkFactory.create(config);
-        LinkConfig lc = link.config();
+        // From this reporter's own settings: the JVM's shared link may have been created by the trace reporter,
+        // whose settings do not carry planned-stop-wait-ms.
+        LinkConfig lc = LinkConfig.resolve(config);
         if (lc.role.equals("tm") && lc.plannedStopWaitMs > 0) {
             PlannedStop.install(link, lc.plannedStopWaitMs);
         }

@@ -115,7 +115,17 @@ class ReportersTest {
     @Test
     void failureEnricherSendsTheFailureAndLabelsIt() throws Exception {
         AgentLink link = idleLink();
-        StreamShieldFailureEnricher e = new StreamShieldFailureEnricher(() -> link);
+        java.util.concurrent.atomic.AtomicInteger asked = new java.util.concurrent.atomic.AtomicInteger();
+        StreamShieldFailureEnricher e =
+                new StreamShieldFailureEnricher(
+                        () -> {
+                            asked.incrementAndGet();
+                            return link;
+                        });
+        // The warm-up links before any failure and sends nothing.
+        e.warmUp();
+        assertEquals(1, asked.get());
+        assertTrue(link.drain().isEmpty(), "the warm-up sends nothing");
         assertEquals(java.util.Set.of("streamshield.event"), e.getOutputKeys());
         JobID job = new JobID();
         Map<String, String> labels =
