@@ -107,6 +107,48 @@ fn recent_error(v: &serde_json::Value, needle: &str) -> bool {
     })
 }
 
+/// The agent of TaskManager `tm-1`, listening under `dir/<sock_dir>/plugin.sock` and reporting to `c` with its token.
+fn tm_agent(dir: &Path, sock_dir: &str, c: &Coord) -> AgentConfig {
+    AgentConfig {
+        listen: Endpoint::Unix(dir.join(sock_dir).join("plugin.sock")),
+        secret_file: None,
+        resource_id: "tm-1".into(),
+        watches: Role::Tm,
+        pid: None,
+        http: "127.0.0.1:0".parse().unwrap(),
+        coordinator: Some(c.agents.clone()),
+        token_file: Some(c.agent_token_file.clone()),
+        suspect_after: Duration::from_millis(300),
+        status_interval: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_millis(100),
+        stall_timeout: Duration::from_secs(10),
+        restart_spec: None,
+        jobmanager: None,
+        partition_tolerance: Duration::from_secs(3),
+    }
+}
+
+/// A fake TaskManager plugin for `tm-1` with process `pid`, past the handshake.
+async fn fake_plugin(sock: &Path, pid: u32) -> Framed<tokio::net::UnixStream, FrameCodec> {
+    let s = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let mut p = Framed::new(s, FrameCodec::default());
+    handshake::connect(
+        &mut p,
+        Hello {
+            protocol: 1,
+            role: Role::Tm,
+            resource_id: "tm-1".into(),
+            pid,
+            flink_version: "1.20.5".into(),
+            secret: None,
+        },
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    p
+}
+
 fn healthy_flink() -> Vec<Mock> {
     vec![
         Mock::given(method("GET")).and(path("/jobs/overview")).respond_with(
@@ -273,23 +315,8 @@ async fn an_agents_liveness_becomes_an_observe_only_decision() {
     // An agent with the wrong token is refused.
     let bad_token = d.path().join("bad.token");
     std::fs::write(&bad_token, "not-the-token").unwrap();
-    let mut cfg = AgentConfig {
-        listen: Endpoint::Unix(d.path().join("a/plugin.sock")),
-        secret_file: None,
-        resource_id: "tm-1".into(),
-        watches: Role::Tm,
-        pid: None,
-        http: "127.0.0.1:0".parse().unwrap(),
-        coordinator: Some(c.agents.clone()),
-        token_file: Some(bad_token),
-        suspect_after: Duration::from_millis(300),
-        status_interval: Duration::from_millis(100),
-        heartbeat_interval: Duration::from_millis(100),
-        stall_timeout: Duration::from_secs(10),
-        restart_spec: None,
-        jobmanager: None,
-        partition_tolerance: Duration::from_secs(3),
-    };
+    let mut cfg = tm_agent(d.path(), "a", &c);
+    cfg.token_file = Some(bad_token);
     let impostor = BoundAgent::bind(cfg.clone()).await.unwrap();
     let stop_impostor = CancellationToken::new();
     tokio::spawn(impostor.run(stop_impostor.clone()));
@@ -318,24 +345,7 @@ async fn an_agents_liveness_becomes_an_observe_only_decision() {
     .await;
 
     // A fake plugin connects, beats, and goes away: the agent reports dead, the coordinator decides.
-    let s = tokio::net::UnixStream::connect(d.path().join("b/plugin.sock"))
-        .await
-        .unwrap();
-    let mut p = Framed::new(s, FrameCodec::default());
-    handshake::connect(
-        &mut p,
-        Hello {
-            protocol: 1,
-            role: Role::Tm,
-            resource_id: "tm-1".into(),
-            pid: std::process::id(),
-            flink_version: "1.20.5".into(),
-            secret: None,
-        },
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let mut p = fake_plugin(&d.path().join("b/plugin.sock"), std::process::id()).await;
     p.send(Message::Heartbeat(Heartbeat { seq: 1, ts_ms: 0 }).to_frame())
         .await
         .unwrap();
@@ -424,44 +434,12 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
         serde_json::to_string(&spec).unwrap(),
     )
     .unwrap();
-    let cfg = AgentConfig {
-        listen: Endpoint::Unix(d.path().join("a/plugin.sock")),
-        secret_file: None,
-        resource_id: "tm-1".into(),
-        watches: Role::Tm,
-        pid: None,
-        http: "127.0.0.1:0".parse().unwrap(),
-        coordinator: Some(c.agents.clone()),
-        token_file: Some(c.agent_token_file.clone()),
-        suspect_after: Duration::from_millis(300),
-        status_interval: Duration::from_millis(100),
-        heartbeat_interval: Duration::from_millis(100),
-        stall_timeout: Duration::from_secs(10),
-        restart_spec: Some(d.path().join("restart.json")),
-        jobmanager: None,
-        partition_tolerance: Duration::from_secs(3),
-    };
+    let mut cfg = tm_agent(d.path(), "a", &c);
+    cfg.restart_spec = Some(d.path().join("restart.json"));
     let agent = BoundAgent::bind(cfg).await.unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(agent.run(stop.clone()));
-    let s = tokio::net::UnixStream::connect(d.path().join("a/plugin.sock"))
-        .await
-        .unwrap();
-    let mut p = Framed::new(s, FrameCodec::default());
-    handshake::connect(
-        &mut p,
-        Hello {
-            protocol: 1,
-            role: Role::Tm,
-            resource_id: "tm-1".into(),
-            pid,
-            flink_version: "1.20.5".into(),
-            secret: None,
-        },
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let mut p = fake_plugin(&d.path().join("a/plugin.sock"), pid).await;
     for seq in 1..=5 {
         p.send(Message::Heartbeat(Heartbeat { seq, ts_ms: 0 }).to_frame())
             .await
@@ -599,44 +577,11 @@ async fn a_planned_stop_is_released_after_the_running_jobs_checkpointed() {
         v["flink"]["jobs"][0]["state"] == "RUNNING"
     })
     .await;
-    let cfg = AgentConfig {
-        listen: Endpoint::Unix(d.path().join("a/plugin.sock")),
-        secret_file: None,
-        resource_id: "tm-1".into(),
-        watches: Role::Tm,
-        pid: None,
-        http: "127.0.0.1:0".parse().unwrap(),
-        coordinator: Some(c.agents.clone()),
-        token_file: Some(c.agent_token_file.clone()),
-        suspect_after: Duration::from_millis(300),
-        status_interval: Duration::from_millis(100),
-        heartbeat_interval: Duration::from_millis(100),
-        stall_timeout: Duration::from_secs(10),
-        restart_spec: None,
-        jobmanager: None,
-        partition_tolerance: Duration::from_secs(3),
-    };
+    let cfg = tm_agent(d.path(), "a", &c);
     let agent = BoundAgent::bind(cfg).await.unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(agent.run(stop.clone()));
-    let s = tokio::net::UnixStream::connect(d.path().join("a/plugin.sock"))
-        .await
-        .unwrap();
-    let mut p = Framed::new(s, FrameCodec::default());
-    handshake::connect(
-        &mut p,
-        Hello {
-            protocol: 1,
-            role: Role::Tm,
-            resource_id: "tm-1".into(),
-            pid: std::process::id(),
-            flink_version: "1.20.5".into(),
-            secret: None,
-        },
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let mut p = fake_plugin(&d.path().join("a/plugin.sock"), std::process::id()).await;
     eventually(&c, "/v1/cluster", Duration::from_secs(5), |v| {
         v["agents"][0]["connected"] == true
     })

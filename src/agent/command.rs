@@ -131,10 +131,51 @@ fn fence(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
     let Some(pid) = running(inner) else {
         return Outcome::Done("nothing to fence: the process is already gone".into());
     };
+    // Its TCP ports, read while it still holds them (a stopped or hung process does not change them).
+    let ports = process::tcp_ports(pid as i32);
     // A stopped process dies of SIGKILL too; no SIGCONT needed.
     match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
-        Ok(()) => Outcome::Done(format!("SIGKILL sent to pid {pid}")),
+        Ok(()) => {
+            let reset = reset_connections(&ports);
+            Outcome::Done(format!("SIGKILL sent to pid {pid}; {reset}"))
+        }
         Err(e) => Outcome::Failed(format!("SIGKILL of pid {pid}: {e}")),
+    }
+}
+
+/// Resets (SOCK_DESTROY via `ss -K`) every TCP connection whose local port is one of a fenced process's, right
+/// after its SIGKILL: its peers get a reset now instead of when the kernel has torn the dying process down (its
+/// memory first, its sockets after: 0.1-0.3 s for a TaskManager JVM on a loaded 2-core machine, in kept logs).
+/// Best effort (needs CAP_NET_ADMIN and a kernel with INET_DIAG_DESTROY); says what it did.
+fn reset_connections(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return "no TCP connection to reset".into();
+    }
+    let mut args = vec!["-K".to_string(), "-t".into(), "(".into()];
+    for (i, p) in ports.iter().enumerate() {
+        if i > 0 {
+            args.push("or".into());
+        }
+        args.extend(["sport".into(), "=".into(), format!(":{p}")]);
+    }
+    args.push(")".into());
+    match std::process::Command::new("ss").args(&args).output() {
+        Ok(o) if o.status.success() => {
+            // ss lists what it closed after a header line.
+            let closed = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .count()
+                .saturating_sub(1);
+            format!(
+                "{closed} connection(s) on its {} port(s) reset",
+                ports.len()
+            )
+        }
+        Ok(o) => format!(
+            "resetting its connections failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => format!("resetting its connections failed: ss: {e}"),
     }
 }
 
