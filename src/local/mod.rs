@@ -398,6 +398,20 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
     }
     let ports = Ports::with_offset(opts.port_offset)?;
     let ha = config::zookeeper_ha(&opts.profile, &opts.flink_overrides);
+    if let Some((lo, hi)) = ephemeral_range() {
+        let inside: Vec<String> = ports
+            .all()
+            .into_iter()
+            .filter(|(_, p)| (lo..=hi).contains(p))
+            .map(|(what, p)| format!("{what} {p}"))
+            .collect();
+        if !inside.is_empty() {
+            say(format!(
+                "warning: ports {} are in this machine's ephemeral range {lo}-{hi}: any outgoing connection may                  take one of them and make the next start fail with 'already in use'; prefer a --port-offset                  that keeps every port below {lo}",
+                inside.join(", ")
+            ));
+        }
+    }
     for (what, port) in ports.all() {
         if what == "ZooKeeper" && !ha {
             continue;
@@ -1133,6 +1147,13 @@ async fn wait_info(rec: &Recorded, path: &Path, what: &str) -> Result<serde_json
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The kernel's range of ephemeral (outgoing connection) ports, if readable.
+fn ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
 }
 
 /// This very binary: agents and the coordinator are `streamshield` subcommands.

@@ -104,7 +104,8 @@ public final class LinkConfig {
         if (hb < 10 || hb > 60_000) {
             throw new IllegalArgumentException("heartbeat-interval-ms must be 10..60000, got " + hb);
         }
-        int capacity = Integer.parseInt(conf.getProperty("queue-capacity", "1024"));
+        String queue = text(conf, "queue-capacity");
+        int capacity = Integer.parseInt(queue == null ? "1024" : queue.trim());
         if (capacity < 16) {
             throw new IllegalArgumentException("queue-capacity must be >= 16, got " + capacity);
         }
@@ -117,11 +118,20 @@ public final class LinkConfig {
     }
 
     private static String pick(Properties conf, String key, Map<String, String> env, String envKey, String dflt) {
-        String v = conf.getProperty(key);
+        String v = text(conf, key);
         if (v == null || v.isEmpty()) {
             v = env.get(envKey);
         }
         return v == null || v.isEmpty() ? dflt : v.trim();
+    }
+
+    /**
+     * A reporter setting as text. Flink 1.19+ reads config.yaml as YAML, so {@code planned-stop-wait-ms: 10000} reaches
+     * the reporter's Properties as an Integer, which {@link Properties#getProperty} does not return.
+     */
+    private static String text(Properties conf, String key) {
+        Object v = conf.get(key);
+        return v == null ? null : String.valueOf(v);
     }
 
     private static final Pattern RESOURCE_ID = Pattern.compile("taskmanager\\.resource-id=(\\S+)");

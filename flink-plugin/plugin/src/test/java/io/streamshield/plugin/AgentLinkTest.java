@@ -188,6 +188,9 @@ class AgentLinkTest {
         java.util.Properties held = new java.util.Properties();
         held.setProperty("planned-stop-wait-ms", "10000");
         assertEquals(10_000, LinkConfig.resolve(held, Map.of(), "", 1, "x").plannedStopWaitMs);
+        // Flink's YAML configuration hands a number over as an Integer, not a String.
+        held.put("planned-stop-wait-ms", 7000);
+        assertEquals(7_000, LinkConfig.resolve(held, Map.of(), "", 1, "x").plannedStopWaitMs);
         held.setProperty("planned-stop-wait-ms", "-1");
         org.junit.jupiter.api.Assertions.assertThrows(
                 IllegalArgumentException.class, () -> LinkConfig.resolve(held, Map.of(), "", 1, "x"));
