@@ -448,7 +448,11 @@ async fn round_body(
             obs.progressed_at_ms = l.progressed_at();
             obs.first_progress_at_ms = l.first_progress_at();
         }
-        if recovered_at.is_none() && heal_at.is_none() && watcher.fully_running {
+        // A SIGTERM may be held (a planned stop checkpoints first): the job runs on and output flows until the
+        // TaskManager really goes. Recovery counts only once it is gone and Flink has redeployed its subtasks.
+        let stop_done = scenario != Scenario::TmTerm
+            || (target.as_ref().is_none_or(|t| !t.alive()) && obs.redeployed);
+        if recovered_at.is_none() && heal_at.is_none() && stop_done && watcher.fully_running {
             if let Some(p) = obs.progressed_at_ms {
                 let base = measure::baseline(&samples, inject_ms);
                 if let Some(b) = base {
