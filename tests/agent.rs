@@ -8,6 +8,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+mod common;
+
+use common::{announce_stop, fake_plugin};
 use streamshield::agent::{AgentConfig, BoundAgent};
 use streamshield::endpoint::Endpoint;
 use streamshield::protocol::handshake;
@@ -79,19 +82,6 @@ fn hello(protocol: u32, role: Role, pid: u32, secret: Option<String>) -> Hello {
     }
 }
 
-async fn plugin(sock: &Path, pid: u32) -> Framed<UnixStream, FrameCodec> {
-    let s = UnixStream::connect(sock).await.unwrap();
-    let mut f = Framed::new(s, FrameCodec::default());
-    handshake::connect(
-        &mut f,
-        hello(1, Role::Tm, pid, None),
-        Duration::from_secs(2),
-    )
-    .await
-    .expect("handshake");
-    f
-}
-
 async fn beat(f: &mut Framed<UnixStream, FrameCodec>, seq: u64) {
     f.send(Message::Heartbeat(Heartbeat { seq, ts_ms: 0 }).to_frame())
         .await
@@ -146,7 +136,7 @@ async fn heartbeats_metrics_and_a_closed_socket() {
     let d = tempfile::tempdir().unwrap();
     let a = start(config(d.path())).await;
     assert_eq!(health(&a.http).await["liveness"], "unknown");
-    let mut p = plugin(&a.sock, std::process::id()).await;
+    let mut p = fake_plugin(&a.sock, std::process::id()).await;
     beat(&mut p, 1).await;
     wait_liveness(&a.http, "alive", Duration::from_secs(2)).await;
     p.send(
@@ -186,7 +176,7 @@ async fn heartbeats_metrics_and_a_closed_socket() {
     );
 
     // A restarted process's plugin connects again: alive, and the coordinator is told (that closes its incident).
-    let mut p = plugin(&a.sock, std::process::id()).await;
+    let mut p = fake_plugin(&a.sock, std::process::id()).await;
     beat(&mut p, 1).await;
     wait_liveness(&a.http, "alive", Duration::from_secs(2)).await;
     let pairs: Vec<(String, String)> = a
@@ -218,7 +208,7 @@ async fn stopped_idle_and_busy_processes() {
 
     // Stopped (SIGSTOP): paused.
     let sleeper = Proc(Command::new("sleep").arg("30").spawn().unwrap());
-    let mut p = plugin(&a.sock, sleeper.0.id()).await;
+    let mut p = fake_plugin(&a.sock, sleeper.0.id()).await;
     beat(&mut p, 1).await;
     wait_liveness(&a.http, "alive", Duration::from_secs(2)).await;
     nix::sys::signal::kill(
@@ -246,7 +236,7 @@ async fn stopped_idle_and_busy_processes() {
             .spawn()
             .unwrap(),
     );
-    let mut p = plugin(&a.sock, spinner.0.id()).await;
+    let mut p = fake_plugin(&a.sock, spinner.0.id()).await;
     beat(&mut p, 1).await;
     wait_liveness(&a.http, "alive", Duration::from_secs(2)).await;
     wait_liveness(&a.http, "busy-gc", Duration::from_secs(3)).await;
@@ -261,7 +251,7 @@ async fn stopped_idle_and_busy_processes() {
 async fn hostile_connections_are_closed_and_counted_while_the_plugin_keeps_streaming() {
     let d = tempfile::tempdir().unwrap();
     let a = start(config(d.path())).await;
-    let mut good = plugin(&a.sock, std::process::id()).await;
+    let mut good = fake_plugin(&a.sock, std::process::id()).await;
     let good_beats = tokio::spawn(async move {
         for seq in 1..=40 {
             beat(&mut good, seq).await;
@@ -294,7 +284,7 @@ async fn hostile_connections_are_closed_and_counted_while_the_plugin_keeps_strea
     let r = handshake::connect(&mut f4, hello(1, Role::Jm, 1, None), Duration::from_secs(2)).await;
     assert!(r.is_err());
     // A half-written frame, then silence (after a proper handshake).
-    let mut half = plugin(&a.sock, std::process::id()).await;
+    let mut half = fake_plugin(&a.sock, std::process::id()).await;
     half.get_mut()
         .write_all(&[0, 0, 0, 50, 10, b'{'])
         .await
@@ -469,20 +459,11 @@ async fn orders_carry_a_fencing_token_and_stale_or_foreign_orders_are_refused() 
 async fn a_held_stop_is_released_without_a_coordinator_and_on_order() {
     use futures_util::StreamExt;
     use streamshield::agent::command::{handle, Outcome};
-    use streamshield::protocol::message::{AgentCommand, Stopping};
+    use streamshield::protocol::message::AgentCommand;
     let d = tempfile::tempdir().unwrap();
     let a = start(config(d.path())).await;
-    let mut p = plugin(&a.sock, std::process::id()).await;
-    p.send(
-        Message::Stopping(Stopping {
-            signal: "SIGTERM".into(),
-            ts_ms: 0,
-            max_wait_ms: 10_000,
-        })
-        .to_frame(),
-    )
-    .await
-    .unwrap();
+    let mut p = fake_plugin(&a.sock, std::process::id()).await;
+    announce_stop(&mut p).await;
     async fn next(
         p: &mut Framed<UnixStream, FrameCodec>,
     ) -> streamshield::protocol::message::StopReady {

@@ -5,14 +5,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
+mod common;
+
+use common::{announce_stop, fake_plugin};
 use streamshield::agent::command::RestartSpec;
 use streamshield::agent::{AgentConfig, BoundAgent};
 use streamshield::coordinator::policy::PolicyConfig;
 use streamshield::coordinator::{BoundCoordinator, CoordinatorConfig};
 use streamshield::endpoint::Endpoint;
-use streamshield::protocol::handshake;
-use streamshield::protocol::{FrameCodec, Heartbeat, Hello, Message, Role};
-use tokio_util::codec::Framed;
+use streamshield::protocol::{Heartbeat, Message, Role};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -126,27 +127,6 @@ fn tm_agent(dir: &Path, sock_dir: &str, c: &Coord) -> AgentConfig {
         jobmanager: None,
         partition_tolerance: Duration::from_secs(3),
     }
-}
-
-/// A fake TaskManager plugin for `tm-1` with process `pid`, past the handshake.
-async fn fake_plugin(sock: &Path, pid: u32) -> Framed<tokio::net::UnixStream, FrameCodec> {
-    let s = tokio::net::UnixStream::connect(sock).await.unwrap();
-    let mut p = Framed::new(s, FrameCodec::default());
-    handshake::connect(
-        &mut p,
-        Hello {
-            protocol: 1,
-            role: Role::Tm,
-            resource_id: "tm-1".into(),
-            pid,
-            flink_version: "1.20.5".into(),
-            secret: None,
-        },
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
-    p
 }
 
 fn healthy_flink() -> Vec<Mock> {
@@ -534,7 +514,6 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_stop_is_released_after_the_running_jobs_checkpointed() {
     use futures_util::StreamExt;
-    use streamshield::protocol::message::Stopping;
     let flink = MockServer::start().await;
     for m in healthy_flink() {
         m.mount(&flink).await;
@@ -587,16 +566,7 @@ async fn a_planned_stop_is_released_after_the_running_jobs_checkpointed() {
     })
     .await;
     let announced = Instant::now();
-    p.send(
-        Message::Stopping(Stopping {
-            signal: "SIGTERM".into(),
-            ts_ms: 0,
-            max_wait_ms: 10_000,
-        })
-        .to_frame(),
-    )
-    .await
-    .unwrap();
+    announce_stop(&mut p).await;
     let ready = tokio::time::timeout(Duration::from_secs(8), async {
         loop {
             // The plugin keeps its heartbeats going while it holds the stop.

@@ -14,8 +14,7 @@ use super::liveness;
 use super::Shared;
 use crate::endpoint::{Listener, Stream};
 use crate::protocol::handshake::{self, AcceptPolicy};
-use crate::protocol::message::kind;
-use crate::protocol::message::StopReady;
+use crate::protocol::message::{kind, StopReady};
 use crate::protocol::{FrameCodec, FrameError, Message};
 
 /// Plugin connections served at once; more are refused (there is one plugin per process).

@@ -1,5 +1,5 @@
-//! Helpers shared by the end-to-end tests: running the binary, a guard that takes a local cluster down even when
-//! an assertion fails, and waiting for a run's processes to be gone.
+//! Helpers shared by the test crates: running the binary, a guard that takes a local cluster down even when
+//! an assertion fails, waiting for a run's processes to be gone, and a fake TaskManager plugin.
 // Each test crate uses a different subset of these.
 #![allow(dead_code)]
 
@@ -50,4 +50,47 @@ pub fn wait_no_process_naming(dir: &Path, within: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A fake TaskManager plugin for `tm-1` with process `pid`, connected to the agent at `sock` and past the handshake.
+pub async fn fake_plugin(
+    sock: &Path,
+    pid: u32,
+) -> tokio_util::codec::Framed<tokio::net::UnixStream, streamshield::protocol::FrameCodec> {
+    use streamshield::protocol::{handshake, FrameCodec, Hello, Role};
+    let s = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let mut f = tokio_util::codec::Framed::new(s, FrameCodec::default());
+    handshake::connect(
+        &mut f,
+        Hello {
+            protocol: 1,
+            role: Role::Tm,
+            resource_id: "tm-1".into(),
+            pid,
+            flink_version: "1.20.5".into(),
+            secret: None,
+        },
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("handshake");
+    f
+}
+
+/// The fake plugin announces that its process was asked to stop (SIGTERM) and holds the stop for up to 10 s.
+pub async fn announce_stop(
+    p: &mut tokio_util::codec::Framed<tokio::net::UnixStream, streamshield::protocol::FrameCodec>,
+) {
+    use futures_util::SinkExt;
+    use streamshield::protocol::message::Stopping;
+    p.send(
+        streamshield::protocol::Message::Stopping(Stopping {
+            signal: "SIGTERM".into(),
+            ts_ms: 0,
+            max_wait_ms: 10_000,
+        })
+        .to_frame(),
+    )
+    .await
+    .unwrap();
 }

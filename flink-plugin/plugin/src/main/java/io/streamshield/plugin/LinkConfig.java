@@ -45,18 +45,6 @@ public final class LinkConfig {
             long pid,
             String flinkVersion,
             long heartbeatIntervalMs,
-            int queueCapacity) {
-        this(address, secret, role, resourceId, pid, flinkVersion, heartbeatIntervalMs, queueCapacity, 0);
-    }
-
-    LinkConfig(
-            String address,
-            String secret,
-            String role,
-            String resourceId,
-            long pid,
-            String flinkVersion,
-            long heartbeatIntervalMs,
             int queueCapacity,
             long plannedStopWaitMs) {
         this.address = address;

@@ -18,7 +18,7 @@ import org.junit.jupiter.api.io.TempDir;
 class AgentLinkTest {
 
     static LinkConfig config(String address, String secret, int capacity) {
-        return new LinkConfig(address, secret, "tm", "tm-9", 4242, "1.20.5", 20, capacity);
+        return new LinkConfig(address, secret, "tm", "tm-9", 4242, "1.20.5", 20, capacity, 0);
     }
 
     static void await(BooleanSupplier cond, long ms, String what) throws InterruptedException {
