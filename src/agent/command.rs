@@ -131,32 +131,48 @@ fn fence(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
     let Some(pid) = running(inner) else {
         return Outcome::Done("nothing to fence: the process is already gone".into());
     };
-    // Its TCP ports, read while it still holds them (a stopped or hung process does not change them).
-    let ports = process::tcp_ports(pid as i32);
     // A stopped process dies of SIGKILL too; no SIGCONT needed.
     match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
         Ok(()) => {
-            let reset = reset_connections(&ports);
+            let sockets = super::sockets_still_held(super::cached_sockets(inner, pid), pid);
+            let reset = reset_connections(&sockets);
             Outcome::Done(format!("SIGKILL sent to pid {pid}; {reset}"))
         }
         Err(e) => Outcome::Failed(format!("SIGKILL of pid {pid}: {e}")),
     }
 }
 
-/// Resets (SOCK_DESTROY via `ss -K`) every TCP connection whose local port is one of a fenced process's, right
-/// after its SIGKILL: its peers get a reset now instead of when the kernel has torn the dying process down (its
-/// memory first, its sockets after: 0.1-0.3 s for a TaskManager JVM on a loaded 2-core machine, in kept logs).
-/// Best effort (needs CAP_NET_ADMIN and a kernel with INET_DIAG_DESTROY); says what it did.
-fn reset_connections(ports: &[u16]) -> String {
-    if ports.is_empty() {
+/// Resets (SOCK_DESTROY via `ss -K`) every TCP socket a killed process still holds (see
+/// [`super::sockets_still_held`]), right after the SIGKILL (a fence) or once the agent has seen it die: its peers get
+/// a reset now instead of when the kernel has torn the dying process down (its memory first, its sockets after:
+/// 0.3-0.4 s for a TaskManager JVM on a loaded 2-core machine, in kept logs, during which Flink's tasks and
+/// JobManager hear nothing). Each connection is named by both its ports, so a connection of another process that
+/// reuses one of them is left alone; listening sockets (remote port 0) are closed too, so that nobody connects to
+/// the dying process meanwhile. Best effort (needs CAP_NET_ADMIN and a kernel with INET_DIAG_DESTROY); says what it
+/// did.
+pub(crate) fn reset_connections(sockets: &[process::TcpSocket]) -> String {
+    if sockets.is_empty() {
         return "no TCP connection to reset".into();
     }
-    let mut args = vec!["-K".to_string(), "-t".into(), "(".into()];
-    for (i, p) in ports.iter().enumerate() {
+    let mut args = vec!["-K".to_string(), "-t".into(), "-a".into(), "(".into()];
+    for (i, s) in sockets.iter().enumerate() {
         if i > 0 {
             args.push("or".into());
         }
-        args.extend(["sport".into(), "=".into(), format!(":{p}")]);
+        args.extend(
+            [
+                "(",
+                "sport",
+                "=",
+                &format!(":{}", s.local_port),
+                "and",
+                "dport",
+                "=",
+                &format!(":{}", s.remote_port),
+                ")",
+            ]
+            .map(String::from),
+        );
     }
     args.push(")".into());
     match std::process::Command::new("ss").args(&args).output() {
@@ -166,10 +182,7 @@ fn reset_connections(ports: &[u16]) -> String {
                 .lines()
                 .count()
                 .saturating_sub(1);
-            format!(
-                "{closed} connection(s) on its {} port(s) reset",
-                ports.len()
-            )
+            format!("{closed} of its {} TCP socket(s) reset", sockets.len())
         }
         Ok(o) => format!(
             "resetting its connections failed: {}",
@@ -467,6 +480,50 @@ pub async fn partition_watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child process connected to a listener here: resetting its sockets (read from /proc) resets this side's
+    /// end of the connection, and leaves a second, unrelated connection to the same listener alone.
+    #[test]
+    fn a_process_s_connections_are_reset_and_nobody_else_s() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut child = std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec sleep 30"),
+            ])
+            .spawn()
+            .unwrap();
+        let (mut theirs, _) = listener.accept().unwrap();
+        let bystander = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut bystander_peer, _) = listener.accept().unwrap();
+        let sockets = process::tcp_sockets(child.id() as i32);
+        assert_eq!(
+            sockets.iter().map(|s| s.remote_port).collect::<Vec<_>>(),
+            vec![port],
+            "{sockets:?}"
+        );
+        let outcome = reset_connections(&sockets);
+        assert!(
+            outcome.starts_with("1 of its 1 TCP socket(s) reset"),
+            "{outcome}"
+        );
+        theirs
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let err = theirs.read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        // The bystander's connection still carries data.
+        use std::io::Write;
+        (&bystander).write_all(b"ok").unwrap();
+        let mut got = [0u8; 2];
+        bystander_peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ok");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(reset_connections(&[]), "no TCP connection to reset");
+    }
 
     #[test]
     fn isolation_rules_need_an_ip_and_a_port() {

@@ -50,7 +50,14 @@ pub struct ProcSample {
     pub state: char,
     /// utime + stime, clock ticks.
     pub cpu_ticks: u64,
+    /// The process's first thread is exiting (PF_EXITING in its flags): it is dying. A killed JVM shows this
+    /// within a millisecond, while the kernel still needs tens to hundreds of milliseconds (its memory unmapped by
+    /// whichever thread exits last) before the process is a zombie or its sockets close.
+    pub exiting: bool,
 }
+
+/// PF_EXITING in a task's flags (include/linux/sched.h): the task is in do_exit().
+const PF_EXITING: u64 = 0x4;
 
 /// Reads `/proc/<pid>/stat`; None when the process does not exist.
 pub fn sample(pid: u32) -> Option<ProcSample> {
@@ -58,11 +65,14 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let state = f.first()?.chars().next()?;
+    // flags is field 9 of the file, the 7th after the command.
+    let flags: u64 = f.get(6)?.parse().ok()?;
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     Some(ProcSample {
         state,
         cpu_ticks: utime + stime,
+        exiting: flags & PF_EXITING != 0,
     })
 }
 
@@ -157,7 +167,7 @@ impl Tracker {
         let next = match proc {
             _ if self.eof => Liveness::Dead,
             None if pid_known => Liveness::Dead,
-            Some(p) if matches!(p.state, 'Z' | 'X' | 'x') => Liveness::Dead,
+            Some(p) if p.exiting || matches!(p.state, 'Z' | 'X' | 'x') => Liveness::Dead,
             None => self.state,
             Some(p) => match self.last_heartbeat_ms {
                 None => Liveness::Unknown,
@@ -198,6 +208,7 @@ mod tests {
         Some(ProcSample {
             state: 'S',
             cpu_ticks: cpu,
+            exiting: false,
         })
     }
 
@@ -225,6 +236,7 @@ mod tests {
         let stopped = Some(ProcSample {
             state: 'T',
             cpu_ticks: 100,
+            exiting: false,
         });
         assert_eq!(
             t.evaluate(350, stopped, true),
@@ -292,9 +304,22 @@ mod tests {
         let zombie = Some(ProcSample {
             state: 'Z',
             cpu_ticks: 1,
+            exiting: false,
         });
         assert_eq!(
             t.evaluate(50, zombie, true),
+            Some((Liveness::Alive, Liveness::Dead))
+        );
+        // Killed, still tearing down (not a zombie yet, its sockets still open): dead already.
+        let mut t = Tracker::new(300, 0);
+        t.on_connect(0, running(1));
+        let exiting = Some(ProcSample {
+            state: 'R',
+            cpu_ticks: 1,
+            exiting: true,
+        });
+        assert_eq!(
+            t.evaluate(50, exiting, true),
             Some((Liveness::Alive, Liveness::Dead))
         );
     }
@@ -303,6 +328,7 @@ mod tests {
     fn reads_its_own_proc_entry() {
         let s = sample(std::process::id()).unwrap();
         assert!(matches!(s.state, 'R' | 'S'));
+        assert!(!s.exiting);
         assert!(sample(u32::MAX).is_none());
     }
 }

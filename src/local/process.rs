@@ -248,8 +248,7 @@ pub fn port_holder(port: u16) -> Option<String> {
 
 /// The local TCP ports of every socket process `pid` holds (listening and connected), from /proc.
 pub fn tcp_ports(pid: i32) -> Vec<u16> {
-    let inodes: std::collections::HashSet<String> =
-        socket_inodes(Path::new(&format!("/proc/{pid}"))).collect();
+    let inodes = process_socket_inodes(pid);
     let mut ports: Vec<u16> = tcp_tables()
         .iter()
         .flat_map(|t| socket_ports(t, &inodes))
@@ -257,6 +256,57 @@ pub fn tcp_ports(pid: i32) -> Vec<u16> {
     ports.sort_unstable();
     ports.dedup();
     ports
+}
+
+/// One TCP socket of a process, by its ports (remote port 0: a listening socket) and its inode.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TcpSocket {
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub inode: String,
+}
+
+/// Every TCP socket process `pid` holds, from /proc, also while it is being torn down (see
+/// [`process_socket_inodes`]). Empty once its files are closed.
+pub fn tcp_sockets(pid: i32) -> Vec<TcpSocket> {
+    let inodes = process_socket_inodes(pid);
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut sockets: Vec<TcpSocket> = tcp_tables()
+        .iter()
+        .flat_map(|t| {
+            tcp_rows(t)
+                .filter(|r| inodes.contains(&r.inode))
+                .map(|r| TcpSocket {
+                    local_port: r.local_port,
+                    remote_port: r.remote_port,
+                    inode: r.inode,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    sockets.sort_unstable();
+    sockets.dedup();
+    sockets
+}
+
+/// The socket inodes among process `pid`'s open files. A killed multi-threaded process's group leader exits
+/// first and shows no open files (a zombie) while its other threads still hold them, for a JVM up to a few hundred
+/// milliseconds: then they are read through the first thread that still shows them.
+pub fn process_socket_inodes(pid: i32) -> std::collections::HashSet<String> {
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let own: std::collections::HashSet<String> = socket_inodes(&dir).collect();
+    if !own.is_empty() {
+        return own;
+    }
+    std::fs::read_dir(dir.join("task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|t| socket_inodes(&t.path()).collect::<std::collections::HashSet<String>>())
+        .find(|s| !s.is_empty())
+        .unwrap_or_default()
 }
 
 /// Socket inodes listening on `port` (any address), from /proc/net/tcp and tcp6.
@@ -293,6 +343,7 @@ fn socket_inodes(proc_dir: &Path) -> impl Iterator<Item = String> {
 /// One row of a /proc/net/tcp table.
 struct TcpRow {
     local_port: u16,
+    remote_port: u16,
     listening: bool,
     inode: String,
 }
@@ -300,9 +351,12 @@ struct TcpRow {
 fn tcp_rows(table: &str) -> impl Iterator<Item = TcpRow> + '_ {
     table.lines().skip(1).filter_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        // local_address is field 1 ("0100007F:1F90"), st field 3 ("0A" = LISTEN), inode field 9.
+        // local_address is field 1 ("0100007F:1F90"), rem_address field 2, st field 3 ("0A" = LISTEN), inode
+        // field 9.
+        let port = |i: usize| u16::from_str_radix(f.get(i)?.rsplit(':').next()?, 16).ok();
         Some(TcpRow {
-            local_port: u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?,
+            local_port: port(1)?,
+            remote_port: port(2)?,
             listening: *f.get(3)? == "0A",
             inode: f.get(9)?.to_string(),
         })
@@ -340,6 +394,23 @@ mod tests {
         let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         assert!(tcp_ports(std::process::id() as i32).contains(&port));
+    }
+
+    #[test]
+    fn a_process_s_tcp_sockets_name_both_ports() {
+        let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let local = c.local_addr().unwrap().port();
+        let mine = tcp_sockets(std::process::id() as i32);
+        for want in [(port, 0), (local, port)] {
+            assert!(
+                mine.iter()
+                    .any(|s| (s.local_port, s.remote_port) == want && !s.inode.is_empty()),
+                "{want:?} not in {mine:?}"
+            );
+        }
+        assert!(tcp_sockets(i32::MAX).is_empty(), "no such process");
     }
 
     #[test]
