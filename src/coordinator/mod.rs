@@ -153,7 +153,8 @@ impl BoundCoordinator {
         tasks.spawn(api::serve(shared.clone(), api, shutdown.clone()));
         let (s, stop) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            // Tolerances are re-evaluated this often: a fence is ordered at most 20 ms after its deadline.
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,

@@ -255,7 +255,7 @@ impl Model {
         self.outbox.remove(resource_id).unwrap_or_default()
     }
 
-    /// Re-evaluates the policy's tolerances (called every 100 ms).
+    /// Re-evaluates the policy's tolerances (called every 20 ms).
     pub fn tick(&mut self) {
         let mut acts = self.engine.tick(now_ms(), self.flink_state());
         acts.extend(self.partitions(now_ms()));

@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn the_short_pause_is_half_the_shield_profiles_hang_tolerance() {
-        assert_eq!(shield_hang_tolerance(), Duration::from_secs(2));
+        assert_eq!(shield_hang_tolerance(), Duration::from_secs(1));
     }
 
     #[test]
