@@ -71,6 +71,11 @@ pub struct Round {
     pub first_output_ms: Option<u64>,
     pub records_lost: u64,
     pub records_duplicated: u64,
+    /// Of those, how many repeat a record whose first copy the sink wrote before the checkpoint the restart restored
+    /// (at-least-once output may repeat only what came after it; exactly-once none at all). None: not attributed
+    /// (no restore from a checkpoint, or a report from before this existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates_before_checkpoint: Option<u64>,
     pub state_errors: u64,
     pub restarts: Option<u64>,
     pub failovers: u64,
@@ -220,6 +225,7 @@ pub fn evaluate(round: u32, o: &Observation) -> Round {
         first_output_ms: o.first_progress_at_ms.map(|t| since(t, inject)),
         records_lost: o.records_lost,
         records_duplicated: o.records_duplicated,
+        duplicates_before_checkpoint: None,
         state_errors: o.state_errors,
         restarts: o.restarts,
         failovers: o.failovers,
@@ -295,6 +301,9 @@ pub struct Summary {
     pub catchup_ms: Spread,
     pub records_lost: u64,
     pub records_duplicated: u64,
+    /// The sum of the rounds' `duplicates_before_checkpoint`, where any round has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates_before_checkpoint: Option<u64>,
     pub state_errors: u64,
     pub restarts: u64,
     pub failovers: u64,
@@ -315,6 +324,10 @@ pub fn summarize(rounds: &[Round]) -> Summary {
         catchup_ms: spread(rounds.iter().map(|r| r.catchup_ms)),
         records_lost: rounds.iter().map(|r| r.records_lost).sum(),
         records_duplicated: rounds.iter().map(|r| r.records_duplicated).sum(),
+        duplicates_before_checkpoint: rounds
+            .iter()
+            .filter_map(|r| r.duplicates_before_checkpoint)
+            .reduce(|a, b| a + b),
         state_errors: rounds.iter().map(|r| r.state_errors).sum(),
         restarts: rounds.iter().filter_map(|r| r.restarts).sum(),
         failovers: rounds.iter().map(|r| r.failovers).sum(),
@@ -500,6 +513,7 @@ mod tests {
             first_output_ms: None,
             records_lost: lost,
             records_duplicated: dup,
+            duplicates_before_checkpoint: (dup > 0).then_some(0),
             state_errors: 0,
             restarts: Some(1),
             failovers: 0,
@@ -520,6 +534,12 @@ mod tests {
         let s = summarize(&rounds);
         assert_eq!(s.records_lost, 701);
         assert_eq!(s.records_duplicated, 5);
+        assert_eq!(s.duplicates_before_checkpoint, Some(0));
+        assert_eq!(
+            summarize(&rounds[1..]).duplicates_before_checkpoint,
+            None,
+            "not attributed anywhere"
+        );
         assert_eq!(s.failed_rounds, 1);
         assert_eq!(s.restarts, 4);
         assert_eq!(

@@ -297,6 +297,7 @@ async fn round_body(
     let generator =
         tokio::spawn(async move { produce::produce(&gen_cfg, gen_token, |_| {}).await });
     verifier.ledger().start_trace();
+    verifier.ledger().attribute_duplicates();
 
     tokio::time::sleep(opts.warmup).await;
     let mut hosts_note = None;
@@ -599,7 +600,17 @@ async fn round_body(
     if scenario.is_failure() || obs.redeployed {
         let log =
             std::fs::read_to_string(dir.join("logs").join("jobmanager.log")).unwrap_or_default();
-        r.phases = Some(phases::from_log(&log, &job, inject_ms));
+        let p = phases::from_log(&log, &job, inject_ms);
+        if let Some(cp) = p.restored_checkpoint_ms {
+            let cut = inject_ms + cp;
+            r.duplicates_before_checkpoint = Some(
+                rep.duplicate_first_copy_ms
+                    .iter()
+                    .filter(|t| **t < cut)
+                    .count() as u64,
+            );
+        }
+        r.phases = Some(p);
     }
     r.notes.extend(hosts_note);
     r.notes.extend(decision_notes);

@@ -29,6 +29,22 @@ pub struct Phases {
     /// after it are what a restart may write again.
     #[serde(default)]
     pub last_checkpoint_before_ms: Option<i64>,
+    /// The earliest checkpoint a restart after the injection restored, by its trigger time (ms from the injection,
+    /// negative): with at-least-once output, only what the sink wrote after it may be written again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_checkpoint_ms: Option<i64>,
+}
+
+/// The trigger time (unix ms) of the checkpoint in a "Restoring job J from Checkpoint N @ T for J located at ..."
+/// line of job `job`.
+fn restored_checkpoint(line: &str, job: &str) -> Option<i64> {
+    let rest = line.split_once("Restoring job ")?.1;
+    if !rest.starts_with(job) {
+        return None;
+    }
+    let after = rest.split_once(" from Checkpoint ")?.1;
+    let ts = after.split_once(" @ ")?.1;
+    ts.split_whitespace().next()?.parse().ok()
 }
 
 /// Unix ms of a log line that starts with `yyyy-MM-dd HH:mm:ss,SSS` (UTC).
@@ -64,6 +80,11 @@ pub fn from_log(log: &str, job: &str, inject_ms: i64) -> Phases {
             if line.contains("Completed checkpoint ") && line.contains(job) {
                 p.last_checkpoint_before_ms = Some(t - inject_ms);
             }
+            continue;
+        }
+        if let Some(cp) = restored_checkpoint(line, job) {
+            let rel = cp - inject_ms;
+            p.restored_checkpoint_ms = Some(p.restored_checkpoint_ms.map_or(rel, |r| r.min(rel)));
             continue;
         }
         if let Some((from, to)) = job_transition(line, job) {
@@ -116,9 +137,12 @@ mod tests {
             "2026-11-24 15:09:20,000 INFO  CheckpointCoordinator [] - Completed checkpoint 3 for job JOB (25285 bytes).",
             "2026-11-24 15:10:00,100 INFO  ExecutionGraph [] - Job streamshield-sequence (JOB) switched from state RUNNING to RESTARTING.",
             "2026-11-24 15:10:00,300 INFO  ExecutionGraph [] - Job streamshield-sequence (JOB) switched from state RESTARTING to RUNNING.",
+            "2026-11-24 15:10:00,320 INFO  CheckpointCoordinator [] - Restoring job JOB from Checkpoint 3 @ 1795532959500 for JOB located at file:/tmp/cp/chk-3.",
             "2026-11-24 15:10:00,350 INFO  ExecutionGraph [] - Deploying Source: sequence-source (1/4) (attempt #1) with attempt id b to tm-1",
             "2026-11-24 15:10:00,400 INFO  ExecutionGraph [] - Job streamshield-sequence (JOB) switched from state RUNNING to RESTARTING.",
             "2026-11-24 15:10:01,000 INFO  ExecutionGraph [] - Job streamshield-sequence (JOB) switched from state RESTARTING to RUNNING.",
+            "2026-11-24 15:10:01,010 INFO  CheckpointCoordinator [] - Restoring job JOB from Checkpoint 4 @ 1795532999800 for JOB located at file:/tmp/cp/chk-4.",
+            "2026-11-24 15:10:01,020 INFO  CheckpointCoordinator [] - Restoring job OTHER from Checkpoint 1 @ 5 for OTHER located at file:/tmp/cp/chk-1.",
             "Missing resources:",
             "\t Job JOB",
             "2026-11-24 15:10:01,200 INFO  ExecutionGraph [] - Deploying Source: sequence-source (1/4) (attempt #2) with attempt id c to tm-3",
@@ -147,6 +171,7 @@ mod tests {
                 tasks_running_ms: Some(4_000),
                 checkpoint_ms: Some(5_500),
                 last_checkpoint_before_ms: Some(-40_000),
+                restored_checkpoint_ms: Some(-40_500),
             }
         );
     }

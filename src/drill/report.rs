@@ -148,6 +148,14 @@ fn fratio(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
 }
 
+/// Duplicates, and how many of them repeat a record written before the restored checkpoint, where that is known.
+fn dup_cell(dup: u64, before_checkpoint: Option<u64>) -> String {
+    match before_checkpoint {
+        Some(b) => format!("{dup} ({b} before cp)"),
+        None => dup.to_string(),
+    }
+}
+
 /// One line per round for the live output.
 pub fn round_line(arm: &str, r: &Round) -> String {
     format!(
@@ -160,7 +168,7 @@ pub fn round_line(arm: &str, r: &Round) -> String {
         ms(r.detect_ms),
         ms(r.catchup_ms),
         r.records_lost,
-        r.records_duplicated,
+        dup_cell(r.records_duplicated, r.duplicates_before_checkpoint),
         ms(r.restarts),
         r.failovers,
         r.failure.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
@@ -225,7 +233,7 @@ pub fn markdown(r: &Report) -> String {
             cell(&s.detect_ms),
             cell(&s.catchup_ms),
             s.records_lost,
-            s.records_duplicated,
+            dup_cell(s.records_duplicated, s.duplicates_before_checkpoint),
             s.restarts,
             s.failovers
         );
@@ -282,7 +290,7 @@ pub fn markdown(r: &Report) -> String {
                     .unwrap_or_default(),
                 ms(x.catchup_ms),
                 x.records_lost,
-                x.records_duplicated,
+                dup_cell(x.records_duplicated, x.duplicates_before_checkpoint),
                 ms(x.restarts),
                 x.failovers,
                 ms(x.fault_ms),
@@ -297,7 +305,9 @@ pub fn markdown(r: &Report) -> String {
          record at all (the gap, for a fault that stops output at once; the outage, where output goes on for a while \
          first, as in a planned stop); running = Flink's own time at which every subtask ran again (0: Flink redeployed nothing); \
          detect = first sign in Flink (exception history, job status timestamps, REST) or an agent; catch-up = end of \
-         the first 500 ms bucket after the gap whose median end-to-end latency is under 2x the pre-fault median."
+         the first 500 ms bucket after the gap whose median end-to-end latency is under 2x the pre-fault median; \
+         duplicated (N before cp) = output records received twice, N of them records whose first copy the sink wrote \
+         before the checkpoint the restart restored (at-least-once output may repeat only what came after it)."
     );
     o
 }

@@ -99,6 +99,9 @@ struct Stream {
     input_duplicates: u64,
     output_duplicates: u64,
     state_errors: u64,
+    /// When the sink created each record's first copy (Kafka CreateTime, else its receipt), while duplicates are
+    /// attributed (see [`Ledger::attribute_duplicates`]).
+    first_copy_ms: BTreeMap<u64, i64>,
 }
 
 /// One second of the run, by wall clock (unix seconds).
@@ -181,6 +184,11 @@ pub struct Report {
     /// Final reports: every stream (run, key) that lost records, worst first, at most 100.
     pub lost_per_key: Vec<StreamLoss>,
     pub duplicate_examples: Vec<Example>,
+    /// While duplicates are attributed (see [`Ledger::attribute_duplicates`]): for every duplicated output record,
+    /// when the sink created its first copy (unix ms, ascending). With at-least-once output a restore from a
+    /// checkpoint may repeat only what the sink wrote after that checkpoint's barrier left the sources.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicate_first_copy_ms: Vec<i64>,
 }
 
 /// How many examples a report lists.
@@ -205,6 +213,10 @@ pub struct Ledger {
     marker: Option<Marker>,
     /// Every output record's (receive ms, latency ms) while tracing is on (the drill's raw series).
     trace: Option<Vec<(i64, u32)>>,
+    /// Whether first copies are timed (see [`Ledger::attribute_duplicates`]), and the first-copy times of the
+    /// duplicates seen since.
+    attributing: bool,
+    duplicate_first_copy_ms: Vec<i64>,
 }
 
 /// The highest output sequence number per stream at one moment, and when output went beyond it: first for some
@@ -237,7 +249,16 @@ impl Ledger {
             last_output_ms: None,
             marker: None,
             trace: None,
+            attributing: false,
+            duplicate_first_copy_ms: Vec::new(),
         }
+    }
+
+    /// From now on, remembers when the sink created every output record's first copy, so that each duplicate can
+    /// be placed against a checkpoint (the report's `duplicate_first_copy_ms`). Costs a map entry per output record:
+    /// for a drill round, not for a long-running verifier.
+    pub fn attribute_duplicates(&mut self) {
+        self.attributing = true;
     }
 
     /// Sets a progress marker at the output seen so far: the highest sequence number of every stream.
@@ -343,6 +364,7 @@ impl Ledger {
                 }
             }
         }
+        let attributing = self.attributing;
         let s = self.stream(&rec.run, &rec.key);
         let fresh = s.output.insert(rec.seq);
         if !fresh {
@@ -350,6 +372,19 @@ impl Ledger {
         }
         if rec.prev_seq + 1 != rec.seq {
             s.state_errors += 1;
+        }
+        let mut first_copy = None;
+        if attributing {
+            if fresh {
+                s.first_copy_ms
+                    .insert(rec.seq, created_ms.unwrap_or(now_ms));
+            } else {
+                first_copy = s.first_copy_ms.get(&rec.seq).copied();
+            }
+        }
+        if let Some(t) = first_copy {
+            let at = self.duplicate_first_copy_ms.partition_point(|x| *x <= t);
+            self.duplicate_first_copy_ms.insert(at, t);
         }
         if !fresh && self.duplicate_examples.len() < EXAMPLES {
             self.duplicate_examples.push(Example {
@@ -504,6 +539,7 @@ impl Ledger {
             lost_examples: if is_final { lost_examples } else { Vec::new() },
             lost_per_key: if is_final { per_key } else { Vec::new() },
             duplicate_examples: self.duplicate_examples.clone(),
+            duplicate_first_copy_ms: self.duplicate_first_copy_ms.clone(),
         }
     }
 }
@@ -664,6 +700,38 @@ mod tests {
         assert_eq!(r.records_duplicated, 3);
         assert_eq!(r.state_errors, 0);
         assert_eq!(r.duplicate_examples.len(), 3);
+    }
+
+    #[test]
+    fn duplicates_are_placed_by_when_their_first_copy_was_created() {
+        let mut l = Ledger::new(None);
+        for seq in 1..=6 {
+            l.on_output_at(&output("k1", seq, seq - 1, 0), 1_000 + seq as i64, None);
+        }
+        l.attribute_duplicates();
+        for seq in 7..=10 {
+            // Created by the sink at 2,000 + seq, received later.
+            l.on_output_at(
+                &output("k1", seq, seq - 1, 0),
+                5_000,
+                Some(2_000 + seq as i64),
+            );
+        }
+        // A restore repeats 9 and 10 (first copies created at 2,009 and 2,010), and 5, whose first copy came before
+        // attribution started (not placed).
+        for seq in [10, 9, 5] {
+            l.on_output_at(&output("k1", seq, seq - 1, 0), 6_000, Some(6_000));
+        }
+        let r = l.report(true, true);
+        assert_eq!(r.records_duplicated, 3);
+        assert_eq!(r.duplicate_first_copy_ms, vec![2_009, 2_010]);
+        assert!(
+            Ledger::new(None)
+                .report(true, true)
+                .duplicate_first_copy_ms
+                .is_empty(),
+            "off unless asked"
+        );
     }
 
     #[test]
