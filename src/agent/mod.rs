@@ -190,7 +190,15 @@ impl Shared {
             return;
         }
         log_transition(&self.cfg.resource_id, pid, from, to);
-        let mut detail = serde_json::json!({"from": from.as_str(), "to": to.as_str(), "pid": pid});
+        // Since when the new state holds (wall ms): for a silence, the last heartbeat, ~300 ms before it is noticed;
+        // the coordinator times the hang and GC tolerances from it.
+        let since_ms = now_ms() - self.mono_ms().saturating_sub(inner.tracker.since_ms()) as i64;
+        let mut detail = serde_json::json!({
+            "from": from.as_str(),
+            "to": to.as_str(),
+            "pid": pid,
+            "since_ms": since_ms,
+        });
         if let Some(r) = reason {
             detail["reason"] = r.into();
         }

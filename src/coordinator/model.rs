@@ -638,10 +638,18 @@ impl Model {
             .get("pid")
             .and_then(|v| v.as_u64())
             .map(|p| p as u32);
+        // Since when the state holds: the agent says (a silence began at the last heartbeat, noticed ~300 ms
+        // later); an older agent's event has only its own time.
+        let since = ev
+            .detail
+            .get("since_ms")
+            .and_then(|v| v.as_i64())
+            .filter(|s| *s <= ev.ts_ms)
+            .unwrap_or(ev.ts_ms);
         let flink = self.flink_state();
         let acts = self
             .engine
-            .liveness(&rid, is_tm, &to, ev.ts_ms, pid, now_ms(), flink);
+            .liveness(&rid, is_tm, &to, since, pid, now_ms(), flink);
         self.apply(acts);
         if to == "alive" {
             self.open.remove(&rid);
@@ -1062,6 +1070,55 @@ mod tests {
         m.agent_event(liveness("tm-1", "hung"));
         assert_eq!(m.decisions.back().unwrap().trigger, "tm-hung");
         assert_eq!(m.decisions_by_kind["tm-dead"], 1);
+    }
+
+    /// The hang tolerance counts from the last heartbeat the agent names (`since_ms`), not from when the silence
+    /// was noticed and reported (~300 ms later).
+    #[test]
+    fn the_hang_tolerance_counts_from_the_last_heartbeat() {
+        let policy = PolicyConfig {
+            failover: true,
+            hang_tolerance: std::time::Duration::from_millis(1_000),
+            ..PolicyConfig::default()
+        };
+        let paused = |since_ago: i64| AgentEvent {
+            ts_ms: now_ms(),
+            resource_id: "tm-1".into(),
+            kind: "liveness".into(),
+            detail: serde_json::json!({"from": "alive", "to": "paused", "pid": 7, "since_ms": now_ms() - since_ago}),
+        };
+        let fences = |m: &mut Model| {
+            m.take_commands("tm-1")
+                .iter()
+                .filter(|c| c.action == "fence")
+                .count()
+        };
+        // Silent since 1,100 ms: past the tolerance already when the event arrives.
+        let mut m = Model::with_policy("http://x", policy.clone(), 3);
+        m.agent_connected("tm-1", "peer");
+        m.agent_event(paused(1_100));
+        m.tick();
+        assert_eq!(fences(&mut m), 1);
+        // Silent since 300 ms: not yet, and one fence once the tolerance has run out.
+        let mut m = Model::with_policy("http://x", policy.clone(), 3);
+        m.agent_connected("tm-1", "peer");
+        m.agent_event(paused(300));
+        m.tick();
+        assert_eq!(fences(&mut m), 0);
+        std::thread::sleep(std::time::Duration::from_millis(750));
+        m.tick();
+        assert_eq!(fences(&mut m), 1);
+        m.tick();
+        assert_eq!(fences(&mut m), 0, "one fence per incident");
+        // An event without since_ms (an older agent) counts from its own time.
+        let mut m = Model::with_policy("http://x", policy, 3);
+        m.agent_connected("tm-1", "peer");
+        let mut ev = paused(0);
+        ev.detail = serde_json::json!({"from": "alive", "to": "paused", "pid": 7});
+        ev.ts_ms = now_ms() - 1_100;
+        m.agent_event(ev);
+        m.tick();
+        assert_eq!(fences(&mut m), 1);
     }
 
     #[test]

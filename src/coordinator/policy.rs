@@ -168,6 +168,10 @@ impl Engine {
             // paused -> busy-gc -> hung ... keep the incident (its actions), restart the clock of the new state.
             inc.liveness = liveness.to_string();
             inc.since_ms = since_ms;
+        } else if since_ms < inc.since_ms {
+            // The same state, known to have begun earlier (a status line after an event that carried only its own
+            // time): the tolerance counts from the earlier start.
+            inc.since_ms = since_ms;
         }
         if pid.is_some() {
             inc.pid = pid;
