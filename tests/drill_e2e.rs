@@ -63,6 +63,12 @@ fn quick_drill_measures_every_arm_and_loses_nothing() {
         assert!(r["restarts"].as_u64().unwrap() >= 1, "{r:#}");
         assert_eq!(r["records_lost"], 0, "{r:#}");
         assert_eq!(r["records_duplicated"], 0, "exactly-once: {r:#}");
+        // The restart restored a checkpoint, which the JobManager's log names: duplicates are attributed to it.
+        assert_eq!(r["duplicates_before_checkpoint"], 0, "{r:#}");
+        assert!(
+            r["phases"]["restored_checkpoint_ms"].as_i64().unwrap() < 0,
+            "a checkpoint from before the kill: {r:#}"
+        );
         assert_eq!(r["state_errors"], 0, "{r:#}");
         assert!(
             r["timeline"].as_array().unwrap().len() >= 20,

@@ -486,6 +486,9 @@ mod tests {
     #[test]
     fn a_process_s_connections_are_reset_and_nobody_else_s() {
         use std::io::Read;
+        let _ports = process::EPHEMERAL_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut child = std::process::Command::new("bash")

@@ -125,7 +125,7 @@ pub struct Inner {
     /// The agent fenced its own process in this partition already.
     pub self_fenced: bool,
     /// The TCP sockets of `pid` as last read from /proc: (pid, when (mono ms), sockets).
-    pub ports: Option<(u32, u64, Vec<crate::local::process::TcpSocket>)>,
+    pub sockets: Option<(u32, u64, Vec<crate::local::process::TcpSocket>)>,
     /// Messages to the current plugin connection (its id and sender): STOP_READY.
     pub plugin_tx: Option<(u64, tokio::sync::mpsc::Sender<crate::protocol::Message>)>,
 }
@@ -250,7 +250,7 @@ impl Shared {
         let now = self.mono_ms();
         let pid = {
             let inner = self.lock();
-            match (&inner.ports, inner.pid) {
+            match (&inner.sockets, inner.pid) {
                 (Some((p, at, sockets)), Some(pid))
                     if *p == pid && now.saturating_sub(*at) < PORTS_MAX_AGE_MS =>
                 {
@@ -262,7 +262,7 @@ impl Shared {
         };
         let sockets = crate::local::process::tcp_sockets(pid as i32);
         // A process that holds no socket yet is asked again next time.
-        self.lock().ports = (!sockets.is_empty()).then(|| (pid, now, sockets.clone()));
+        self.lock().sockets = (!sockets.is_empty()).then(|| (pid, now, sockets.clone()));
         sockets
     }
 
@@ -275,7 +275,7 @@ impl Shared {
 
 /// The cached sockets of process `pid` (empty when the cache is another process's).
 pub(crate) fn cached_sockets(inner: &Inner, pid: u32) -> Vec<crate::local::process::TcpSocket> {
-    match &inner.ports {
+    match &inner.sockets {
         Some((p, _, sockets)) if *p == pid => sockets.clone(),
         _ => Vec::new(),
     }
@@ -426,7 +426,7 @@ impl BoundAgent {
                 isolations: Vec::new(),
                 uplink_down_since: None,
                 self_fenced: false,
-                ports: None,
+                sockets: None,
                 plugin_tx: None,
             }),
             cfg,

@@ -377,12 +377,18 @@ fn parse_listening(table: &str, port: u16) -> Vec<String> {
         .collect()
 }
 
+/// Held by unit tests that open TCP connections from ephemeral ports and by the one that expects a port it has
+/// just released to be free: a connection of another test could take that port in between.
+#[cfg(test)]
+pub(crate) static EPHEMERAL_PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_process_s_tcp_ports_come_from_its_socket_inodes() {
+        let _ports = EPHEMERAL_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0
    1: 0100007F:9C40 0100007F:17E3 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0 20 4 30 10 -1
@@ -398,6 +404,7 @@ mod tests {
 
     #[test]
     fn a_process_s_tcp_sockets_name_both_ports() {
+        let _ports = EPHEMERAL_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -425,6 +432,7 @@ mod tests {
 
     #[test]
     fn busy_port_names_this_process() {
+        let _ports = EPHEMERAL_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         let err = check_port_free(port).unwrap_err();
