@@ -529,6 +529,15 @@ async fn round_body(
                     None => gc_note = Some(format!("no full GC pause in {}", log.display())),
                 }
             }
+            // The JVM died before the collection ended (GC.run never answered): a pause past the shield arm's GC
+            // tolerance is fenced by its coordinator. Not a ridden-out pause: the round fails, and says why.
+            Ok((Err(e), _)) if !t.alive() => {
+                return Err(format!(
+                    "{} (pid {}) died during the injected collection, which had not ended (GC.run: {e}): a pause past \
+                     the GC tolerance is fenced in the shield arm",
+                    t.name, t.pid
+                ))
+            }
             Ok((Err(e), _)) => return Err(format!("GC.run on {}: {e}", t.name)),
             Err(e) => return Err(format!("GC.run on {}: {e}", t.name)),
         }
