@@ -299,29 +299,21 @@ mod tests {
             t.evaluate(50, None, true),
             Some((Liveness::Alive, Liveness::Dead))
         );
-        let mut t = Tracker::new(300, 0);
-        t.on_connect(0, running(1));
-        let zombie = Some(ProcSample {
-            state: 'Z',
-            cpu_ticks: 1,
-            exiting: false,
-        });
-        assert_eq!(
-            t.evaluate(50, zombie, true),
-            Some((Liveness::Alive, Liveness::Dead))
-        );
-        // Killed, still tearing down (not a zombie yet, its sockets still open): dead already.
-        let mut t = Tracker::new(300, 0);
-        t.on_connect(0, running(1));
-        let exiting = Some(ProcSample {
-            state: 'R',
-            cpu_ticks: 1,
-            exiting: true,
-        });
-        assert_eq!(
-            t.evaluate(50, exiting, true),
-            Some((Liveness::Alive, Liveness::Dead))
-        );
+        // A zombie, and a killed process still tearing down (not a zombie yet, its sockets still open): dead.
+        for (state, exiting) in [('Z', false), ('R', true)] {
+            let mut t = Tracker::new(300, 0);
+            t.on_connect(0, running(1));
+            let sample = Some(ProcSample {
+                state,
+                cpu_ticks: 1,
+                exiting,
+            });
+            assert_eq!(
+                t.evaluate(50, sample, true),
+                Some((Liveness::Alive, Liveness::Dead)),
+                "{state} {exiting}"
+            );
+        }
     }
 
     #[test]

@@ -407,7 +407,9 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
             .collect();
         if !inside.is_empty() {
             say(format!(
-                "warning: ports {} are in this machine's ephemeral range {lo}-{hi}: any outgoing connection may                  take one of them and make the next start fail with 'already in use'; prefer a --port-offset                  that keeps every port below {lo}",
+                "warning: ports {} are in this machine's ephemeral range {lo}-{hi}: any outgoing connection may \
+                 take one of them and make the next start fail with 'already in use'; prefer a --port-offset \
+                 that keeps every port below {lo}",
                 inside.join(", ")
             ));
         }

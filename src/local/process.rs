@@ -246,18 +246,6 @@ pub fn port_holder(port: u16) -> Option<String> {
     Some("another process (its owner is not visible from here)".into())
 }
 
-/// The local TCP ports of every socket process `pid` holds (listening and connected), from /proc.
-pub fn tcp_ports(pid: i32) -> Vec<u16> {
-    let inodes = process_socket_inodes(pid);
-    let mut ports: Vec<u16> = tcp_tables()
-        .iter()
-        .flat_map(|t| socket_ports(t, &inodes))
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
 /// One TCP socket of a process, by its ports (remote port 0: a listening socket) and its inode.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TcpSocket {
@@ -275,16 +263,7 @@ pub fn tcp_sockets(pid: i32) -> Vec<TcpSocket> {
     }
     let mut sockets: Vec<TcpSocket> = tcp_tables()
         .iter()
-        .flat_map(|t| {
-            tcp_rows(t)
-                .filter(|r| inodes.contains(&r.inode))
-                .map(|r| TcpSocket {
-                    local_port: r.local_port,
-                    remote_port: r.remote_port,
-                    inode: r.inode,
-                })
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|t| table_sockets(t, &inodes))
         .collect();
     sockets.sort_unstable();
     sockets.dedup();
@@ -363,10 +342,15 @@ fn tcp_rows(table: &str) -> impl Iterator<Item = TcpRow> + '_ {
     })
 }
 
-fn socket_ports(table: &str, inodes: &std::collections::HashSet<String>) -> Vec<u16> {
+/// The sockets of one /proc/net/tcp table whose inode is among `inodes`.
+fn table_sockets(table: &str, inodes: &std::collections::HashSet<String>) -> Vec<TcpSocket> {
     tcp_rows(table)
         .filter(|r| inodes.contains(&r.inode))
-        .map(|r| r.local_port)
+        .map(|r| TcpSocket {
+            local_port: r.local_port,
+            remote_port: r.remote_port,
+            inode: r.inode,
+        })
         .collect()
 }
 
@@ -396,10 +380,16 @@ mod tests {
 ";
         let mine: std::collections::HashSet<String> =
             ["111", "333"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(socket_ports(table, &mine), vec![8080, 40001]);
+        let ports: Vec<u16> = table_sockets(table, &mine)
+            .iter()
+            .map(|s| s.local_port)
+            .collect();
+        assert_eq!(ports, vec![8080, 40001]);
         let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = l.local_addr().unwrap().port();
-        assert!(tcp_ports(std::process::id() as i32).contains(&port));
+        assert!(tcp_sockets(std::process::id() as i32)
+            .iter()
+            .any(|s| s.local_port == port));
     }
 
     #[test]
