@@ -134,61 +134,35 @@ fn fence(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
     // A stopped process dies of SIGKILL too; no SIGCONT needed.
     match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
         Ok(()) => {
-            let sockets = super::sockets_still_held(super::cached_sockets(inner, pid), pid);
-            let reset = reset_connections(&sockets);
+            let reset = reset_connections(&process::process_socket_inodes(pid as i32));
             Outcome::Done(format!("SIGKILL sent to pid {pid}; {reset}"))
         }
         Err(e) => Outcome::Failed(format!("SIGKILL of pid {pid}: {e}")),
     }
 }
 
-/// Resets (SOCK_DESTROY via `ss -K`) every TCP socket a killed process still holds (see
-/// [`super::sockets_still_held`]), right after the SIGKILL (a fence) or once the agent has seen it die: its peers get
-/// a reset now instead of when the kernel has torn the dying process down (its memory first, its sockets after:
-/// 0.3-0.4 s for a TaskManager JVM on a loaded 2-core machine, in kept logs, during which Flink's tasks and
-/// JobManager hear nothing). Each connection is named by both its ports, so a connection of another process that
-/// reuses one of them is left alone; listening sockets (remote port 0) are closed too, so that nobody connects to
-/// the dying process meanwhile. Best effort (needs CAP_NET_ADMIN and a kernel with INET_DIAG_DESTROY); says what it
-/// did.
-pub(crate) fn reset_connections(sockets: &[process::TcpSocket]) -> String {
-    if sockets.is_empty() {
-        return "no TCP connection to reset".into();
+/// Resets every TCP socket a killed process still holds (`inodes`: the socket inodes among its open files, read
+/// through any of its threads that still runs), right after the SIGKILL (a fence) or once the agent has seen it die:
+/// its peers get a reset now instead of when the kernel has torn the dying process down (its memory first, its
+/// sockets after: 0.3-0.4 s for a TaskManager JVM on a loaded 2-core machine, in kept logs, during which Flink's
+/// tasks and JobManager hear nothing). Sockets are destroyed by inode through sock_diag netlink ([`super::sockdiag`]),
+/// so no other process's socket is touched; listening sockets are closed too, so that nobody connects to the dying
+/// process meanwhile. Best effort (needs CAP_NET_ADMIN and a kernel with INET_DIAG_DESTROY); says what it did.
+pub(crate) fn reset_connections(inodes: &std::collections::HashSet<String>) -> String {
+    let inodes: std::collections::HashSet<u32> =
+        inodes.iter().filter_map(|i| i.parse().ok()).collect();
+    if inodes.is_empty() {
+        return "no socket to reset".into();
     }
-    let mut args = vec!["-K".to_string(), "-t".into(), "-a".into(), "(".into()];
-    for (i, s) in sockets.iter().enumerate() {
-        if i > 0 {
-            args.push("or".into());
-        }
-        args.extend(
-            [
-                "(",
-                "sport",
-                "=",
-                &format!(":{}", s.local_port),
-                "and",
-                "dport",
-                "=",
-                &format!(":{}", s.remote_port),
-                ")",
-            ]
-            .map(String::from),
-        );
-    }
-    args.push(")".into());
-    match std::process::Command::new("ss").args(&args).output() {
-        Ok(o) if o.status.success() => {
-            // ss lists what it closed after a header line.
-            let closed = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .count()
-                .saturating_sub(1);
-            format!("{closed} of its {} TCP socket(s) reset", sockets.len())
-        }
-        Ok(o) => format!(
-            "resetting its connections failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => format!("resetting its connections failed: ss: {e}"),
+    match super::sockdiag::destroy_tcp(&inodes) {
+        Ok(d) => match d.first_error {
+            None => format!("{} TCP socket(s) reset", d.destroyed),
+            Some(e) => format!(
+                "{} of {} TCP socket(s) reset; the kernel refused the rest: {e}",
+                d.destroyed, d.found
+            ),
+        },
+        Err(e) => format!("resetting its connections failed: {e}"),
     }
 }
 
@@ -507,11 +481,8 @@ mod tests {
             vec![port],
             "{sockets:?}"
         );
-        let outcome = reset_connections(&sockets);
-        assert!(
-            outcome.starts_with("1 of its 1 TCP socket(s) reset"),
-            "{outcome}"
-        );
+        let outcome = reset_connections(&process::process_socket_inodes(child.id() as i32));
+        assert_eq!(outcome, "1 TCP socket(s) reset");
         theirs
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
@@ -525,7 +496,7 @@ mod tests {
         assert_eq!(&got, b"ok");
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(reset_connections(&[]), "no TCP connection to reset");
+        assert_eq!(reset_connections(&Default::default()), "no socket to reset");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod command;
 pub mod http;
 pub mod liveness;
 pub mod server;
+pub mod sockdiag;
 pub mod uplink;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -265,38 +266,6 @@ impl Shared {
         self.lock().sockets = (!sockets.is_empty()).then(|| (pid, now, sockets.clone()));
         sockets
     }
-
-    /// The sockets process `pid` still holds, for a reset once it is dying (see [`sockets_still_held`]).
-    pub(crate) fn dying_sockets(&self, pid: u32) -> Vec<crate::local::process::TcpSocket> {
-        let cached = cached_sockets(&self.lock(), pid);
-        sockets_still_held(cached, pid)
-    }
-}
-
-/// The cached sockets of process `pid` (empty when the cache is another process's).
-pub(crate) fn cached_sockets(inner: &Inner, pid: u32) -> Vec<crate::local::process::TcpSocket> {
-    match &inner.sockets {
-        Some((p, _, sockets)) if *p == pid => sockets.clone(),
-        _ => Vec::new(),
-    }
-}
-
-/// The sockets a dying process `pid` still holds, for a reset: those of the cache (no walk of the kernel's TCP
-/// table, which takes tens of milliseconds on a loaded machine) that its open files still show, so that a
-/// connection closed since, whose ports another process may hold now, is left alone; read afresh when nothing is
-/// cached. A connection opened since the cache was filled is not reset (it closes with the process).
-pub(crate) fn sockets_still_held(
-    cached: Vec<crate::local::process::TcpSocket>,
-    pid: u32,
-) -> Vec<crate::local::process::TcpSocket> {
-    if cached.is_empty() {
-        return crate::local::process::tcp_sockets(pid as i32);
-    }
-    let held = crate::local::process::process_socket_inodes(pid as i32);
-    cached
-        .into_iter()
-        .filter(|s| held.contains(&s.inode))
-        .collect()
 }
 
 /// An agent with its sockets bound, ready to run.
@@ -528,10 +497,9 @@ async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
 /// process's connections at once lets its peers learn now. Nothing to do when its files are already closed.
 async fn reset_dying(shared: &Arc<Shared>, pid: u32) {
     let started = std::time::Instant::now();
-    let s = shared.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let sockets = s.dying_sockets(pid);
-        (!sockets.is_empty()).then(|| command::reset_connections(&sockets))
+        let inodes = crate::local::process::process_socket_inodes(pid as i32);
+        (!inodes.is_empty()).then(|| command::reset_connections(&inodes))
     })
     .await;
     if let Ok(Some(outcome)) = outcome {
