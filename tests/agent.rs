@@ -454,7 +454,7 @@ async fn orders_carry_a_fencing_token_and_stale_or_foreign_orders_are_refused() 
 }
 
 /// A plugin holding a stop is released at once by an agent that has no coordinator to checkpoint for it, and a
-/// `stop-ready` order reaches the plugin of the current connection.
+/// `stop-ready` order reaches every open plugin connection.
 #[tokio::test]
 async fn a_held_stop_is_released_without_a_coordinator_and_on_order() {
     use futures_util::StreamExt;
@@ -490,14 +490,19 @@ async fn a_held_stop_is_released_without_a_coordinator_and_on_order() {
         ports: vec![],
         outcome: Some("checkpointed".into()),
     };
+    // A second link of the same process (opened later): the order reaches both, whichever holds the stop.
+    let mut second = fake_plugin(&a.sock, std::process::id()).await;
     assert!(matches!(handle(&a.shared, &order), Outcome::Done(_)));
-    let r = next(&mut p).await;
-    assert_eq!(
-        (r.outcome.as_str(), r.detail.as_str()),
-        ("checkpointed", "checkpoint 9")
-    );
+    for link in [&mut p, &mut second] {
+        let r = next(link).await;
+        assert_eq!(
+            (r.outcome.as_str(), r.detail.as_str()),
+            ("checkpointed", "checkpoint 9")
+        );
+    }
     // No plugin connected: the order says it could not be delivered.
     drop(p);
+    drop(second);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(matches!(handle(&a.shared, &order), Outcome::Failed(_)));
 }

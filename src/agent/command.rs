@@ -134,36 +134,63 @@ fn fence(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
     // A stopped process dies of SIGKILL too; no SIGCONT needed.
     match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
         Ok(()) => {
-            let reset = reset_connections(&process::process_socket_inodes(pid as i32));
+            let reset = reset_connections(pid, &super::cached_inodes(inner, pid));
             Outcome::Done(format!("SIGKILL sent to pid {pid}; {reset}"))
         }
         Err(e) => Outcome::Failed(format!("SIGKILL of pid {pid}: {e}")),
     }
 }
 
-/// Resets every TCP socket a killed process still holds (`inodes`: the socket inodes among its open files, read
-/// through any of its threads that still runs), right after the SIGKILL (a fence) or once the agent has seen it die:
-/// its peers get a reset now instead of when the kernel has torn the dying process down (its memory first, its
-/// sockets after: 0.3-0.4 s for a TaskManager JVM on a loaded 2-core machine, in kept logs, during which Flink's
-/// tasks and JobManager hear nothing). Sockets are destroyed by inode through sock_diag netlink ([`super::sockdiag`]),
-/// so no other process's socket is touched; listening sockets are closed too, so that nobody connects to the dying
-/// process meanwhile. Best effort (needs CAP_NET_ADMIN and a kernel with INET_DIAG_DESTROY); says what it did.
-pub(crate) fn reset_connections(inodes: &std::collections::HashSet<String>) -> String {
-    let inodes: std::collections::HashSet<u32> =
-        inodes.iter().filter_map(|i| i.parse().ok()).collect();
-    if inodes.is_empty() {
-        return "no socket to reset".into();
+/// Resets every TCP socket a killed process still holds, right after the SIGKILL (a fence) or once the agent has
+/// seen it die: its peers get a reset now instead of when the kernel has torn the dying process down (its memory
+/// first, its sockets after: 0.3-0.4 s for a TaskManager JVM on a loaded 2-core machine, in kept logs, during which
+/// Flink's tasks and JobManager hear nothing). First the sockets of the agent's cache (`cached`: inodes, at most
+/// 10 s old; one that has closed since is simply not found), then those among the process's open files that the
+/// cache did not have (read through any of its threads that still runs: reading them took 20-50 ms of a loaded
+/// machine's time). Sockets are destroyed by inode through sock_diag netlink ([`super::sockdiag`]), so no other
+/// process's socket is touched; listening sockets are closed too, so that nobody connects to the dying process
+/// meanwhile. Best effort (needs CAP_NET_ADMIN and a kernel with INET_DIAG_DESTROY); says what it did and how long
+/// each pass took.
+pub(crate) fn reset_connections(pid: u32, cached: &std::collections::HashSet<u32>) -> String {
+    let started = std::time::Instant::now();
+    let first = super::sockdiag::destroy_tcp(cached);
+    let first_ms = started.elapsed().as_millis();
+    let held: std::collections::HashSet<u32> = process::process_socket_inodes(pid as i32)
+        .iter()
+        .filter_map(|i| i.parse().ok())
+        .filter(|i| !cached.contains(i))
+        .collect();
+    let second = super::sockdiag::destroy_tcp(&held);
+    let total_ms = started.elapsed().as_millis();
+    let mut destroyed = 0;
+    let mut problems = Vec::new();
+    for pass in [first, second] {
+        match pass {
+            Ok(d) => {
+                destroyed += d.destroyed;
+                if let Some(e) = d.first_error {
+                    problems.push(format!(
+                        "the kernel refused {} of {}: {e}",
+                        d.found - d.destroyed,
+                        d.found
+                    ));
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
     }
-    match super::sockdiag::destroy_tcp(&inodes) {
-        Ok(d) => match d.first_error {
-            None => format!("{} TCP socket(s) reset", d.destroyed),
-            Some(e) => format!(
-                "{} of {} TCP socket(s) reset; the kernel refused the rest: {e}",
-                d.destroyed, d.found
-            ),
-        },
-        Err(e) => format!("resetting its connections failed: {e}"),
+    let mut out = format!(
+        "{destroyed} TCP socket(s) reset ({} cached: {first_ms} ms; {} more from its open files: {total_ms} ms in all)",
+        cached.len(),
+        held.len()
+    );
+    if !problems.is_empty() {
+        out.push_str(&format!(
+            "; resetting its connections failed: {}",
+            problems.join("; ")
+        ));
     }
+    out
 }
 
 fn restart(shared: &Shared, inner: &mut Inner) -> Outcome {
@@ -249,14 +276,20 @@ impl Reject {
         r
     }
 
-    /// Closes this host's open TCP connections it matches at once (SOCK_DESTROY via `ss -K`), so that the
-    /// JobManager does not wait for a retransmission to hit the reject rule. Best effort.
-    fn destroy_connections(&self) {
-        let mut args = vec!["-K".to_string(), "dst".into(), self.host.to_string()];
-        if let Some(p) = self.dport {
-            args.extend(["dport".into(), "=".into(), format!(":{p}")]);
+    /// Closes this host's open TCP connections it matches at once (SOCK_DESTROY through sock_diag netlink, see
+    /// [`super::sockdiag`]), so that the JobManager does not wait for a retransmission to hit the reject rule.
+    /// Best effort: says what it did.
+    fn destroy_connections(&self) -> String {
+        let destroyed = super::sockdiag::destroy_tcp_where(|s| {
+            s.remote.ip() == self.host && self.dport.is_none_or(|p| p == s.remote.port())
+        });
+        match destroyed {
+            Ok(d) => match d.first_error {
+                None => format!("{} closed", d.destroyed),
+                Some(e) => format!("{} of {} closed ({e})", d.destroyed, d.found),
+            },
+            Err(e) => format!("not closed: {e}"),
         }
-        let _ = std::process::Command::new("ss").args(&args).output();
     }
 }
 
@@ -323,16 +356,17 @@ fn isolate(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
         }
         added.push(rule);
     }
-    rejects.iter().for_each(Reject::destroy_connections);
+    let closed: Vec<String> = rejects.iter().map(Reject::destroy_connections).collect();
     let expires = shared.mono_ms() + ISOLATION_TTL.as_millis() as u64;
     let n = added.len();
     for rule in added {
         inner.isolations.push((addr.to_string(), rule, expires));
     }
     Outcome::Done(format!(
-        "connections to {addr} ({n} rule(s): its ports {:?}) are rejected (TCP reset) and closed, for at most {} s",
+        "connections to {addr} ({n} rule(s): its ports {:?}) are rejected (TCP reset), for at most {} s; open ones: {}",
         cmd.ports,
-        ISOLATION_TTL.as_secs()
+        ISOLATION_TTL.as_secs(),
+        closed.join(", ")
     ))
 }
 
@@ -455,48 +489,68 @@ pub async fn partition_watch(
 mod tests {
     use super::*;
 
-    /// A child process connected to a listener here: resetting its sockets (read from /proc) resets this side's
-    /// end of the connection, and leaves a second, unrelated connection to the same listener alone.
+    /// A child process connected to a listener here: resetting its sockets resets this side's end of the
+    /// connection, whether the agent had it cached or finds it among the child's open files, and leaves a second,
+    /// unrelated connection to the same listener alone.
     #[test]
     fn a_process_s_connections_are_reset_and_nobody_else_s() {
-        use std::io::Read;
+        use std::io::{Read, Write};
         let _ports = process::EPHEMERAL_PORTS
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut child = std::process::Command::new("bash")
-            .args([
-                "-c",
-                &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec sleep 30"),
-            ])
-            .spawn()
-            .unwrap();
-        let (mut theirs, _) = listener.accept().unwrap();
         let bystander = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (mut bystander_peer, _) = listener.accept().unwrap();
-        let sockets = process::tcp_sockets(child.id() as i32);
-        assert_eq!(
-            sockets.iter().map(|s| s.remote_port).collect::<Vec<_>>(),
-            vec![port],
-            "{sockets:?}"
-        );
-        let outcome = reset_connections(&process::process_socket_inodes(child.id() as i32));
-        assert_eq!(outcome, "1 TCP socket(s) reset");
-        theirs
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        let err = theirs.read(&mut [0u8; 8]).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        for cache in [false, true] {
+            let mut child = std::process::Command::new("bash")
+                .args([
+                    "-c",
+                    &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec sleep 30"),
+                ])
+                .spawn()
+                .unwrap();
+            let (mut theirs, _) = listener.accept().unwrap();
+            let sockets = process::tcp_sockets(child.id() as i32);
+            assert_eq!(
+                sockets.iter().map(|s| s.remote_port).collect::<Vec<_>>(),
+                vec![port],
+                "{sockets:?}"
+            );
+            let inodes: std::collections::HashSet<u32> =
+                sockets.iter().map(|s| s.inode.parse().unwrap()).collect();
+            let cached = if cache {
+                inodes.clone()
+            } else {
+                Default::default()
+            };
+            let outcome = reset_connections(child.id(), &cached);
+            let want = if cache {
+                "1 TCP socket(s) reset (1 cached"
+            } else {
+                "1 TCP socket(s) reset (0 cached"
+            };
+            assert!(outcome.starts_with(want), "{outcome}");
+            assert!(!outcome.contains("failed"), "{outcome}");
+            theirs
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let err = theirs.read(&mut [0u8; 8]).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+            child.kill().unwrap();
+            child.wait().unwrap();
+            // Gone: a cached inode that no longer exists is not found, and nothing else is touched.
+            let outcome = reset_connections(child.id(), &inodes);
+            assert!(
+                outcome.starts_with("0 TCP socket(s) reset (1 cached"),
+                "{outcome}"
+            );
+        }
         // The bystander's connection still carries data.
-        use std::io::Write;
         (&bystander).write_all(b"ok").unwrap();
         let mut got = [0u8; 2];
         bystander_peer.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"ok");
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert_eq!(reset_connections(&Default::default()), "no socket to reset");
     }
 
     #[test]

@@ -127,8 +127,10 @@ pub struct Inner {
     pub self_fenced: bool,
     /// The TCP sockets of `pid` as last read from /proc: (pid, when (mono ms), sockets).
     pub sockets: Option<(u32, u64, Vec<crate::local::process::TcpSocket>)>,
-    /// Messages to the current plugin connection (its id and sender): STOP_READY.
-    pub plugin_tx: Option<(u64, tokio::sync::mpsc::Sender<crate::protocol::Message>)>,
+    /// Messages to every open plugin connection (by connection id): STOP_READY. A process whose plugin parts
+    /// opened more than one link hears on each, whichever holds its planned stop.
+    pub plugin_tx:
+        std::collections::BTreeMap<u64, tokio::sync::mpsc::Sender<crate::protocol::Message>>,
 }
 
 /// How long the TaskManager's ports read from /proc are reused. Reading them walks the kernel's whole TCP table
@@ -206,12 +208,14 @@ impl Shared {
         self.push_event(inner, "liveness", detail);
     }
 
-    /// Sends a message to the current plugin connection; false when there is none (or it is not reading).
+    /// Sends a message to every open plugin connection; false when none took it (none open, or none reading).
     pub fn tell_plugin(inner: &Inner, msg: crate::protocol::Message) -> bool {
         inner
             .plugin_tx
-            .as_ref()
-            .is_some_and(|(_, tx)| tx.try_send(msg).is_ok())
+            .values()
+            .filter(|tx| tx.try_send(msg.clone()).is_ok())
+            .count()
+            > 0
     }
 
     /// The status line sent to the coordinator.
@@ -265,6 +269,18 @@ impl Shared {
         // A process that holds no socket yet is asked again next time.
         self.lock().sockets = (!sockets.is_empty()).then(|| (pid, now, sockets.clone()));
         sockets
+    }
+}
+
+/// The inodes of process `pid`'s TCP sockets as last cached (at most [`PORTS_MAX_AGE_MS`] old; empty when the
+/// cache is another process's): what a reset of a dying process destroys first, before reading its files.
+pub(crate) fn cached_inodes(inner: &Inner, pid: u32) -> std::collections::HashSet<u32> {
+    match &inner.sockets {
+        Some((p, _, sockets)) if *p == pid => sockets
+            .iter()
+            .filter_map(|s| s.inode.parse().ok())
+            .collect(),
+        _ => Default::default(),
     }
 }
 
@@ -396,7 +412,7 @@ impl BoundAgent {
                 uplink_down_since: None,
                 self_fenced: false,
                 sockets: None,
-                plugin_tx: None,
+                plugin_tx: Default::default(),
             }),
             cfg,
             clock,
@@ -497,12 +513,10 @@ async fn watch(shared: Arc<Shared>, shutdown: CancellationToken) {
 /// process's connections at once lets its peers learn now. Nothing to do when its files are already closed.
 async fn reset_dying(shared: &Arc<Shared>, pid: u32) {
     let started = std::time::Instant::now();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let inodes = crate::local::process::process_socket_inodes(pid as i32);
-        (!inodes.is_empty()).then(|| command::reset_connections(&inodes))
-    })
-    .await;
-    if let Ok(Some(outcome)) = outcome {
+    let cached = cached_inodes(&shared.lock(), pid);
+    let outcome =
+        tokio::task::spawn_blocking(move || command::reset_connections(pid, &cached)).await;
+    if let Ok(outcome) = outcome {
         tracing::info!(
             resource_id = %shared.cfg.resource_id,
             pid,

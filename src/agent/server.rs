@@ -108,7 +108,7 @@ async fn connection(
         let mut inner = shared.lock();
         inner.counters.connections_accepted += 1;
         inner.current_conn = Some(conn);
-        inner.plugin_tx = Some((conn, to_plugin));
+        inner.plugin_tx.insert(conn, to_plugin);
         inner.pid = Some(hello.pid);
         inner.pid_start = crate::local::process::proc_stat(hello.pid as i32).map(|(t, _)| t);
         inner.flink_version = hello.flink_version.clone();
@@ -196,9 +196,7 @@ async fn connection(
     };
     let now = shared.mono_ms();
     let mut inner = shared.lock();
-    if inner.plugin_tx.as_ref().is_some_and(|(c, _)| *c == conn) {
-        inner.plugin_tx = None;
-    }
+    inner.plugin_tx.remove(&conn);
     if inner.current_conn == Some(conn) {
         inner.current_conn = None;
         if ended_by_peer {

@@ -57,12 +57,25 @@ pub struct Destroyed {
     pub first_error: Option<nix::Error>,
 }
 
+/// A TCP socket as the kernel lists it, for choosing which to destroy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagSocket {
+    pub inode: u32,
+    /// Its remote end (unspecified for a listener). An IPv4 peer of an IPv6 socket shows as the IPv4 address.
+    pub remote: std::net::SocketAddr,
+}
+
 /// Destroys every TCP socket (IPv4 and IPv6, any state) whose inode is in `inodes`.
 pub fn destroy_tcp(inodes: &HashSet<u32>) -> Result<Destroyed, SockDiagError> {
-    let mut done = Destroyed::default();
     if inodes.is_empty() {
-        return Ok(done);
+        return Ok(Destroyed::default());
     }
+    destroy_tcp_where(|s| inodes.contains(&s.inode))
+}
+
+/// Destroys every TCP socket (IPv4 and IPv6, any state) that `pick` chooses.
+pub fn destroy_tcp_where(pick: impl Fn(&DiagSocket) -> bool) -> Result<Destroyed, SockDiagError> {
+    let mut done = Destroyed::default();
     let fd = open()?;
     let mut found = Vec::new();
     let mut seq = 0u32;
@@ -77,7 +90,7 @@ pub fn destroy_tcp(inodes: &HashSet<u32>) -> Result<Destroyed, SockDiagError> {
             &[0; SOCKID_LEN],
         );
         send(&fd, &req)?;
-        dump(&fd, seq, inodes, &mut found)?;
+        dump(&fd, seq, &pick, &mut found)?;
     }
     done.found = found.len();
     for (family, id) in found {
@@ -94,6 +107,22 @@ pub fn destroy_tcp(inodes: &HashSet<u32>) -> Result<Destroyed, SockDiagError> {
         }
     }
     Ok(done)
+}
+
+/// The remote end named by an `inet_diag_sockid` of `family`.
+fn remote(family: u8, id: &[u8; SOCKID_LEN]) -> std::net::SocketAddr {
+    let port = u16::from_be_bytes([id[2], id[3]]);
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&id[20..36]);
+    let ip = if family == nix::libc::AF_INET as u8 {
+        std::net::IpAddr::from([dst[0], dst[1], dst[2], dst[3]])
+    } else {
+        let v6 = std::net::Ipv6Addr::from(dst);
+        v6.to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(std::net::IpAddr::V6(v6))
+    };
+    std::net::SocketAddr::new(ip, port)
 }
 
 fn open() -> Result<OwnedFd, SockDiagError> {
@@ -176,11 +205,11 @@ fn error_code(payload: &[u8]) -> Result<i32, SockDiagError> {
     Ok(-i32::from_ne_bytes(raw))
 }
 
-/// Reads a dump's answers until its end, keeping (family, sockid) of the sockets whose inode is in `inodes`.
+/// Reads a dump's answers until its end, keeping (family, sockid) of the sockets `pick` chooses.
 fn dump(
     fd: &OwnedFd,
     seq: u32,
-    inodes: &HashSet<u32>,
+    pick: &impl Fn(&DiagSocket) -> bool,
     found: &mut Vec<(u8, [u8; SOCKID_LEN])>,
 ) -> Result<(), SockDiagError> {
     let mut buf = vec![0u8; 64 * 1024];
@@ -189,7 +218,7 @@ fn dump(
         if n == 0 {
             return Err(SockDiagError::Malformed("empty answer"));
         }
-        if collect(&buf[..n], seq, inodes, found)? {
+        if collect(&buf[..n], seq, pick, found)? {
             return Ok(());
         }
     }
@@ -199,7 +228,7 @@ fn dump(
 fn collect(
     buf: &[u8],
     seq: u32,
-    inodes: &HashSet<u32>,
+    pick: &impl Fn(&DiagSocket) -> bool,
     found: &mut Vec<(u8, [u8; SOCKID_LEN])>,
 ) -> Result<bool, SockDiagError> {
     for m in messages(buf) {
@@ -222,11 +251,15 @@ fn collect(
                         .try_into()
                         .map_err(|_| SockDiagError::Malformed("inode"))?,
                 );
-                if inodes.contains(&inode) {
-                    let id: [u8; SOCKID_LEN] = payload[4..4 + SOCKID_LEN]
-                        .try_into()
-                        .map_err(|_| SockDiagError::Malformed("sockid"))?;
-                    found.push((payload[0], id));
+                let id: [u8; SOCKID_LEN] = payload[4..4 + SOCKID_LEN]
+                    .try_into()
+                    .map_err(|_| SockDiagError::Malformed("sockid"))?;
+                let family = payload[0];
+                if pick(&DiagSocket {
+                    inode,
+                    remote: remote(family, &id),
+                }) {
+                    found.push((family, id));
                 }
             }
             _ => {}
@@ -289,14 +322,19 @@ mod tests {
         buf.extend(diag_msg(1, 10, 8, 0xbb));
         buf.extend(diag_msg(2, 10, 9, 0xcc)); // another request's answer
         let mut found = Vec::new();
-        assert!(!collect(&buf, 1, &inodes, &mut found).unwrap());
+        assert!(!collect(
+            &buf,
+            1,
+            &|d: &DiagSocket| inodes.contains(&d.inode),
+            &mut found
+        )
+        .unwrap());
         assert_eq!(found, vec![(10, [0xaa; SOCKID_LEN])]);
-        assert!(collect(&done(1), 1, &inodes, &mut found).unwrap());
+        assert!(collect(&done(1), 1, &|_: &DiagSocket| true, &mut found).unwrap());
     }
 
     #[test]
     fn malformed_answers_are_errors_not_panics() {
-        let inodes: HashSet<u32> = [7].into();
         let full = diag_msg(1, 2, 7, 1);
         for cut in [1, 10, NLMSG_HDRLEN, NLMSG_HDRLEN + 10, full.len() - 1] {
             let mut buf = full[..cut].to_vec();
@@ -304,7 +342,7 @@ mod tests {
                 // keep the header's claimed length: the buffer ends early
                 buf[0..4].copy_from_slice(&(full.len() as u32).to_ne_bytes());
             }
-            let r = collect(&buf, 1, &inodes, &mut Vec::new());
+            let r = collect(&buf, 1, &|_: &DiagSocket| true, &mut Vec::new());
             assert!(
                 matches!(r, Err(SockDiagError::Malformed(_))),
                 "cut {cut}: {r:?}"
@@ -313,12 +351,12 @@ mod tests {
         // A message claiming less than its header.
         let mut short = full.clone();
         short[0..4].copy_from_slice(&4u32.to_ne_bytes());
-        assert!(collect(&short, 1, &inodes, &mut Vec::new()).is_err());
+        assert!(collect(&short, 1, &|_: &DiagSocket| true, &mut Vec::new()).is_err());
         // A well-formed message too short for an inet_diag_msg.
         let mut tiny = done(1);
         tiny[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         assert!(matches!(
-            collect(&tiny, 1, &inodes, &mut Vec::new()),
+            collect(&tiny, 1, &|_: &DiagSocket| true, &mut Vec::new()),
             Err(SockDiagError::Malformed("short inet_diag_msg"))
         ));
     }
@@ -328,11 +366,70 @@ mod tests {
         let mut m = done(3);
         m[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         m[16..20].copy_from_slice(&(-nix::libc::EPERM).to_ne_bytes());
-        let r = collect(&m, 3, &[1].into(), &mut Vec::new());
+        let r = collect(&m, 3, &|_: &DiagSocket| true, &mut Vec::new());
         assert!(
             matches!(r, Err(SockDiagError::Dump(nix::Error::EPERM))),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn remote_ends_of_both_families() {
+        let mut id = [0u8; SOCKID_LEN];
+        id[2..4].copy_from_slice(&6123u16.to_be_bytes());
+        id[20..24].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(
+            remote(nix::libc::AF_INET as u8, &id),
+            "10.1.2.3:6123".parse().unwrap()
+        );
+        // An IPv4 peer of a dual-stack (IPv6) socket, as Java opens them: ::ffff:10.1.2.3.
+        id[20..36].copy_from_slice(
+            &std::net::Ipv4Addr::new(10, 1, 2, 3)
+                .to_ipv6_mapped()
+                .octets(),
+        );
+        assert_eq!(
+            remote(nix::libc::AF_INET6 as u8, &id),
+            "10.1.2.3:6123".parse().unwrap()
+        );
+        id[20..36].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        assert_eq!(
+            remote(nix::libc::AF_INET6 as u8, &id),
+            "[::1]:6123".parse().unwrap()
+        );
+    }
+
+    /// A real connection picked by its remote end is reset (needs CAP_NET_ADMIN, as in CI); its other end, whose
+    /// remote is the client's port, and a listener are not picked.
+    #[test]
+    fn a_connection_picked_by_its_remote_end_is_reset() {
+        use std::io::Read;
+        let _ports = crate::local::process::EPHEMERAL_PORTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(target).unwrap();
+        let (mut server_side, _) = listener.accept().unwrap();
+        let d = destroy_tcp_where(|s| s.remote == target).unwrap();
+        assert_eq!((d.found, d.destroyed, d.first_error), (1, 1, None));
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let err = client.read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted, "{err}");
+        server_side
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let err = server_side.read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "the peer heard a reset: {err}"
+        );
+        // The listener was not picked and still accepts.
+        let _again = std::net::TcpStream::connect(target).unwrap();
+        listener.accept().unwrap();
     }
 
     #[test]
