@@ -7,6 +7,7 @@ pub mod api;
 pub mod model;
 pub mod policy;
 pub mod poller;
+pub mod resume;
 pub mod stopper;
 
 use std::net::SocketAddr;
@@ -150,6 +151,7 @@ impl BoundCoordinator {
         tasks.spawn(agents::serve(shared.clone(), agents, shutdown.clone()));
         tasks.spawn(poller::run(shared.clone(), shutdown.clone()));
         tasks.spawn(stopper::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(resume::run(shared.clone(), shutdown.clone()));
         tasks.spawn(api::serve(shared.clone(), api, shutdown.clone()));
         let (s, stop) = (shared.clone(), shutdown.clone());
         tasks.spawn(async move {

@@ -225,6 +225,9 @@ pub struct Model {
     pub recovery: RecoveryHistogram,
     /// Planned stops waiting for their checkpoints (taken by the stopper task).
     stop_requests: Vec<StopRequest>,
+    /// When an agent last reported its process not alive (unix ms): the resume task watches restarts closely for
+    /// a while after.
+    pub last_trouble_ms: i64,
 }
 
 /// A TaskManager asked to stop whose plugin holds the stop: checkpoint these jobs, then release it.
@@ -624,6 +627,9 @@ impl Model {
             .unwrap_or("")
             .to_string();
         let rid = ev.resource_id.clone();
+        if matches!(to.as_str(), "dead" | "paused" | "hung" | "busy-gc") {
+            self.last_trouble_ms = now_ms();
+        }
         // The event is newer than the last periodic status: let the status show it at once.
         if let Some(st) = self.agents.get_mut(&rid).and_then(|a| a.status.as_mut()) {
             st.liveness = to.clone();

@@ -67,7 +67,11 @@ async fn checkpoint_jobs(
 }
 
 /// Triggers one job's checkpoint and waits for it until `deadline_ms`.
-async fn checkpoint(client: &flink::Client, job: &str, deadline_ms: i64) -> Result<u64, String> {
+pub(super) async fn checkpoint(
+    client: &flink::Client,
+    job: &str,
+    deadline_ms: i64,
+) -> Result<u64, String> {
     let trigger = client
         .trigger_checkpoint(job)
         .await
