@@ -276,20 +276,25 @@ impl Reject {
         r
     }
 
-    /// Closes this host's open TCP connections it matches at once (SOCK_DESTROY through sock_diag netlink, see
-    /// [`super::sockdiag`]), so that the JobManager does not wait for a retransmission to hit the reject rule.
-    /// Best effort: says what it did.
-    fn destroy_connections(&self) -> String {
-        let destroyed = super::sockdiag::destroy_tcp_where(|s| {
-            s.remote.ip() == self.host && self.dport.is_none_or(|p| p == s.remote.port())
-        });
-        match destroyed {
-            Ok(d) => match d.first_error {
-                None => format!("{} closed", d.destroyed),
-                Some(e) => format!("{} of {} closed ({e})", d.destroyed, d.found),
-            },
-            Err(e) => format!("not closed: {e}"),
-        }
+    /// Whether a TCP socket's remote end is one this rule rejects.
+    fn matches(&self, s: &super::sockdiag::DiagSocket) -> bool {
+        s.remote.ip() == self.host && self.dport.is_none_or(|p| p == s.remote.port())
+    }
+}
+
+/// Closes this host's open TCP connections that `rejects` match, at once and in one pass (SOCK_DESTROY through
+/// sock_diag netlink, see [`super::sockdiag`]), so that the JobManager does not wait for a retransmission to hit
+/// the reject rules. Best effort: says what it did.
+fn destroy_connections(rejects: &[Reject]) -> String {
+    match super::sockdiag::destroy_tcp_where(|s| rejects.iter().any(|r| r.matches(s))) {
+        Ok(d) => match d.first_error {
+            None => format!("{} open connection(s) closed", d.destroyed),
+            Some(e) => format!(
+                "{} of {} open connection(s) closed; the kernel refused the rest: {e}",
+                d.destroyed, d.found
+            ),
+        },
+        Err(e) => format!("open connections not closed: {e}"),
     }
 }
 
@@ -356,17 +361,16 @@ fn isolate(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
         }
         added.push(rule);
     }
-    let closed: Vec<String> = rejects.iter().map(Reject::destroy_connections).collect();
+    let closed = destroy_connections(&rejects);
     let expires = shared.mono_ms() + ISOLATION_TTL.as_millis() as u64;
     let n = added.len();
     for rule in added {
         inner.isolations.push((addr.to_string(), rule, expires));
     }
     Outcome::Done(format!(
-        "connections to {addr} ({n} rule(s): its ports {:?}) are rejected (TCP reset), for at most {} s; open ones: {}",
+        "connections to {addr} ({n} rule(s): its ports {:?}) are rejected (TCP reset), for at most {} s; {closed}",
         cmd.ports,
         ISOLATION_TTL.as_secs(),
-        closed.join(", ")
     ))
 }
 
@@ -570,6 +574,17 @@ mod tests {
         let remote = isolation_rules("10.0.0.7:6122", &[1, 2]).unwrap();
         assert_eq!(remote.len(), 1, "a remote host is rejected whole");
         assert!(!remote[0].rule().iter().any(|a| a == "--dport"));
+        // The open connections closed with them: those whose remote end the rules name.
+        let sock = |remote: &str| super::super::sockdiag::DiagSocket {
+            inode: 1,
+            remote: remote.parse().unwrap(),
+        };
+        let local = isolation_rules("127.0.0.1:35393", &[40001]).unwrap();
+        let hit = |s| local.iter().any(|r| r.matches(&s));
+        assert!(hit(sock("127.0.0.1:35393")) && hit(sock("127.0.0.1:40001")));
+        assert!(!hit(sock("127.0.0.1:40002")) && !hit(sock("10.0.0.7:35393")));
+        assert!(remote[0].matches(&sock("10.0.0.7:1234")));
+        assert!(!remote[0].matches(&sock("10.0.0.8:6122")));
         assert!(
             isolation_rules("localhost:1", &[]).is_none(),
             "names are not resolved"
