@@ -24,7 +24,7 @@ use crate::flink;
 const FAST: Duration = Duration::from_millis(100);
 /// How long after an agent's report of trouble jobs are read at [`FAST`].
 const WATCH_AFTER_TROUBLE_MS: i64 = 60_000;
-/// How long a recovery checkpoint is followed before its outcome is recorded as unknown.
+/// How long a recovery checkpoint is followed before it is recorded as not completed.
 const FOLLOW_MS: i64 = 60_000;
 
 /// What the resume task knows of one job.

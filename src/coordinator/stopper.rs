@@ -78,7 +78,7 @@ pub(super) async fn checkpoint(
         .map_err(|e| format!("trigger: {e}"))?;
     loop {
         if now_ms() >= deadline_ms {
-            return Err("not completed before the stop's deadline".into());
+            return Err("not completed before its deadline".into());
         }
         tokio::time::sleep(POLL).await;
         match client.checkpoint_status(job, &trigger).await {
