@@ -42,6 +42,7 @@ pub async fn run(opts: &DemoOptions, cancel: CancellationToken) -> Result<Report
         // The standby pool as we recommend running it: the spare TaskManager starts before the job and the job's
         // slots are spread over all of them, so a failover lands on TaskManagers that already run the job (both arms).
         warm_spares: true,
+        checkpoint_interval: Duration::from_secs(1),
     };
     drill::validate(&d)?;
     let rep = drill::run(&d, cancel).await;

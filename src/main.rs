@@ -402,6 +402,10 @@ struct DrillArgs {
     /// that recovery lands on TaskManagers that already run the job (see `local up --warm-spares`).
     #[arg(long)]
     warm_spares: bool,
+    /// The job's checkpoint interval (with exactly-once output, the restarted job's records become visible at the
+    /// first checkpoint after the restart).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    checkpoint_interval: Duration,
     #[arg(long, default_value_t = 0, env = "STREAMSHIELD_PORT_OFFSET")]
     port_offset: u16,
     /// Render report.md and timeline.svg again from DIR/report.json (no drill runs).
@@ -854,6 +858,7 @@ async fn run_drill(a: DrillArgs) -> Result<ExitCode> {
         taskmanagers: 2,
         slots: 2,
         warm_spares: a.warm_spares,
+        checkpoint_interval: a.checkpoint_interval,
     };
     if let Err(e) = drill::validate(&opts) {
         eprintln!("error: {e}");

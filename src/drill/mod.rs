@@ -57,6 +57,8 @@ pub struct DrillOptions {
     pub slots: u32,
     /// Every arm's spare TaskManager starts before the job (`local up --warm-spares`).
     pub warm_spares: bool,
+    /// The job's checkpoint interval (1 s unless a drill measures what longer ones cost).
+    pub checkpoint_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,11 @@ pub fn validate(opts: &DrillOptions) -> Result<(), Error> {
     seen.dedup();
     if seen.len() != opts.arms.len() {
         return Err(Error::Invalid("--arms names an arm twice".into()));
+    }
+    if opts.checkpoint_interval < Duration::from_millis(100) {
+        return Err(Error::Invalid(
+            "--checkpoint-interval must be at least 100ms".into(),
+        ));
     }
     if opts.rate == 0 || opts.keys == 0 {
         return Err(Error::Invalid(
@@ -255,7 +262,7 @@ async fn round_body(
         profile: arm.to_string(),
         port_offset: opts.port_offset,
         delivery: opts.delivery,
-        checkpoint_interval: Duration::from_secs(1),
+        checkpoint_interval: opts.checkpoint_interval,
         state_bytes: 64,
         job_args: scenario_job_args(scenario),
         flink_overrides: OBSERVATION_OVERRIDES
