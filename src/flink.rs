@@ -126,6 +126,11 @@ pub struct JobDetails {
     pub timestamps: std::collections::BTreeMap<String, i64>,
 }
 
+/// A job state from which Flink does not run the job again (`FINISHED`, `CANCELED`, `FAILED`).
+pub fn is_terminal(state: &str) -> bool {
+    matches!(state, "FINISHED" | "CANCELED" | "FAILED")
+}
+
 impl JobDetails {
     /// RUNNING, with every vertex (hence every subtask) RUNNING.
     pub fn fully_running(&self) -> bool {

@@ -56,6 +56,13 @@ pub struct JobView {
     pub checkpoints: Option<CheckpointView>,
 }
 
+impl JobView {
+    /// RUNNING, with every vertex (hence every subtask) RUNNING.
+    pub fn fully_running(&self) -> bool {
+        self.state == "RUNNING" && self.vertices > 0 && self.vertices_running == self.vertices
+    }
+}
+
 /// A job's checkpoint statistics from Flink.
 #[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
 pub struct CheckpointView {
@@ -321,9 +328,7 @@ impl Model {
         FlinkState {
             all_running: self.flink.reachable
                 && !jobs.is_empty()
-                && jobs.iter().all(|j| {
-                    j.state == "RUNNING" && j.vertices > 0 && j.vertices_running == j.vertices
-                }),
+                && jobs.iter().all(JobView::fully_running),
             last_running_ms: jobs
                 .iter()
                 .filter_map(|j| j.timestamps.get("RUNNING").copied())
@@ -414,7 +419,7 @@ impl Model {
             .flink
             .jobs
             .iter()
-            .filter(|j| j.state == "RUNNING" && j.vertices > 0 && j.vertices_running == j.vertices)
+            .filter(|j| j.fully_running())
             .filter_map(|j| j.timestamps.get("RUNNING").copied())
             .collect();
         let mut seen = Vec::new();

@@ -43,7 +43,7 @@ pub async fn poll(client: &flink::Client, known: &[(String, i64)]) -> flink::Res
     let mut jobs = Vec::new();
     let mut new_exceptions = Vec::new();
     for s in summaries {
-        let terminal = matches!(s.state.as_str(), "FINISHED" | "CANCELED" | "FAILED");
+        let terminal = flink::is_terminal(&s.state);
         let previous = known.iter().find(|(id, _)| *id == s.jid).map(|(_, t)| *t);
         let mut view = JobView {
             id: s.jid.clone(),

@@ -79,13 +79,11 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 .flink
                 .jobs
                 .iter()
-                .filter(|j| !matches!(j.state.as_str(), "FINISHED" | "CANCELED" | "FAILED"))
+                .filter(|j| !flink::is_terminal(&j.state))
                 .map(|j| JobRun {
                     id: j.id.clone(),
                     restarted_ms: j.timestamps.get("RESTARTING").copied().unwrap_or(0),
-                    fully_running: j.state == "RUNNING"
-                        && j.vertices > 0
-                        && j.vertices_running == j.vertices,
+                    fully_running: j.fully_running(),
                 })
                 .collect();
             let watch = known.iter().any(|j| !j.fully_running)

@@ -1448,7 +1448,7 @@ async fn wait_job_running(
     loop {
         match client.job(job).await {
             Ok(j) if j.fully_running() => return Ok(()),
-            Ok(j) if matches!(j.state.as_str(), "FAILED" | "CANCELED" | "FINISHED") => {
+            Ok(j) if crate::flink::is_terminal(&j.state) => {
                 return Err(Error::JobFailed(format!(
                     "job {job} is {}: {}",
                     j.state,
