@@ -557,11 +557,13 @@ async fn round_body(
     // Flink's metric fetcher answers from a cache it refreshes in the background, and in some rounds it kept
     // answering the pre-fault value for seconds. The exception history says whether the job failed at all: if it
     // did, ask until numRestarts moves (up to 20 s); if not, a few answers suffice. Keep the highest (it only grows).
-    let failures = client
+    let since_fault: Vec<flink::ExceptionEntry> = client
         .exceptions(&job)
         .await
-        .map(|l| l.iter().filter(|e| e.timestamp >= inject_ms).count())
-        .unwrap_or(0);
+        .map(|l| l.into_iter().filter(|e| e.timestamp >= inject_ms).collect())
+        .unwrap_or_default();
+    let failures = since_fault.len();
+    let failure_note = failure_causes(&since_fault, inject_ms);
     let before = restarts_before.unwrap_or(0);
     let mut after = None;
     let asked = std::time::Instant::now();
@@ -633,6 +635,12 @@ async fn round_body(
     r.notes.extend(job_note);
     r.notes.extend(gc_note);
     r.notes.extend(restart_note);
+    r.notes.extend(failure_note);
+    if arm == "shield" && !scenario.is_failure() && (failures > 0 || r.restarts.unwrap_or(0) > 0) {
+        // The shield arm should have ridden the pause out and did not: keep what explains it with the report.
+        r.notes
+            .push(keep_logs(opts, arm, round, &dir, target.as_ref()));
+    }
     if let Ok(p) = &produced {
         r.notes.push(format!(
             "generator: {} acked, {} failed, {:.0} records/s",
@@ -640,6 +648,74 @@ async fn round_body(
         ));
     }
     Ok(r)
+}
+
+/// The failures Flink recorded since the fault (its exception history, oldest first): when, where, and the first
+/// line of each cause, so that a report says why a job restarted, not only that it did.
+fn failure_causes(entries: &[flink::ExceptionEntry], inject_ms: i64) -> Option<String> {
+    const SHOWN: usize = 3;
+    if entries.is_empty() {
+        return None;
+    }
+    let mut sorted: Vec<&flink::ExceptionEntry> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.timestamp);
+    let mut parts: Vec<String> = sorted
+        .iter()
+        .take(SHOWN)
+        .map(|e| {
+            let first = e
+                .stacktrace
+                .lines()
+                .next()
+                .filter(|l| !l.trim().is_empty())
+                .unwrap_or(&e.exception_name);
+            let first: String = first.trim().chars().take(240).collect();
+            let on = e
+                .task_manager_id
+                .as_deref()
+                .map(|t| format!(" on {t}"))
+                .unwrap_or_default();
+            format!("+{} ms{on}: {first}", e.timestamp - inject_ms)
+        })
+        .collect();
+    if sorted.len() > SHOWN {
+        parts.push(format!("and {} more", sorted.len() - SHOWN));
+    }
+    Some(format!(
+        "failures in Flink's exception history since the fault: {}",
+        parts.join("; ")
+    ))
+}
+
+/// Copies the logs that explain a round (JobManager, the target TaskManager, and in the shield arm the coordinator
+/// and the target's agent) to `<report>/logs/<arm>-r<round>/`, since the round's run directory is removed.
+fn keep_logs(
+    opts: &DrillOptions,
+    arm: &str,
+    round: u32,
+    dir: &Path,
+    target: Option<&Recorded>,
+) -> String {
+    let keep = opts.report_dir.join("logs").join(format!("{arm}-r{round}"));
+    if let Err(e) = std::fs::create_dir_all(&keep) {
+        return format!("could not keep the round's logs in {}: {e}", keep.display());
+    }
+    let logs = dir.join("logs");
+    let mut names = vec!["jobmanager.log".to_string(), "coordinator.out".to_string()];
+    if let Some(t) = target {
+        names.push(format!("{}.log", t.name));
+        names.push(format!("{}.out", t.name));
+        names.push(format!("agent-{}.out", t.name));
+    }
+    let copied: Vec<String> = names
+        .into_iter()
+        .filter(|n| std::fs::copy(logs.join(n), keep.join(n)).is_ok())
+        .collect();
+    format!(
+        "unexpected failure: logs kept in {} ({})",
+        keep.display(),
+        copied.join(", ")
+    )
 }
 
 /// Megabytes of randomly linked live heap per TaskManager in `tm-gc-pause` (see GcBallast.java), chosen so that a
@@ -1019,4 +1095,52 @@ pub fn machine() -> serde_json::Value {
         "kernel": kernel.trim(),
         "java": java,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ts: i64, tm: Option<&str>, trace: &str) -> flink::ExceptionEntry {
+        flink::ExceptionEntry {
+            exception_name: "java.util.concurrent.TimeoutException".into(),
+            stacktrace: trace.into(),
+            timestamp: ts,
+            task_manager_id: tm.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn failure_causes_name_when_where_and_why_oldest_first() {
+        assert_eq!(failure_causes(&[], 1_000), None);
+        let e = [
+            entry(
+                3_500,
+                None,
+                "org.apache.flink.util.FlinkException: Second\n\tat x.y(Z.java:1)",
+            ),
+            entry(
+                1_930,
+                Some("tm-2"),
+                "java.util.concurrent.TimeoutException: Heartbeat of TaskManager with id tm-2 timed out.\n\tat a.b(C.java:2)",
+            ),
+        ];
+        assert_eq!(
+            failure_causes(&e, 1_000).unwrap(),
+            "failures in Flink's exception history since the fault: +930 ms on tm-2: \
+             java.util.concurrent.TimeoutException: Heartbeat of TaskManager with id tm-2 timed out.; \
+             +2500 ms: org.apache.flink.util.FlinkException: Second"
+        );
+    }
+
+    #[test]
+    fn failure_causes_fall_back_to_the_name_and_cap_the_list() {
+        let e: Vec<_> = (0..5).map(|i| entry(100 + i, None, "")).collect();
+        let note = failure_causes(&e, 100).unwrap();
+        assert!(
+            note.contains("+0 ms: java.util.concurrent.TimeoutException"),
+            "{note}"
+        );
+        assert!(note.ends_with("; and 2 more"), "{note}");
+    }
 }
