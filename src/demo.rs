@@ -43,6 +43,7 @@ pub async fn run(opts: &DemoOptions, cancel: CancellationToken) -> Result<Report
         // slots are spread over all of them, so a failover lands on TaskManagers that already run the job (both arms).
         warm_spares: true,
         checkpoint_interval: Duration::from_secs(1),
+        gc_ballast_mb: drill::GC_BALLAST_MB,
     };
     drill::validate(&d)?;
     let rep = drill::run(&d, cancel).await;

@@ -406,6 +406,10 @@ struct DrillArgs {
     /// first checkpoint after the restart).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     checkpoint_interval: Duration,
+    /// tm-gc-pause: megabytes of live, randomly linked heap per TaskManager whose full collection is the pause
+    /// (its length depends on the machine: check each round's note and keep it between 10 s and the GC tolerance).
+    #[arg(long, default_value_t = streamshield::drill::GC_BALLAST_MB)]
+    gc_ballast_mb: u32,
     #[arg(long, default_value_t = 0, env = "STREAMSHIELD_PORT_OFFSET")]
     port_offset: u16,
     /// Render report.md and timeline.svg again from DIR/report.json (no drill runs).
@@ -859,6 +863,7 @@ async fn run_drill(a: DrillArgs) -> Result<ExitCode> {
         slots: 2,
         warm_spares: a.warm_spares,
         checkpoint_interval: a.checkpoint_interval,
+        gc_ballast_mb: a.gc_ballast_mb,
     };
     if let Err(e) = drill::validate(&opts) {
         eprintln!("error: {e}");
