@@ -44,6 +44,7 @@ pub async fn run(opts: &DemoOptions, cancel: CancellationToken) -> Result<Report
         warm_spares: true,
         checkpoint_interval: Duration::from_secs(1),
         gc_ballast_mb: drill::GC_BALLAST_MB,
+        gc_pause_target: None,
     };
     drill::validate(&d)?;
     let rep = drill::run(&d, cancel).await;

@@ -410,6 +410,11 @@ struct DrillArgs {
     /// (its length depends on the machine: check each round's note and keep it between 10 s and the GC tolerance).
     #[arg(long, default_value_t = streamshield::drill::GC_BALLAST_MB)]
     gc_ballast_mb: u32,
+    /// tm-gc-pause: size each round's ballast from the pauses measured so far (any arm) for a pause of about this
+    /// long; --gc-ballast-mb is then the first round's. Keep it well between 10 s and the GC tolerance (30 s): one
+    /// round's pause can differ from the last by up to ~2x on a busy 2-core host.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    gc_pause_target: Option<Duration>,
     #[arg(long, default_value_t = 0, env = "STREAMSHIELD_PORT_OFFSET")]
     port_offset: u16,
     /// Render report.md and timeline.svg again from DIR/report.json (no drill runs).
@@ -864,6 +869,7 @@ async fn run_drill(a: DrillArgs) -> Result<ExitCode> {
         warm_spares: a.warm_spares,
         checkpoint_interval: a.checkpoint_interval,
         gc_ballast_mb: a.gc_ballast_mb,
+        gc_pause_target: a.gc_pause_target,
     };
     if let Err(e) = drill::validate(&opts) {
         eprintln!("error: {e}");

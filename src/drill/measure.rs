@@ -79,8 +79,12 @@ pub struct Round {
     pub state_errors: u64,
     pub restarts: Option<u64>,
     pub failovers: u64,
-    /// How long the injected pause really lasted (pause scenarios).
+    /// How long the injected pause really lasted (pause scenarios); for a pause that was fenced before it ended, how
+    /// long it had lasted by then.
     pub fault_ms: Option<u64>,
+    /// `tm-gc-pause`: the live heap the round's TaskManagers collected (it sets the pause's length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_ballast_mb: Option<u32>,
     /// Which signal was first.
     pub detect_source: Option<String>,
     pub baseline_latency_ms: Option<u64>,
@@ -230,6 +234,7 @@ pub fn evaluate(round: u32, o: &Observation) -> Round {
         restarts: o.restarts,
         failovers: o.failovers,
         fault_ms: o.fault_ms,
+        gc_ballast_mb: None,
         detect_source: first.map(|s| format!("{}: {}", s.source, s.what)),
         baseline_latency_ms: base.map(u64::from),
         failure,
@@ -518,6 +523,7 @@ mod tests {
             restarts: Some(1),
             failovers: 0,
             fault_ms: None,
+            gc_ballast_mb: None,
             detect_source: None,
             baseline_latency_ms: None,
             failure: None,

@@ -59,8 +59,12 @@ pub struct DrillOptions {
     pub warm_spares: bool,
     /// The job's checkpoint interval (1 s unless a drill measures what longer ones cost).
     pub checkpoint_interval: Duration,
-    /// Live heap per TaskManager that `tm-gc-pause` collects ([`GC_BALLAST_MB`] unless set).
+    /// Live heap per TaskManager that `tm-gc-pause` collects ([`GC_BALLAST_MB`] unless set); with
+    /// `gc_pause_target`, the first round's.
     pub gc_ballast_mb: u32,
+    /// `tm-gc-pause`: size every round's ballast from the pauses measured so far so that the pause lasts about this
+    /// long (see [`next_ballast`]). None: every round uses `gc_ballast_mb`.
+    pub gc_pause_target: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +121,15 @@ pub fn validate(opts: &DrillOptions) -> Result<(), Error> {
              tm-gc-pause have a 1.9 GB heap)"
         )));
     }
+    if let Some(t) = opts.gc_pause_target {
+        if t < Duration::from_secs(1) || t > Duration::from_secs(90) {
+            return Err(Error::Invalid(
+                "--gc-pause-target must be between 1s and 90s (the scenario's deadline is 120 s; the shield \
+                 profile's GC tolerance is 30 s)"
+                    .into(),
+            ));
+        }
+    }
     if opts.rate == 0 || opts.keys == 0 {
         return Err(Error::Invalid(
             "--rate and --keys must be at least 1".into(),
@@ -156,6 +169,8 @@ pub async fn run(opts: &DrillOptions, cancel: CancellationToken) -> Result<repor
     let started = now_ms();
     let total = opts.rounds as usize * arms.len();
     let mut done = 0;
+    // tm-gc-pause: (ballast MB, pause ms) of each arm's rounds so far, in the order they ran.
+    let mut pauses: Vec<Vec<(u32, u64)>> = vec![Vec::new(); arms.len()];
     for round in 1..=opts.rounds {
         for i in 0..arms.len() {
             if cancel.is_cancelled() {
@@ -168,7 +183,24 @@ pub async fn run(opts: &DrillOptions, cancel: CancellationToken) -> Result<repor
                 opts.scenario.name(),
                 opts.rounds,
             ));
-            let r = run_round(opts, &name, round, cancel.clone()).await;
+            // An arm's own pauses size its ballast: the tuned arm fails over during the collection and the
+            // restart's load lengthens the pause (700 MB: 41.5 s there, while 1,200 MB had lasted 30.8 s in a shield
+            // round). Until an arm has measured one, the other arms' pauses do.
+            let own = &pauses[i];
+            let history: Vec<(u32, u64)> = if own.is_empty() {
+                pauses.iter().flatten().copied().collect()
+            } else {
+                own.clone()
+            };
+            let (ballast, sized) = next_ballast(opts.gc_ballast_mb, opts.gc_pause_target, &history);
+            let mut r = run_round(opts, &name, round, ballast, cancel.clone()).await;
+            if opts.scenario == Scenario::TmGcPause {
+                r.gc_ballast_mb = Some(ballast);
+                r.notes.extend(sized);
+                if let Some(p) = r.fault_ms {
+                    pauses[i].push((ballast, p));
+                }
+            }
             say(format!("  -> {}", report::round_line(&name, &r)));
             arms[i].rounds.push(r);
             let rep = report::build(opts, &arms, started);
@@ -203,6 +235,10 @@ struct Injected {
     stopped: Option<Recorded>,
     /// iptables rules that cut a TaskManager off: removed on heal.
     cut: Vec<Vec<String>>,
+    /// An injected pause that ended with its process (fenced): how long it had lasted.
+    pause_at_least_ms: Option<u64>,
+    /// A round that failed after the coordinator acted: its orders (count and notes), so the report counts them.
+    failovers: Option<(u64, Vec<String>)>,
 }
 
 impl Injected {
@@ -218,10 +254,24 @@ impl Injected {
 
 /// One round: fresh cluster, load, fault, watch, heal, verify, down. Never fails: whatever went wrong is the
 /// round's failure in the report.
-async fn run_round(opts: &DrillOptions, arm: &str, round: u32, cancel: CancellationToken) -> Round {
+async fn run_round(
+    opts: &DrillOptions,
+    arm: &str,
+    round: u32,
+    gc_ballast_mb: u32,
+    cancel: CancellationToken,
+) -> Round {
     let dir = opts.work_dir.join(format!("{arm}-r{round}"));
     let mut injected = Injected::default();
-    let body = round_body(opts, arm, round, &dir, &mut injected, cancel.clone());
+    let body = round_body(
+        opts,
+        arm,
+        round,
+        gc_ballast_mb,
+        &dir,
+        &mut injected,
+        cancel.clone(),
+    );
     let result = tokio::select! {
         r = body => r,
         _ = cancel.cancelled() => Err("interrupted".to_string()),
@@ -248,6 +298,11 @@ async fn run_round(opts: &DrillOptions, arm: &str, round: u32, cancel: Cancellat
                 dir.join("logs").display()
             )];
             r.timeline.clear();
+            r.fault_ms = injected.pause_at_least_ms;
+            if let Some((n, notes)) = injected.failovers.take() {
+                r.failovers = n;
+                r.notes.extend(notes);
+            }
             r
         }
     }
@@ -257,6 +312,7 @@ async fn round_body(
     opts: &DrillOptions,
     arm: &str,
     round: u32,
+    gc_ballast_mb: u32,
     dir: &Path,
     injected: &mut Injected,
     cancel: CancellationToken,
@@ -272,7 +328,7 @@ async fn round_body(
         delivery: opts.delivery,
         checkpoint_interval: opts.checkpoint_interval,
         state_bytes: 64,
-        job_args: scenario_job_args(scenario, opts.gc_ballast_mb),
+        job_args: scenario_job_args(scenario, gc_ballast_mb),
         flink_overrides: OBSERVATION_OVERRIDES
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -546,12 +602,14 @@ async fn round_body(
             }
             // The JVM died before the collection ended (GC.run never answered): a pause past the shield arm's GC
             // tolerance is fenced by its coordinator. Not a ridden-out pause: the round fails, and says why.
-            Ok((Err(e), _)) if !t.alive() => {
+            Ok((Err(e), done_ms)) if !t.alive() => {
+                injected.pause_at_least_ms = Some((done_ms - inject_ms).max(0) as u64);
+                injected.failovers = Some(failovers(&state, inject_ms).await);
                 return Err(format!(
                     "{} (pid {}) died during the injected collection, which had not ended (GC.run: {e}): a pause past \
                      the GC tolerance is fenced in the shield arm",
                     t.name, t.pid
-                ))
+                ));
             }
             Ok((Err(e), _)) => return Err(format!("GC.run on {}: {e}", t.name)),
             Err(e) => return Err(format!("GC.run on {}: {e}", t.name)),
@@ -602,6 +660,16 @@ async fn round_body(
     }
     let (acted, decision_notes) = failovers(&state, inject_ms).await;
     obs.failovers = acted;
+    // Whether the cut-off TaskManager was still there when the partition healed, and whether its own agent fenced it.
+    let partition_note = match (scenario, target.as_ref()) {
+        (Scenario::TmPartition, Some(t)) => {
+            let agent_log =
+                std::fs::read_to_string(dir.join("logs").join(format!("agent-{}.out", t.name)))
+                    .unwrap_or_default();
+            Some(partition_outcome(&agent_log, t.alive(), inject_ms))
+        }
+        _ => None,
+    };
 
     // Heal, stop the load, and let the verifier account for every record.
     injected.heal();
@@ -644,6 +712,7 @@ async fn round_body(
     r.notes.extend(gc_note);
     r.notes.extend(restart_note);
     r.notes.extend(failure_note);
+    r.notes.extend(partition_note);
     if arm == "shield" && !scenario.is_failure() && (failures > 0 || r.restarts.unwrap_or(0) > 0) {
         // The shield arm should have ridden the pause out and did not: keep what explains it with the report.
         r.notes
@@ -656,6 +725,51 @@ async fn round_body(
         ));
     }
     Ok(r)
+}
+
+/// What became of the TaskManager cut off in `tm-partition`, said before the partition heals: alive or gone, and
+/// whether the agent inside the partition fenced it (its log's self-fence line, with the time since the cut).
+fn partition_outcome(agent_log: &str, alive: bool, inject_ms: i64) -> String {
+    let fenced = agent_log
+        .lines()
+        .find(|l| l.contains("Cut off from the coordinator and the JobManager"))
+        .map(|l| {
+            let plain = strip_ansi(l);
+            let at = plain
+                .split_whitespace()
+                .next()
+                .and_then(|ts| humantime::parse_rfc3339_weak(ts).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| format!(" at +{} ms", d.as_millis() as i64 - inject_ms))
+                .unwrap_or_default();
+            format!("its agent fenced it from inside the partition{at}")
+        });
+    match (alive, fenced) {
+        (false, Some(f)) => format!("the cut-off TaskManager was gone when the partition healed: {f}"),
+        (false, None) => {
+            "the cut-off TaskManager was gone when the partition healed (no self-fence in its agent's log)".into()
+        }
+        (true, Some(f)) => format!("the cut-off TaskManager was still running when the partition healed, although {f}"),
+        (true, None) => "the cut-off TaskManager was still running when the partition healed".into(),
+    }
+}
+
+/// A log line without its terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The failures Flink recorded since the fault (its exception history, oldest first): when, where, and the first
@@ -723,6 +837,54 @@ fn keep_logs(
         "unexpected failure: logs kept in {} ({})",
         keep.display(),
         copied.join(", ")
+    )
+}
+
+/// The ballast of the next `tm-gc-pause` round and, when it was sized, a note saying how, from `pauses`: (ballast
+/// MB, pause ms) of earlier rounds, oldest first. Without a target (or before any pause was measured) it is
+/// `first_mb`. With one, the pause is taken as proportional to the ballast (a full collection marks and moves every
+/// node, see GcBallast.java) at a rate that follows the host: the median milliseconds per megabyte of the last three
+/// measured rounds (a pause that was fenced before it ended counts with the time it had lasted, a lower bound, so
+/// the next one is smaller). One round's rate can differ from the next by 4x on this kind of host (docs/drills.md),
+/// so a step is at most 2x up or down from the last round's ballast; the result is rounded to 10 MB and kept within
+/// the option's range. The target should sit well inside the band the pause must hit.
+pub fn next_ballast(
+    first_mb: u32,
+    target: Option<Duration>,
+    pauses: &[(u32, u64)],
+) -> (u32, Option<String>) {
+    let Some(target) = target else {
+        return (first_mb, None);
+    };
+    let recent: Vec<f64> = pauses
+        .iter()
+        .rev()
+        .filter(|(mb, ms)| *mb > 0 && *ms > 0)
+        .take(3)
+        .map(|(mb, ms)| *ms as f64 / f64::from(*mb))
+        .collect();
+    if recent.is_empty() {
+        return (first_mb, None);
+    }
+    let mut sorted = recent.clone();
+    sorted.sort_by(f64::total_cmp);
+    let rate = sorted[sorted.len() / 2];
+    let last = pauses
+        .iter()
+        .rev()
+        .find(|(mb, ms)| *mb > 0 && *ms > 0)
+        .map_or(f64::from(first_mb), |(mb, _)| f64::from(*mb));
+    let raw = (target.as_millis() as f64 / rate).clamp(last / 2.0, last * 2.0);
+    let mb = ((raw / 10.0).round() * 10.0)
+        .clamp(f64::from(MIN_GC_BALLAST_MB), f64::from(MAX_GC_BALLAST_MB));
+    let mb = mb as u32;
+    (
+        mb,
+        Some(format!(
+            "GC ballast {mb} MB: sized for a {:.0} s pause at {rate:.1} ms/MB (median of the last {} measured pauses)",
+            target.as_secs_f64(),
+            recent.len()
+        )),
     )
 }
 
@@ -1112,6 +1274,80 @@ pub fn machine() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_outcome_says_who_fenced_and_when() {
+        // 2026-11-25T05:00:03.500Z is 3,500 ms after the cut at 05:00:00.000Z.
+        let inject = 1_795_582_800_000; // 2026-11-25T05:00:00Z
+        let log = "\u{1b}[2m2026-11-25T05:00:01.000000Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m uplink lost\n\
+                   \u{1b}[2m2026-11-25T05:00:03.500123Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m streamshield::agent::command: \
+                   Cut off from the coordinator and the JobManager: fencing the TaskManager outcome=SIGKILL sent to pid 7\n";
+        assert_eq!(
+            partition_outcome(log, false, inject),
+            "the cut-off TaskManager was gone when the partition healed: its agent fenced it from inside the partition at +3500 ms"
+        );
+        assert!(partition_outcome("", false, inject).contains("no self-fence"));
+        assert_eq!(
+            partition_outcome("", true, inject),
+            "the cut-off TaskManager was still running when the partition healed"
+        );
+        // A line without a readable time still counts.
+        assert!(partition_outcome(
+            "Cut off from the coordinator and the JobManager",
+            true,
+            inject
+        )
+        .ends_with("although its agent fenced it from inside the partition"));
+    }
+
+    #[test]
+    fn ballast_is_fixed_without_a_target_or_a_measured_pause() {
+        assert_eq!(next_ballast(500, None, &[(500, 40_000)]), (500, None));
+        assert_eq!(
+            next_ballast(300, Some(Duration::from_secs(18)), &[]),
+            (300, None)
+        );
+    }
+
+    #[test]
+    fn ballast_follows_the_median_rate_of_the_last_three_pauses() {
+        let target = Some(Duration::from_secs(18));
+        // 300 MB took 9 s: 30 ms/MB, so 18 s wants 600 MB.
+        let (mb, note) = next_ballast(300, target, &[(300, 9_000)]);
+        assert_eq!(mb, 600);
+        assert!(
+            note.unwrap().contains("30.0 ms/MB"),
+            "the note names the rate"
+        );
+        // 300 MB took 4.2 s (seen: a quiet minute): 1,290 MB would be the estimate, but one step is at most 2x.
+        assert_eq!(next_ballast(300, target, &[(300, 4_158)]).0, 600);
+        // Only the last three count (the 10 ms/MB round is older); their median is 60 ms/MB -> 300 MB.
+        let history = [(500, 5_000), (600, 30_000), (300, 24_000), (300, 18_000)];
+        assert_eq!(next_ballast(300, target, &history).0, 300);
+        // One outlier among three does not move it: median of 40, 40, 200 ms/MB.
+        let history = [(400, 16_000), (400, 80_000), (400, 16_000)];
+        assert_eq!(next_ballast(300, target, &history).0, 450);
+    }
+
+    #[test]
+    fn ballast_stays_in_range_and_a_fenced_pause_shrinks_it() {
+        let target = Some(Duration::from_secs(18));
+        // A very slow host: 500 MB lasted at least 30 s (fenced) -> 60 ms/MB -> 300 MB.
+        assert_eq!(next_ballast(500, target, &[(500, 30_017)]).0, 300);
+        // Absurd rates move it by at most 2x per round, and never out of the option's range.
+        assert_eq!(next_ballast(500, target, &[(500, 1_000_000)]).0, 250);
+        assert_eq!(next_ballast(500, target, &[(500, 10)]).0, 1000);
+        assert_eq!(
+            next_ballast(60, target, &[(60, 1_000_000)]).0,
+            MIN_GC_BALLAST_MB
+        );
+        assert_eq!(
+            next_ballast(1000, target, &[(1000, 10)]).0,
+            MAX_GC_BALLAST_MB
+        );
+        // Rounds without a ballast or a pause are skipped, not divided by.
+        assert_eq!(next_ballast(500, target, &[(0, 9_000), (300, 0)]).0, 500);
+    }
 
     fn entry(ts: i64, tm: Option<&str>, trace: &str) -> flink::ExceptionEntry {
         flink::ExceptionEntry {

@@ -99,6 +99,10 @@ pub fn build(opts: &DrillOptions, arms: &[ArmResult], started_ms: i64) -> Report
             "parallelism": opts.taskmanagers * opts.slots,
             "warmup_ms": opts.warmup.as_millis() as u64,
             "gc_ballast_mb": (opts.scenario == super::Scenario::TmGcPause).then_some(opts.gc_ballast_mb),
+            "gc_pause_target_ms": opts
+                .gc_pause_target
+                .filter(|_| opts.scenario == super::Scenario::TmGcPause)
+                .map(|t| t.as_millis() as u64),
             "deadline_ms": opts.scenario.deadline().as_millis() as u64,
         }),
         arms,
@@ -206,10 +210,7 @@ pub fn markdown(r: &Report) -> String {
         },
         r.workload["checkpoint_interval_ms"].as_f64().unwrap_or(1000.0) / 1000.0,
         r.workload["warmup_ms"].as_f64().map_or("?".to_string(), |w| format!("{}", w / 1000.0)),
-        r.workload["gc_ballast_mb"]
-            .as_u64()
-            .map(|mb| format!(", {mb} MB GC ballast per TaskManager"))
-            .unwrap_or_default(),
+        gc_ballast_words(&r.workload),
     );
     let _ = writeln!(
         o,
@@ -267,6 +268,7 @@ pub fn markdown(r: &Report) -> String {
             fratio(s.catchup_ms)
         );
     }
+    pauses(&mut o, r);
     where_time_goes(&mut o, r);
     let _ = writeln!(o, "\n## Rounds\n");
     let _ = writeln!(
@@ -318,6 +320,50 @@ pub fn markdown(r: &Report) -> String {
          before the checkpoint the restart restored (at-least-once output may repeat only what came after it)."
     );
     o
+}
+
+/// The header's words on the GC ballast (tm-gc-pause only).
+fn gc_ballast_words(w: &serde_json::Value) -> String {
+    match (w["gc_ballast_mb"].as_u64(), w["gc_pause_target_ms"].as_f64()) {
+        (Some(mb), Some(t)) => format!(
+            ", GC ballast per TaskManager sized each round for a {} s pause from the pauses measured so far ({mb} MB in \
+             the first round; each round's in its notes)",
+            t / 1000.0
+        ),
+        (Some(mb), None) => format!(", {mb} MB GC ballast per TaskManager"),
+        _ => String::new(),
+    }
+}
+
+/// How long the injected pauses lasted, per arm, and how many reached the 10 s a long GC pause must last
+/// (tm-gc-pause only: the pause's length depends on the host).
+fn pauses(o: &mut String, r: &Report) {
+    if r.scenario != super::Scenario::TmGcPause.name() {
+        return;
+    }
+    let _ = writeln!(o, "\n## Pauses\n");
+    let _ = writeln!(
+        o,
+        "| arm | rounds with a measured pause | >= 10 s | pause_ms median (min-max) |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|");
+    for a in &r.arms {
+        let ms_all: Vec<u64> = a.rounds.iter().filter_map(|x| x.fault_ms).collect();
+        let long = ms_all.iter().filter(|m| **m >= 10_000).count();
+        let sp = measure::spread(ms_all.iter().map(|m| Some(*m)));
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            a.name,
+            ms_all.len(),
+            long,
+            if sp.n == 0 {
+                "-".to_string()
+            } else {
+                format!("{} ({}-{})", fmed(sp.median), ms(sp.min), ms(sp.max))
+            }
+        );
+    }
 }
 
 /// A round's phases and its gap.
@@ -593,4 +639,29 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_says_how_the_ballast_was_chosen() {
+        let fixed = serde_json::json!({"gc_ballast_mb": 220});
+        assert_eq!(
+            gc_ballast_words(&fixed),
+            ", 220 MB GC ballast per TaskManager"
+        );
+        let sized = serde_json::json!({"gc_ballast_mb": 300, "gc_pause_target_ms": 18000});
+        let w = gc_ballast_words(&sized);
+        assert!(
+            w.contains("for a 18 s pause") && w.contains("300 MB in the first round"),
+            "{w}"
+        );
+        // Other scenarios (and reports written before the ballast was recorded) say nothing.
+        assert_eq!(
+            gc_ballast_words(&serde_json::json!({"gc_ballast_mb": null})),
+            ""
+        );
+    }
 }
