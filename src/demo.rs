@@ -45,6 +45,7 @@ pub async fn run(opts: &DemoOptions, cancel: CancellationToken) -> Result<Report
         checkpoint_interval: Duration::from_secs(1),
         gc_ballast_mb: drill::GC_BALLAST_MB,
         gc_pause_target: None,
+        flink_conf: Vec::new(),
     };
     drill::validate(&d)?;
     let rep = drill::run(&d, cancel).await;

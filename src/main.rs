@@ -415,6 +415,10 @@ struct DrillArgs {
     /// round's pause can differ from the last by up to ~2x on a busy 2-core host.
     #[arg(long, value_parser = humantime::parse_duration)]
     gc_pause_target: Option<Duration>,
+    /// A Flink setting laid over every arm's profile, repeatable (e.g. --flink-conf
+    /// state.backend.local-recovery=false to measure what the key is worth); recorded in the report.
+    #[arg(long = "flink-conf", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    flink_conf: Vec<(String, String)>,
     #[arg(long, default_value_t = 0, env = "STREAMSHIELD_PORT_OFFSET")]
     port_offset: u16,
     /// Render report.md and timeline.svg again from DIR/report.json (no drill runs).
@@ -870,6 +874,7 @@ async fn run_drill(a: DrillArgs) -> Result<ExitCode> {
         checkpoint_interval: a.checkpoint_interval,
         gc_ballast_mb: a.gc_ballast_mb,
         gc_pause_target: a.gc_pause_target,
+        flink_conf: a.flink_conf.clone(),
     };
     if let Err(e) = drill::validate(&opts) {
         eprintln!("error: {e}");

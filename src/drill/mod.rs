@@ -65,6 +65,9 @@ pub struct DrillOptions {
     /// `tm-gc-pause`: size every round's ballast from the pauses measured so far so that the pause lasts about this
     /// long (see [`next_ballast`]). None: every round uses `gc_ballast_mb`.
     pub gc_pause_target: Option<Duration>,
+    /// Flink settings laid over every arm's profile (to measure what one key is worth: run the drill with and
+    /// without it); recorded in the report.
+    pub flink_conf: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -333,6 +336,7 @@ async fn round_body(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .chain(scenario_overrides(scenario, dir))
+            .chain(opts.flink_conf.iter().cloned())
             .collect(),
         isolate: scenario == Scenario::TmPartition,
         warm_spares: opts.warm_spares,
