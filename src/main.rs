@@ -410,9 +410,9 @@ struct DrillArgs {
     /// (its length depends on the machine: check each round's note and keep it between 10 s and the GC tolerance).
     #[arg(long, default_value_t = streamshield::drill::GC_BALLAST_MB)]
     gc_ballast_mb: u32,
-    /// tm-gc-pause: size each round's ballast from the pauses measured so far (any arm) for a pause of about this
-    /// long; --gc-ballast-mb is then the first round's. Keep it well between 10 s and the GC tolerance (30 s): one
-    /// round's pause can differ from the last by up to ~2x on a busy 2-core host.
+    /// tm-gc-pause: size each round's ballast from the pauses its arm measured so far (the other arms' until it has
+    /// one) for a pause of about this long; --gc-ballast-mb is then the first round's. Keep it well between 10 s and
+    /// the GC tolerance (30 s): one round's pause can differ from the last by 2x or more on a busy 2-core host.
     #[arg(long, value_parser = humantime::parse_duration)]
     gc_pause_target: Option<Duration>,
     /// A Flink setting laid over every arm's profile, repeatable (e.g. --flink-conf
