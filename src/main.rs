@@ -874,7 +874,7 @@ async fn run_drill(a: DrillArgs) -> Result<ExitCode> {
         checkpoint_interval: a.checkpoint_interval,
         gc_ballast_mb: a.gc_ballast_mb,
         gc_pause_target: a.gc_pause_target,
-        flink_conf: a.flink_conf.clone(),
+        flink_conf: a.flink_conf,
     };
     if let Err(e) = drill::validate(&opts) {
         eprintln!("error: {e}");

@@ -860,24 +860,23 @@ pub fn next_ballast(
     let Some(target) = target else {
         return (first_mb, None);
     };
-    let recent: Vec<f64> = pauses
+    // The last three measured rounds, newest first.
+    let recent: Vec<&(u32, u64)> = pauses
         .iter()
         .rev()
         .filter(|(mb, ms)| *mb > 0 && *ms > 0)
         .take(3)
+        .collect();
+    let Some(&&(last_mb, _)) = recent.first() else {
+        return (first_mb, None);
+    };
+    let last = f64::from(last_mb);
+    let mut rates: Vec<f64> = recent
+        .iter()
         .map(|(mb, ms)| *ms as f64 / f64::from(*mb))
         .collect();
-    if recent.is_empty() {
-        return (first_mb, None);
-    }
-    let mut sorted = recent.clone();
-    sorted.sort_by(f64::total_cmp);
-    let rate = sorted[sorted.len() / 2];
-    let last = pauses
-        .iter()
-        .rev()
-        .find(|(mb, ms)| *mb > 0 && *ms > 0)
-        .map_or(f64::from(first_mb), |(mb, _)| f64::from(*mb));
+    rates.sort_by(f64::total_cmp);
+    let rate = rates[rates.len() / 2];
     let raw = (target.as_millis() as f64 / rate).clamp(last / 2.0, last * 2.0);
     let mb = ((raw / 10.0).round() * 10.0)
         .clamp(f64::from(MIN_GC_BALLAST_MB), f64::from(MAX_GC_BALLAST_MB));

@@ -225,24 +225,17 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for a in &r.arms {
         let s = &a.summary;
-        let cell = |sp: &measure::Spread| {
-            if sp.n == 0 {
-                "-".to_string()
-            } else {
-                format!("{} ({}-{})", fmed(sp.median), ms(sp.min), ms(sp.max))
-            }
-        };
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.name,
             s.rounds,
             s.failed_rounds,
-            cell(&s.gap_ms),
-            cell(&s.stall_ms),
-            cell(&s.running_ms),
-            cell(&s.detect_ms),
-            cell(&s.catchup_ms),
+            spread_cell(&s.gap_ms),
+            spread_cell(&s.stall_ms),
+            spread_cell(&s.running_ms),
+            spread_cell(&s.detect_ms),
+            spread_cell(&s.catchup_ms),
             s.records_lost,
             dup_cell(s.records_duplicated, s.duplicates_before_checkpoint),
             s.restarts,
@@ -375,12 +368,17 @@ fn pauses(o: &mut String, r: &Report) {
             a.name,
             ms_all.len(),
             long,
-            if sp.n == 0 {
-                "-".to_string()
-            } else {
-                format!("{} ({}-{})", fmed(sp.median), ms(sp.min), ms(sp.max))
-            }
+            spread_cell(&sp)
         );
+    }
+}
+
+/// A summary cell: `median (min-max)`, or `-` when no round measured it.
+fn spread_cell(sp: &measure::Spread) -> String {
+    if sp.n == 0 {
+        "-".to_string()
+    } else {
+        format!("{} ({}-{})", fmed(sp.median), ms(sp.min), ms(sp.max))
     }
 }
 
