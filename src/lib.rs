@@ -32,12 +32,11 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
-pub mod clock;
 pub mod coordinator;
 pub mod demo;
 pub mod drill;
-pub mod endpoint;
 pub mod flink;
+pub mod host;
 pub mod kafka;
 pub mod local;
 pub mod metrics;

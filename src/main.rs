@@ -53,7 +53,7 @@ enum Command {
 struct AgentArgs {
     /// Where the plugin connects: unix:/path (owner-only socket) or tcp:127.0.0.1:PORT (needs --secret-file).
     #[arg(long, env = "STREAMSHIELD_AGENT_LISTEN")]
-    listen: streamshield::endpoint::Endpoint,
+    listen: streamshield::host::endpoint::Endpoint,
     /// The secret a plugin must present; created (0600) when missing. Required for tcp:.
     #[arg(long, env = "STREAMSHIELD_AGENT_SECRET_FILE")]
     secret_file: Option<PathBuf>,
@@ -850,7 +850,7 @@ async fn run_drill(a: DrillArgs) -> Result<ExitCode> {
         PathBuf::from("drill-reports").join(format!(
             "{}-{}",
             scenario.name(),
-            streamshield::clock::now_ms() / 1000
+            streamshield::host::clock::now_ms() / 1000
         ))
     });
     let work_dir = a.work_dir.unwrap_or_else(|| {

@@ -12,7 +12,7 @@ mod common;
 
 use common::{announce_stop, fake_plugin};
 use streamshield::agent::{AgentConfig, BoundAgent};
-use streamshield::endpoint::Endpoint;
+use streamshield::host::endpoint::Endpoint;
 use streamshield::protocol::handshake;
 use streamshield::protocol::{FrameCodec, Heartbeat, Hello, Message, Metric, MetricsBatch, Role};
 use tokio::io::AsyncWriteExt;

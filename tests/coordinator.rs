@@ -12,7 +12,7 @@ use streamshield::agent::command::RestartSpec;
 use streamshield::agent::{AgentConfig, BoundAgent};
 use streamshield::coordinator::policy::PolicyConfig;
 use streamshield::coordinator::{BoundCoordinator, CoordinatorConfig};
-use streamshield::endpoint::Endpoint;
+use streamshield::host::endpoint::Endpoint;
 use streamshield::protocol::{Heartbeat, Message, Role};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path};
@@ -375,7 +375,7 @@ impl Drop for Sleeper {
 }
 
 fn pid_alive(pid: u32) -> bool {
-    streamshield::local::process::proc_stat(pid as i32).is_some_and(|(_, s)| s != 'Z')
+    streamshield::host::procfs::stat(pid).is_some_and(|s| !s.gone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

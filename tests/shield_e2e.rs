@@ -230,7 +230,7 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
     }
     eprintln!(
         "tm-1 restarted in place and registered {} ms after the decision",
-        streamshield::clock::now_ms() - decided_ms
+        streamshield::host::clock::now_ms() - decided_ms
     );
     // The coordinator saw the job run again and timed it by Flink's clock.
     let start = Instant::now();

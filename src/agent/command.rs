@@ -11,8 +11,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::{Inner, Shared};
-use crate::clock::now_ms;
-use crate::local::process;
+use crate::host::clock::now_ms;
+use crate::host::process;
 use crate::protocol::message::{AgentCommand, StopReady};
 use crate::protocol::Message;
 
@@ -110,8 +110,9 @@ fn execute(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
 /// The watched process if it still runs (same pid and start time as when the agent learned it).
 fn running(inner: &Inner) -> Option<u32> {
     let pid = inner.pid?;
-    let (start, state) = process::proc_stat(pid as i32)?;
-    if state == 'Z' || state == 'X' {
+    let s = crate::host::procfs::stat(pid)?;
+    let start = s.start_ticks;
+    if s.gone() {
         return None;
     }
     match inner.pid_start {
@@ -147,20 +148,21 @@ fn fence(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
 /// Flink's tasks and JobManager hear nothing). First the sockets of the agent's cache (`cached`: inodes, at most
 /// 10 s old; one that has closed since is simply not found), then those among the process's open files that the
 /// cache did not have (read through any of its threads that still runs). In kept drill logs of a loaded 2-core
-/// machine the cached pass took 10-21 ms and the whole reset 16-27 ms. Sockets are destroyed by inode through sock_diag netlink ([`super::sockdiag`]), so no other
+/// machine the cached pass took 10-21 ms and the whole reset 16-27 ms. Sockets are destroyed by inode through sock_diag netlink ([`crate::host::sockdiag`]), so no other
 /// process's socket is touched; listening sockets are closed too, so that nobody connects to the dying process
 /// meanwhile. Best effort (needs CAP_NET_ADMIN and a kernel with INET_DIAG_DESTROY); says what it did and how long
 /// each pass took.
 pub(crate) fn reset_connections(pid: u32, cached: &std::collections::HashSet<u32>) -> String {
     let started = std::time::Instant::now();
-    let first = super::sockdiag::destroy_tcp(cached);
+    let first = crate::host::sockdiag::destroy_tcp(cached);
     let first_ms = started.elapsed().as_millis();
-    let held: std::collections::HashSet<u32> = process::process_socket_inodes(pid as i32)
-        .iter()
-        .filter_map(|i| i.parse().ok())
-        .filter(|i| !cached.contains(i))
-        .collect();
-    let second = super::sockdiag::destroy_tcp(&held);
+    let held: std::collections::HashSet<u32> =
+        crate::host::sockets::process_socket_inodes(pid as i32)
+            .iter()
+            .filter_map(|i| i.parse().ok())
+            .filter(|i| !cached.contains(i))
+            .collect();
+    let second = crate::host::sockdiag::destroy_tcp(&held);
     let total_ms = started.elapsed().as_millis();
     let mut destroyed = 0;
     let mut problems = Vec::new();
@@ -277,16 +279,16 @@ impl Reject {
     }
 
     /// Whether a TCP socket's remote end is one this rule rejects.
-    fn matches(&self, s: &super::sockdiag::DiagSocket) -> bool {
+    fn matches(&self, s: &crate::host::sockdiag::DiagSocket) -> bool {
         s.remote.ip() == self.host && self.dport.is_none_or(|p| p == s.remote.port())
     }
 }
 
 /// Closes this host's open TCP connections that `rejects` match, at once and in one pass (SOCK_DESTROY through
-/// sock_diag netlink, see [`super::sockdiag`]), so that the JobManager does not wait for a retransmission to hit
+/// sock_diag netlink, see [`crate::host::sockdiag`]), so that the JobManager does not wait for a retransmission to hit
 /// the reject rules. Best effort: says what it did.
 fn destroy_connections(rejects: &[Reject]) -> String {
-    match super::sockdiag::destroy_tcp_where(|s| rejects.iter().any(|r| r.matches(s))) {
+    match crate::host::sockdiag::destroy_tcp_where(|s| rejects.iter().any(|r| r.matches(s))) {
         Ok(d) => match d.first_error {
             None => format!("{} open connection(s) closed", d.destroyed),
             Some(e) => format!(
@@ -499,7 +501,7 @@ mod tests {
     #[test]
     fn a_process_s_connections_are_reset_and_nobody_else_s() {
         use std::io::{Read, Write};
-        let _ports = process::EPHEMERAL_PORTS
+        let _ports = crate::host::sockets::EPHEMERAL_PORTS
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -515,7 +517,7 @@ mod tests {
                 .spawn()
                 .unwrap();
             let (mut theirs, _) = listener.accept().unwrap();
-            let sockets = process::tcp_sockets(child.id() as i32);
+            let sockets = crate::host::sockets::tcp_sockets(child.id() as i32);
             assert_eq!(
                 sockets.iter().map(|s| s.remote_port).collect::<Vec<_>>(),
                 vec![port],
@@ -575,7 +577,7 @@ mod tests {
         assert_eq!(remote.len(), 1, "a remote host is rejected whole");
         assert!(!remote[0].rule().iter().any(|a| a == "--dport"));
         // The open connections closed with them: those whose remote end the rules name.
-        let sock = |remote: &str| super::super::sockdiag::DiagSocket {
+        let sock = |remote: &str| crate::host::sockdiag::DiagSocket {
             inode: 1,
             remote: remote.parse().unwrap(),
         };

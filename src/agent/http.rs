@@ -61,7 +61,7 @@ pub fn render(shared: &Shared) -> String {
             v,
         );
     }
-    let now = crate::clock::now_ms();
+    let now = crate::host::clock::now_ms();
     t.family(
         "streamshield_agent_liveness_state_seconds",
         "gauge",

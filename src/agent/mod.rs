@@ -9,7 +9,6 @@ pub mod command;
 pub mod http;
 pub mod liveness;
 pub mod server;
-pub mod sockdiag;
 pub mod uplink;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -21,8 +20,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now_ms;
-use crate::endpoint::{self, Endpoint, Listener};
+use crate::host::clock::now_ms;
+use crate::host::endpoint::{self, Endpoint, Listener};
 use crate::protocol::message::{AgentEvent, AgentStatus, MetricsBatch};
 use crate::protocol::Role;
 use liveness::{Liveness, Tracker};
@@ -126,7 +125,7 @@ pub struct Inner {
     /// The agent fenced its own process in this partition already.
     pub self_fenced: bool,
     /// The TCP sockets of `pid` as last read from /proc: (pid, when (mono ms), sockets).
-    pub sockets: Option<(u32, u64, Vec<crate::local::process::TcpSocket>)>,
+    pub sockets: Option<(u32, u64, Vec<crate::host::sockets::TcpSocket>)>,
     /// Messages to every open plugin connection (by connection id): STOP_READY. A process whose plugin parts
     /// opened more than one link hears on each, whichever holds its planned stop.
     pub plugin_tx:
@@ -251,7 +250,7 @@ impl Shared {
     }
 
     /// The watched process's TCP sockets, as cached for [`PORTS_MAX_AGE_MS`] (see [`Shared::ports`]).
-    fn sockets(&self) -> Vec<crate::local::process::TcpSocket> {
+    fn sockets(&self) -> Vec<crate::host::sockets::TcpSocket> {
         let now = self.mono_ms();
         let pid = {
             let inner = self.lock();
@@ -265,7 +264,7 @@ impl Shared {
                 (_, None) => return Vec::new(),
             }
         };
-        let sockets = crate::local::process::tcp_sockets(pid as i32);
+        let sockets = crate::host::sockets::tcp_sockets(pid as i32);
         // A process that holds no socket yet is asked again next time.
         self.lock().sockets = (!sockets.is_empty()).then(|| (pid, now, sockets.clone()));
         sockets
@@ -404,8 +403,8 @@ impl BoundAgent {
                 uplink_connected: false,
                 pid_start: cfg
                     .pid
-                    .and_then(|p| crate::local::process::proc_stat(p as i32))
-                    .map(|(t, _)| t),
+                    .and_then(crate::host::procfs::stat)
+                    .map(|s| s.start_ticks),
                 max_epoch: 0,
                 restarts: 0,
                 isolations: Vec::new(),

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::liveness;
 use super::Shared;
-use crate::endpoint::{Listener, Stream};
+use crate::host::endpoint::{Listener, Stream};
 use crate::protocol::handshake::{self, AcceptPolicy};
 use crate::protocol::message::{kind, StopReady};
 use crate::protocol::{FrameCodec, FrameError, Message};
@@ -110,7 +110,7 @@ async fn connection(
         inner.current_conn = Some(conn);
         inner.plugin_tx.insert(conn, to_plugin);
         inner.pid = Some(hello.pid);
-        inner.pid_start = crate::local::process::proc_stat(hello.pid as i32).map(|(t, _)| t);
+        inner.pid_start = crate::host::procfs::stat(hello.pid).map(|s| s.start_ticks);
         inner.flink_version = hello.flink_version.clone();
         let before = inner.tracker.state();
         inner.tracker.on_connect(now, sample);

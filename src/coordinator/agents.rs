@@ -103,7 +103,7 @@ async fn connection(
                 if last_beat.elapsed() >= COORDINATOR_HEARTBEAT {
                     last_beat = tokio::time::Instant::now();
                     beat_seq += 1;
-                    let hb = crate::protocol::Heartbeat { seq: beat_seq, ts_ms: crate::clock::now_ms() };
+                    let hb = crate::protocol::Heartbeat { seq: beat_seq, ts_ms: crate::host::clock::now_ms() };
                     if let Err(e) = framed.send(Message::Heartbeat(hb).to_frame()).await {
                         break format!("sending a heartbeat failed: {e}");
                     }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 
 use super::policy::{Act, Engine, FlinkState, PolicyConfig};
-use crate::clock::now_ms;
 use crate::flink;
+use crate::host::clock::now_ms;
 use crate::protocol::message::{AgentCommand, AgentEvent, AgentStatus};
 
 /// A TaskManager is taken as partitioned when both its agent and Flink have not heard from it for this long.

@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::clock::now_ms;
 use crate::flink;
+use crate::host::clock::now_ms;
 
 /// How often jobs are read while a recovery is likely.
 const FAST: Duration = Duration::from_millis(100);

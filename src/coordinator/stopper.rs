@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::model::StopRequest;
 use super::Shared;
-use crate::clock::now_ms;
 use crate::flink;
+use crate::host::clock::now_ms;
 
 /// How often new stop requests and triggered checkpoints are looked at.
 const POLL: Duration = Duration::from_millis(50);

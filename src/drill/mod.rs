@@ -17,9 +17,9 @@ use nix::sys::signal::Signal as Sig;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now_ms;
 use crate::flink;
-use crate::local::process::Recorded;
+use crate::host::clock::now_ms;
+use crate::host::process::Recorded;
 use crate::local::{self, dist::say, Delivery, RunState, UpOptions};
 use crate::workload::live::{LiveVerifier, VerifyConfig};
 use crate::workload::produce::{self, ProduceConfig};

@@ -86,7 +86,7 @@ pub fn build(opts: &DrillOptions, arms: &[ArmResult], started_ms: i64) -> Report
         kafka_version: crate::local::dist::KAFKA_VERSION.into(),
         machine: super::machine(),
         started_ms,
-        finished_ms: crate::clock::now_ms(),
+        finished_ms: crate::host::clock::now_ms(),
         workload: serde_json::json!({
             "rate_per_s": opts.rate,
             "keys": opts.keys,

@@ -6,7 +6,6 @@
 pub mod config;
 pub mod dist;
 pub mod isolate;
-pub mod process;
 pub mod zookeeper;
 
 use std::collections::BTreeMap;
@@ -18,12 +17,13 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::flink;
+use crate::host::process::{self, Recorded};
+use crate::host::sockets;
 use crate::kafka;
 use crate::workload::live::{LiveVerifier, VerifyConfig};
 use crate::workload::produce::{self, ProduceConfig};
 use crate::workload::{INPUT_TOPIC, OUTPUT_TOPIC};
 use dist::say;
-use process::Recorded;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -418,12 +418,11 @@ pub async fn up(opts: &UpOptions, cancel: CancellationToken) -> Result<RunState>
         if what == "ZooKeeper" && !ha {
             continue;
         }
-        process::check_port_free(port).map_err(|e| match e {
-            process::Error::PortBusy { port, holder } => Error::Invalid(format!(
+        sockets::check_port_free(port).map_err(|e| match e {
+            sockets::Error::PortBusy { port, holder } => Error::Invalid(format!(
                 "{what} port {port} on 127.0.0.1 is already in use{}; stop it or move the cluster with --port-offset",
                 holder.map(|h| format!(" by {h}")).unwrap_or_default()
             )),
-            other => other.into(),
         })?;
     }
     if opts.dir.exists() {
@@ -621,7 +620,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
         ("--state-bytes", opts.state_bytes.to_string()),
         (
             "--transactional-id-prefix",
-            format!("streamshield-{}", crate::clock::now_ms()),
+            format!("streamshield-{}", crate::host::clock::now_ms()),
         ),
     ]
     .into_iter()
@@ -664,7 +663,7 @@ async fn bring_up(opts: &UpOptions, state: &mut RunState) -> Result<()> {
 
     probe_output(state).await?;
     steps.mark("probe");
-    state.up_at_ms = Some(crate::clock::now_ms());
+    state.up_at_ms = Some(crate::host::clock::now_ms());
     state.up_steps_ms = steps.done.clone();
     state.save()?;
     say(format!(
@@ -825,7 +824,7 @@ fn cluster_id() -> String {
         let _ = f.read_exact(&mut bytes);
     }
     if bytes == [0u8; 16] {
-        let t = crate::clock::now_ms() as u128 ^ ((std::process::id() as u128) << 64);
+        let t = crate::host::clock::now_ms() as u128 ^ ((std::process::id() as u128) << 64);
         bytes = t.to_le_bytes();
     }
     // The first character encodes the top 6 bits of the first byte; with the top bit clear it is one of A..f.
@@ -1487,7 +1486,7 @@ async fn job_exception(client: &flink::Client, job: &str) -> String {
 /// Writes a small probe run through the pipeline and waits until all of it comes out the other end.
 async fn probe_output(state: &RunState) -> Result<()> {
     let bootstrap = state.bootstrap();
-    let run = format!("probe{}", crate::clock::now_ms());
+    let run = format!("probe{}", crate::host::clock::now_ms());
     say("checking that records flow end to end (probe records through the job)");
     let verifier = LiveVerifier::start(&VerifyConfig {
         bootstrap: bootstrap.clone(),
@@ -1598,7 +1597,9 @@ pub fn processes_naming(dir: &Path) -> Vec<(i32, u64)> {
             continue;
         };
         if String::from_utf8_lossy(&cmd).contains(&needle) {
-            if let Some((start, state)) = process::proc_stat(pid) {
+            if let Some((start, state)) =
+                crate::host::procfs::stat(pid as u32).map(|s| (s.start_ticks, s.state))
+            {
                 if state != 'Z' {
                     out.push((pid, start));
                 }

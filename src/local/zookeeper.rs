@@ -9,8 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use super::process::Recorded;
 use super::{io, write, Error, Launch, Result, RunState};
+use crate::host::process::Recorded;
 
 /// The server's main class inside `flink-dist`.
 const MAIN: &str =

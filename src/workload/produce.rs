@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::record::{key_name, InputRecord};
-use crate::clock::now_ms;
+use crate::host::clock::now_ms;
 use crate::kafka;
 
 #[derive(Debug, Clone)]

@@ -404,7 +404,7 @@ mod tests {
     #[test]
     fn a_connection_picked_by_its_remote_end_is_reset() {
         use std::io::Read;
-        let _ports = crate::local::process::EPHEMERAL_PORTS
+        let _ports = crate::host::sockets::EPHEMERAL_PORTS
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

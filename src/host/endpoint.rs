@@ -107,7 +107,7 @@ impl Listener {
                 let l = tokio::net::TcpListener::bind(hp).await.map_err(|e| {
                     let port = hp.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
                     let hint = port
-                        .and_then(crate::local::process::port_holder)
+                        .and_then(super::sockets::port_holder)
                         .map(|h| format!(" (held by {h})"))
                         .unwrap_or_default();
                     bind_err(e, hint)
