@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::drill::{self, measure::Round, report::Report, DrillOptions, Scenario};
@@ -20,6 +21,23 @@ pub struct DemoOptions {
     pub warmup: Duration,
     pub rate: u32,
     pub keys: u32,
+    pub port_offset: u16,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Load before the TaskManager is killed (each arm).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Records per second.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u32,
+    #[arg(long, default_value_t = 100)]
+    pub keys: u32,
+    /// Where the demo's clusters run and its drill report (report.json/md, timeline.svg) goes.
+    #[arg(long, env = "STREAMSHIELD_DEMO_DIR", default_value_os_t = crate::local::default_run_dir().with_file_name("demo"))]
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 0, env = "STREAMSHIELD_PORT_OFFSET")]
     pub port_offset: u16,
 }
 

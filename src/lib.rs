@@ -32,13 +32,18 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod conf;
 pub mod coordinator;
+pub mod daemon;
 pub mod demo;
 pub mod drill;
 pub mod flink;
 pub mod host;
+pub mod install;
 pub mod kafka;
 pub mod local;
 pub mod metrics;
+pub mod print;
 pub mod protocol;
+pub mod status;
 pub mod workload;

@@ -408,6 +408,7 @@ async fn failover_on_fences_a_stopped_process_and_restarts_it_once_with_its_toke
         log: d.path().join("tm-1.log"),
         out: d.path().join("tm-1.out"),
         cgroup: None,
+        exact: None,
     };
     std::fs::write(
         d.path().join("restart.json"),

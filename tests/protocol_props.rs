@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use streamshield::protocol::frame::decode_all;
 use streamshield::protocol::message::{AgentStatus, Failure, StopReady, Stopping};
 use streamshield::protocol::{
-    Frame, FrameCodec, Heartbeat, Hello, Message, Metric, MetricsBatch, Role, Span, MAX_FRAME,
+    Frame, FrameCodec, Heartbeat, Hello, Liveness, Message, Metric, MetricsBatch, Role, Span,
+    StopOutcome, MAX_FRAME,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -96,13 +97,14 @@ fn message() -> impl Strategy<Value = Message> {
                     resource_id,
                     watches: Role::Tm,
                     pid,
-                    liveness: "alive".into(),
+                    liveness: Liveness::Alive,
                     since_ms,
                     last_heartbeat_ms: None,
                     plugin_connected,
                     metrics_url: String::new(),
                     ts_ms: 0,
                     ports: vec![],
+                    restartable: true,
                 })
             }),
         (".{0,12}", any::<i64>(), any::<u64>()).prop_map(|(signal, ts_ms, max_wait_ms)| {
@@ -112,7 +114,14 @@ fn message() -> impl Strategy<Value = Message> {
                 max_wait_ms,
             })
         }),
-        (".{0,12}", ".{0,40}")
+        (
+            prop_oneof![
+                Just(StopOutcome::Checkpointed),
+                Just(StopOutcome::Failed),
+                Just(StopOutcome::Skipped)
+            ],
+            ".{0,40}"
+        )
             .prop_map(|(outcome, detail)| Message::StopReady(StopReady { outcome, detail })),
     ]
 }

@@ -1,36 +1,21 @@
-//! Commands from the coordinator: `fence` (SIGKILL the watched process) and `restart` (start it again from the
-//! agent's restart spec). Every command carries the coordinator's epoch as a fencing token: a command older than the
-//! highest epoch this agent has seen is refused, so a replaced coordinator cannot act any more. Each command is
-//! answered with an AGENT_EVENT of kind `command` (outcome `done`, `refused` or `failed`, and why).
-
-use std::path::PathBuf;
-use std::time::Duration;
+//! Commands from the coordinator: `fence` (SIGKILL a watched process), `restart` (start it again the way it was
+//! started, see [`super::recipe`]), `stop-ready` (release a planned stop), and `isolate`/`unisolate` (see
+//! [`super::isolate`]). Every command carries the coordinator's epoch as a fencing token: a command older than the
+//! highest epoch this agent has seen is refused, so a replaced coordinator cannot act any more. A command names the
+//! process it is about by resource id; an agent that does not watch it refuses. Each command is answered with an
+//! AGENT_EVENT of kind `command` (outcome `done`, `refused` or `failed`, and why).
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 
-use super::{Inner, Shared};
+use super::config::RestartMode;
+use super::recipe;
+use super::state::{cached_inodes, Inner, Shared, Watched};
 use crate::host::clock::now_ms;
-use crate::host::process;
+use crate::host::procfs;
 use crate::protocol::message::{AgentCommand, StopReady};
-use crate::protocol::Message;
-
-/// How to start the watched process again: written by whoever started it (`streamshield local`), read by the agent.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RestartSpec {
-    /// Component name (`tm-1`).
-    pub name: String,
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    pub cwd: PathBuf,
-    #[serde(default)]
-    pub env: Vec<(String, String)>,
-    pub log: PathBuf,
-    pub out: PathBuf,
-    #[serde(default)]
-    pub cgroup: Option<PathBuf>,
-}
+use crate::protocol::vocab::CommandResult;
+use crate::protocol::{Action, CommandOutcome, EventKind, Message, Role, StopOutcome};
 
 /// What became of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,15 +26,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn label(&self) -> &'static str {
+    pub fn kind(&self) -> CommandOutcome {
         match self {
-            Outcome::Done(_) => "done",
-            Outcome::Refused(_) => "refused",
-            Outcome::Failed(_) => "failed",
+            Outcome::Done(_) => CommandOutcome::Done,
+            Outcome::Refused(_) => CommandOutcome::Refused,
+            Outcome::Failed(_) => CommandOutcome::Failed,
         }
     }
 
-    fn text(&self) -> &str {
+    pub fn text(&self) -> &str {
         match self {
             Outcome::Done(t) | Outcome::Refused(t) | Outcome::Failed(t) => t,
         }
@@ -64,30 +49,41 @@ pub fn handle(shared: &Shared, cmd: &AgentCommand) -> Outcome {
     let took = now_ms() - started;
     match &outcome {
         Outcome::Done(t) => {
-            tracing::warn!(id = cmd.id, epoch = cmd.epoch, action = %cmd.action, detail = %t, "Command done")
+            tracing::warn!(id = cmd.id, epoch = cmd.epoch, action = %cmd.action, resource_id = %cmd.resource_id, detail = %t, "Command done")
         }
         other => {
-            tracing::warn!(id = cmd.id, epoch = cmd.epoch, action = %cmd.action, outcome = other.label(), detail = %other.text(), "Command not done")
+            tracing::warn!(id = cmd.id, epoch = cmd.epoch, action = %cmd.action, resource_id = %cmd.resource_id, outcome = other.kind().as_str(), detail = %other.text(), "Command not done")
         }
     }
-    let detail = serde_json::json!({
-        "id": cmd.id,
-        "epoch": cmd.epoch,
-        "action": cmd.action,
-        "outcome": outcome.label(),
-        "detail": outcome.text(),
-        "took_ms": took,
-        "ordered_ms": cmd.ts_ms,
-    });
-    shared.push_event(&mut inner, "command", detail);
+    *inner
+        .counters
+        .commands
+        .entry((cmd.action.as_str(), outcome.kind().as_str()))
+        .or_default() += 1;
+    let result = CommandResult {
+        id: cmd.id,
+        epoch: cmd.epoch,
+        action: cmd.action,
+        outcome: outcome.kind(),
+        detail: outcome.text().to_string(),
+        took_ms: took,
+        ordered_ms: cmd.ts_ms,
+    };
+    shared.push_event(&mut inner, &cmd.resource_id, EventKind::Command, result);
     outcome
 }
 
 fn execute(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
-    if cmd.resource_id != shared.cfg.resource_id {
+    if !inner.processes.contains_key(&cmd.resource_id) {
+        let watched: Vec<&str> = inner.processes.keys().map(String::as_str).collect();
         return Outcome::Refused(format!(
-            "this agent watches {}, not {}",
-            shared.cfg.resource_id, cmd.resource_id
+            "this agent does not watch {} (it watches: {})",
+            cmd.resource_id,
+            if watched.is_empty() {
+                "nothing yet".to_string()
+            } else {
+                watched.join(", ")
+            }
         ));
     }
     if cmd.epoch < inner.max_epoch {
@@ -97,45 +93,47 @@ fn execute(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
         ));
     }
     inner.max_epoch = cmd.epoch;
-    match cmd.action.as_str() {
-        "fence" => fence(inner, cmd),
-        "restart" => restart(shared, inner),
-        "isolate" => isolate(shared, inner, cmd),
-        "unisolate" => unisolate(inner, cmd),
-        "stop-ready" => stop_ready(inner, cmd),
-        other => Outcome::Refused(format!("unknown action {other:?}")),
+    match cmd.action {
+        Action::Fence => fence(inner, cmd),
+        Action::Restart => restart(shared, inner, &cmd.resource_id),
+        Action::Isolate => super::isolate::isolate(shared, inner, cmd),
+        Action::Unisolate => super::isolate::unisolate(inner, cmd),
+        Action::StopReady => stop_ready(inner, cmd),
     }
 }
 
 /// The watched process if it still runs (same pid and start time as when the agent learned it).
-fn running(inner: &Inner) -> Option<u32> {
-    let pid = inner.pid?;
-    let s = crate::host::procfs::stat(pid)?;
-    let start = s.start_ticks;
+pub(super) fn running(w: &Watched) -> Option<u32> {
+    let s = procfs::stat(w.pid)?;
     if s.gone() {
         return None;
     }
-    match inner.pid_start {
-        Some(s) if s != start => None,
-        _ => Some(pid),
+    match w.pid_start {
+        Some(start) if start != s.start_ticks => None,
+        _ => Some(w.pid),
     }
 }
 
 fn fence(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
-    if let (Some(want), Some(have)) = (cmd.pid, inner.pid) {
-        if want != have {
+    let w = inner
+        .processes
+        .get(&cmd.resource_id)
+        .expect("checked by execute");
+    if let Some(want) = cmd.pid {
+        if want != w.pid {
             return Outcome::Refused(format!(
-                "the coordinator means pid {want}, but this agent watches pid {have} now"
+                "the coordinator means pid {want}, but {} is pid {} now",
+                cmd.resource_id, w.pid
             ));
         }
     }
-    let Some(pid) = running(inner) else {
+    let Some(pid) = running(w) else {
         return Outcome::Done("nothing to fence: the process is already gone".into());
     };
     // A stopped process dies of SIGKILL too; no SIGCONT needed.
     match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
         Ok(()) => {
-            let reset = reset_connections(pid, &super::cached_inodes(inner, pid));
+            let reset = reset_connections(pid, &cached_inodes(w, pid));
             Outcome::Done(format!("SIGKILL sent to pid {pid}; {reset}"))
         }
         Err(e) => Outcome::Failed(format!("SIGKILL of pid {pid}: {e}")),
@@ -195,299 +193,84 @@ pub(crate) fn reset_connections(pid: u32, cached: &std::collections::HashSet<u32
     out
 }
 
-fn restart(shared: &Shared, inner: &mut Inner) -> Outcome {
-    if let Some(pid) = running(inner) {
+fn restart(shared: &Shared, inner: &mut Inner, rid: &str) -> Outcome {
+    let w = inner.processes.get(rid).expect("checked by execute");
+    if shared.cfg.restart == RestartMode::Never {
+        return Outcome::Refused(
+            "this agent does not restart processes (restart: never); it only fences".into(),
+        );
+    }
+    if let Some(pid) = running(w) {
         return Outcome::Refused(format!("pid {pid} still runs: fence it first"));
     }
-    let Some(path) = &shared.cfg.restart_spec else {
-        return Outcome::Refused("this agent has no restart spec (--restart-spec)".into());
+    let recipe = match &w.recipe {
+        Ok(r) => r.clone(),
+        Err(why) => return Outcome::Refused(format!("not restartable: {why}")),
     };
-    let spec: RestartSpec = match std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-    {
-        Ok(s) => s,
-        Err(e) => return Outcome::Failed(format!("restart spec {}: {e}", path.display())),
-    };
-    match process::spawn(process::Spec {
-        name: &spec.name,
-        program: &spec.program,
-        args: spec.args.clone(),
-        cwd: &spec.cwd,
-        log: spec.log.clone(),
-        out: spec.out.clone(),
-        env: spec.env.clone(),
-        cgroup: spec.cgroup.clone(),
-    }) {
+    let (old_pid, role, version) = (w.pid, w.role, w.flink_version.clone());
+    match recipe.start(rid, role, rid) {
         Ok(rec) => {
+            let pid = rec.pid as u32;
+            let updated = recipe::update_pid_files(&recipe.pid_dir(&version), old_pid, pid);
+            let now = shared.mono_ms();
+            let w = inner
+                .processes
+                .get_mut(rid)
+                .expect("still there: the lock is held");
             // Followed from now on: unknown until its plugin connects, and a second `restart` is refused while it
             // runs (no duplicate process, even from a coordinator that restarted in the middle of the incident).
-            let before = inner.tracker.state();
-            inner.pid = Some(rec.pid as u32);
-            inner.pid_start = Some(rec.start_ticks);
-            inner.restarts += 1;
-            inner.tracker.on_restart(shared.mono_ms());
-            let after = inner.tracker.state();
-            shared.note_transition(
-                inner,
-                Some(rec.pid as u32),
-                before,
-                after,
-                Some("restarted by the agent"),
-            );
-            Outcome::Done(format!("started {} again as pid {}", spec.name, rec.pid))
+            let before = w.tracker.state();
+            w.pid = pid;
+            w.pid_start = Some(rec.start_ticks);
+            w.restarts += 1;
+            w.stopping = false;
+            w.sockets = None;
+            w.tracker.on_restart(now);
+            let after = w.tracker.state();
+            shared.note_transition(inner, rid, before, after, Some("restarted by the agent"));
+            let pid_files = if updated.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; pid file {} updated",
+                    updated
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let id_note = if role == Role::Tm {
+                format!(" with taskmanager.resource-id={rid}")
+            } else {
+                String::new()
+            };
+            Outcome::Done(format!(
+                "started {rid} again as pid {pid}{id_note}, as pid {old_pid} was started ({}){pid_files}",
+                recipe.exe.display()
+            ))
         }
-        Err(e) => Outcome::Failed(format!("starting {}: {e}", spec.name)),
+        Err(e) => Outcome::Failed(format!("starting {rid} again: {e}")),
     }
-}
-
-/// How long an isolation lasts at most (the coordinator lifts it earlier when the TaskManager's agent is back).
-pub const ISOLATION_TTL: Duration = Duration::from_secs(120);
-
-/// What to reject for an isolated TaskManager: TCP to `host` (only to `dport`, when set).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Reject {
-    host: std::net::IpAddr,
-    dport: Option<u16>,
-}
-
-impl Reject {
-    /// The iptables rule that makes every such connection fail with a TCP reset. The comment names this agent's
-    /// pid, so `local down` can remove rules of agents that could not (killed).
-    fn rule(&self) -> Vec<String> {
-        let mut r: Vec<String> = vec![
-            "OUTPUT".into(),
-            "-p".into(),
-            "tcp".into(),
-            "-d".into(),
-            self.host.to_string(),
-        ];
-        if let Some(p) = self.dport {
-            r.extend(["--dport".into(), p.to_string()]);
-        }
-        r.extend([
-            "-m".into(),
-            "comment".into(),
-            "--comment".into(),
-            format!("streamshield-isolate:{}", std::process::id()),
-            "-j".into(),
-            "REJECT".into(),
-            "--reject-with".into(),
-            "tcp-reset".into(),
-        ]);
-        r
-    }
-
-    /// Whether a TCP socket's remote end is one this rule rejects.
-    fn matches(&self, s: &crate::host::sockdiag::DiagSocket) -> bool {
-        s.remote.ip() == self.host && self.dport.is_none_or(|p| p == s.remote.port())
-    }
-}
-
-/// Closes this host's open TCP connections that `rejects` match, at once and in one pass (SOCK_DESTROY through
-/// sock_diag netlink, see [`crate::host::sockdiag`]), so that the JobManager does not wait for a retransmission to hit
-/// the reject rules. Best effort: says what it did.
-fn destroy_connections(rejects: &[Reject]) -> String {
-    match crate::host::sockdiag::destroy_tcp_where(|s| rejects.iter().any(|r| r.matches(s))) {
-        Ok(d) => match d.first_error {
-            None => format!("{} open connection(s) closed", d.destroyed),
-            Some(e) => format!(
-                "{} of {} open connection(s) closed; the kernel refused the rest: {e}",
-                d.destroyed, d.found
-            ),
-        },
-        Err(e) => format!("open connections not closed: {e}"),
-    }
-}
-
-/// What to reject so that every connection to `address` (and to `extra` ports of its host) fails: one port each on
-/// a loopback host (everything local shares the address), the whole host otherwise.
-fn isolation_rules(address: &str, extra: &[u16]) -> Option<Vec<Reject>> {
-    let (host, port) = address.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let host: std::net::IpAddr = host.parse().ok()?;
-    if !host.is_loopback() {
-        return Some(vec![Reject { host, dport: None }]);
-    }
-    let mut ports: Vec<u16> = extra.to_vec();
-    ports.push(port);
-    ports.sort_unstable();
-    ports.dedup();
-    Some(
-        ports
-            .into_iter()
-            .map(|p| Reject {
-                host,
-                dport: Some(p),
-            })
-            .collect(),
-    )
-}
-
-fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
-    let out = std::process::Command::new("iptables")
-        .arg(op)
-        .args(rule)
-        .output()
-        .map_err(|e| format!("iptables: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "iptables {op}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn isolate(shared: &Shared, inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
-    let Some(addr) = cmd.address.as_deref() else {
-        return Outcome::Refused("isolate needs an address".into());
-    };
-    let Some(rejects) = isolation_rules(addr, &cmd.ports) else {
-        return Outcome::Refused(format!("{addr:?} is not an ip:port"));
-    };
-    if inner.isolations.iter().any(|(a, _, _)| a == addr) {
-        return Outcome::Done(format!("{addr} is already rejected"));
-    }
-    let mut added: Vec<Vec<String>> = Vec::new();
-    for reject in &rejects {
-        let rule = reject.rule();
-        let mut insert = vec![rule[0].clone(), "1".to_string()];
-        insert.extend(rule[1..].iter().cloned());
-        if let Err(e) = iptables("-I", &insert) {
-            for r in &added {
-                let _ = iptables("-D", r);
-            }
-            return Outcome::Failed(e);
-        }
-        added.push(rule);
-    }
-    let closed = destroy_connections(&rejects);
-    let expires = shared.mono_ms() + ISOLATION_TTL.as_millis() as u64;
-    let n = added.len();
-    for rule in added {
-        inner.isolations.push((addr.to_string(), rule, expires));
-    }
-    Outcome::Done(format!(
-        "connections to {addr} ({n} rule(s): its ports {:?}) are rejected (TCP reset), for at most {} s; {closed}",
-        cmd.ports,
-        ISOLATION_TTL.as_secs(),
-    ))
 }
 
 /// Releases a planned stop the plugin is holding (the coordinator's checkpoint is done, or could not be).
 fn stop_ready(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
-    let outcome = cmd.outcome.clone().unwrap_or_else(|| "skipped".into());
+    let outcome = cmd.outcome.unwrap_or(StopOutcome::Skipped);
     let ready = StopReady {
-        outcome: outcome.clone(),
+        outcome,
         detail: cmd.reason.clone(),
     };
-    if Shared::tell_plugin(inner, Message::StopReady(ready)) {
-        Outcome::Done(format!("the plugin may stop its process now ({outcome})"))
+    if Shared::tell_plugin(inner, &cmd.resource_id, Message::StopReady(ready)) {
+        Outcome::Done(format!(
+            "the plugin may stop its process now ({})",
+            outcome.as_str()
+        ))
     } else {
         Outcome::Failed(
             "no plugin connected: the process is gone already or stopped on its own time-out"
                 .into(),
         )
-    }
-}
-
-fn unisolate(inner: &mut Inner, cmd: &AgentCommand) -> Outcome {
-    let Some(addr) = cmd.address.as_deref() else {
-        return Outcome::Refused("unisolate needs an address".into());
-    };
-    let before = inner.isolations.len();
-    inner.isolations.retain(|(a, rule, _)| {
-        if a == addr {
-            let _ = iptables("-D", rule);
-            false
-        } else {
-            true
-        }
-    });
-    if inner.isolations.len() < before {
-        Outcome::Done(format!("{addr} is no longer rejected"))
-    } else {
-        Outcome::Done(format!("{addr} was not rejected"))
-    }
-}
-
-/// Lifts every isolation (agent shutdown).
-pub fn lift_all(shared: &Shared) {
-    let mut inner = shared.lock();
-    for (_, rule, _) in inner.isolations.drain(..) {
-        let _ = iptables("-D", &rule);
-    }
-}
-
-/// Expires isolations, and fences a TaskManager cut off from everything: its agent has lost the coordinator for
-/// the partition tolerance and cannot reach the JobManager either. The cluster fails it over; fencing it here keeps a
-/// TaskManager that comes back from the partition from producing output of its own.
-pub async fn partition_watch(
-    shared: std::sync::Arc<Shared>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                lift_all(&shared);
-                return;
-            }
-            _ = tick.tick() => {}
-        }
-        let now = shared.mono_ms();
-        let cut_off_since = {
-            let mut inner = shared.lock();
-            inner.isolations.retain(|(_, rule, expires)| {
-                if *expires <= now {
-                    let _ = iptables("-D", rule);
-                    false
-                } else {
-                    true
-                }
-            });
-            if inner.self_fenced {
-                continue;
-            }
-            inner.uplink_down_since
-        };
-        let (Some(since), Some(jm)) = (cut_off_since, shared.cfg.jobmanager.clone()) else {
-            continue;
-        };
-        if shared.cfg.watches != crate::protocol::Role::Tm {
-            // Only a TaskManager is fenced by its own agent; a JobManager never.
-            continue;
-        }
-        if now.saturating_sub(since) < shared.cfg.partition_tolerance.as_millis() as u64 {
-            continue;
-        }
-        let reachable = tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(&jm),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        if reachable {
-            continue;
-        }
-        let mut inner = shared.lock();
-        inner.self_fenced = true;
-        let outcome = match running(&inner) {
-            Some(pid) => match kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
-                Ok(()) => format!("SIGKILL sent to pid {pid}"),
-                Err(e) => format!("SIGKILL of pid {pid} failed: {e}"),
-            },
-            None => "nothing to fence: the process is already gone".into(),
-        };
-        tracing::warn!(%outcome, jobmanager = %jm, "Cut off from the coordinator and the JobManager: fencing the TaskManager");
-        let detail = serde_json::json!({
-            "outcome": outcome,
-            "coordinator_silent_ms": now.saturating_sub(since),
-            "jobmanager": jm,
-        });
-        shared.push_event(&mut inner, "self-fenced", detail);
     }
 }
 
@@ -557,41 +340,5 @@ mod tests {
         let mut got = [0u8; 2];
         bystander_peer.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"ok");
-    }
-
-    #[test]
-    fn isolation_rules_need_an_ip_and_a_port() {
-        let rules: Vec<Vec<String>> = isolation_rules("127.0.0.1:35393", &[40001, 35393])
-            .unwrap()
-            .iter()
-            .map(Reject::rule)
-            .collect();
-        assert_eq!(rules.len(), 2, "one per distinct port on loopback");
-        let r = &rules[0];
-        assert_eq!(r[0], "OUTPUT");
-        assert!(r.windows(2).any(|w| w == ["--dport", "35393"]));
-        assert!(rules[1].windows(2).any(|w| w == ["--dport", "40001"]));
-        assert!(r.windows(2).any(|w| w == ["--reject-with", "tcp-reset"]));
-        assert!(r.iter().any(|a| a.starts_with("streamshield-isolate:")));
-        let remote = isolation_rules("10.0.0.7:6122", &[1, 2]).unwrap();
-        assert_eq!(remote.len(), 1, "a remote host is rejected whole");
-        assert!(!remote[0].rule().iter().any(|a| a == "--dport"));
-        // The open connections closed with them: those whose remote end the rules name.
-        let sock = |remote: &str| crate::host::sockdiag::DiagSocket {
-            inode: 1,
-            remote: remote.parse().unwrap(),
-        };
-        let local = isolation_rules("127.0.0.1:35393", &[40001]).unwrap();
-        let hit = |s| local.iter().any(|r| r.matches(&s));
-        assert!(hit(sock("127.0.0.1:35393")) && hit(sock("127.0.0.1:40001")));
-        assert!(!hit(sock("127.0.0.1:40002")) && !hit(sock("10.0.0.7:35393")));
-        assert!(remote[0].matches(&sock("10.0.0.7:1234")));
-        assert!(!remote[0].matches(&sock("10.0.0.8:6122")));
-        assert!(
-            isolation_rules("localhost:1", &[]).is_none(),
-            "names are not resolved"
-        );
-        assert!(isolation_rules("127.0.0.1", &[]).is_none());
-        assert!(isolation_rules("127.0.0.1:99999", &[]).is_none());
     }
 }

@@ -1,5 +1,6 @@
-//! The agent's HTTP endpoint (loopback): `/metrics` (Prometheus text: the agent's own metrics and the Flink metrics
-//! its plugin forwards) and `/healthz` (the agent is serving; its view of the process as JSON).
+//! The agent's HTTP endpoint: `/metrics` (Prometheus text: the agent's own metrics, per watched process, and the
+//! Flink metrics each process's plugin forwards) and `/healthz` (the agent serves; its view of every process as
+//! JSON).
 
 use std::sync::Arc;
 
@@ -8,31 +9,55 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::liveness::Liveness;
-use super::Shared;
+use super::state::Shared;
 use crate::metrics::{self, Families, Text};
+use crate::protocol::message::AgentStatus;
+use crate::protocol::Liveness;
+
+/// What `/healthz` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub agent: String,
+    pub coordinator_connected: bool,
+    pub processes: Vec<AgentStatus>,
+}
+
+impl Health {
+    /// The status of process `rid`, if the agent watches it.
+    pub fn process(&self, rid: &str) -> Option<&AgentStatus> {
+        self.processes.iter().find(|p| p.resource_id == rid)
+    }
+}
 
 pub async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .with_state(shared);
-    let r = axum::serve(listener, app)
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "Agent HTTP server failed");
+        .await
+        .map_err(|e| format!("the agent's HTTP server failed: {e}"))
+}
+
+pub fn health(shared: &Shared) -> Health {
+    let processes = shared.statuses();
+    Health {
+        agent: shared.cfg.id.clone(),
+        coordinator_connected: shared.lock().uplink_connected,
+        processes,
     }
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    axum::Json(shared.status())
+    axum::Json(health(&shared))
 }
 
 async fn metrics_page(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -44,55 +69,80 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 /// The whole metrics page.
 pub fn render(shared: &Shared) -> String {
-    let status = shared.status();
+    let statuses = shared.statuses();
     let inner = shared.lock();
-    let rid = shared.cfg.resource_id.as_str();
+    let agent = shared.cfg.id.as_str();
+    let now = crate::host::clock::now_ms();
     let mut t = Text::new();
     t.family(
         "streamshield_agent_liveness",
         "gauge",
-        "1 for the watched process's current liveness state (alive, paused, hung, busy-gc, dead, unknown).",
+        "1 for each watched process's current liveness state (alive, paused, hung, busy-gc, dead, unknown).",
     );
-    for s in Liveness::ALL {
-        let v = if inner.tracker.state() == s { 1.0 } else { 0.0 };
+    for s in &statuses {
+        for l in Liveness::ALL {
+            t.sample(
+                "streamshield_agent_liveness",
+                &[("resource_id", &s.resource_id), ("state", l.as_str())],
+                if s.liveness == l { 1.0 } else { 0.0 },
+            );
+        }
+    }
+    t.family(
+        "streamshield_agent_liveness_state_seconds",
+        "gauge",
+        "How long each watched process has been in its current liveness state.",
+    );
+    for s in &statuses {
         t.sample(
-            "streamshield_agent_liveness",
-            &[("resource_id", rid), ("state", s.as_str())],
-            v,
+            "streamshield_agent_liveness_state_seconds",
+            &[("resource_id", &s.resource_id)],
+            (now - s.since_ms).max(0) as f64 / 1000.0,
         );
     }
-    let now = crate::host::clock::now_ms();
     t.family(
-        "streamshield_agent_liveness_state_seconds",
+        "streamshield_agent_heartbeat_age_seconds",
         "gauge",
-        "How long the watched process has been in its current liveness state.",
-    )
-    .sample(
-        "streamshield_agent_liveness_state_seconds",
-        &[("resource_id", rid)],
-        (now - status.since_ms).max(0) as f64 / 1000.0,
+        "Time since each plugin's last heartbeat.",
     );
-    if let Some(hb) = status.last_heartbeat_ms {
-        t.family(
-            "streamshield_agent_heartbeat_age_seconds",
-            "gauge",
-            "Time since the plugin's last heartbeat.",
-        )
-        .sample(
-            "streamshield_agent_heartbeat_age_seconds",
-            &[("resource_id", rid)],
-            (now - hb).max(0) as f64 / 1000.0,
-        );
+    for s in &statuses {
+        if let Some(hb) = s.last_heartbeat_ms {
+            t.sample(
+                "streamshield_agent_heartbeat_age_seconds",
+                &[("resource_id", &s.resource_id)],
+                (now - hb).max(0) as f64 / 1000.0,
+            );
+        }
     }
     t.family(
         "streamshield_agent_plugin_connected",
         "gauge",
-        "1 while the plugin is connected.",
-    )
-    .sample(
-        "streamshield_agent_plugin_connected",
-        &[("resource_id", rid)],
-        f64::from(u8::from(inner.tracker.connected())),
+        "1 while a process's plugin is connected.",
+    );
+    for s in &statuses {
+        t.sample(
+            "streamshield_agent_plugin_connected",
+            &[("resource_id", &s.resource_id)],
+            f64::from(u8::from(s.plugin_connected)),
+        );
+    }
+    t.family(
+        "streamshield_agent_restarts_total",
+        "counter",
+        "Times the agent started a process again in place.",
+    );
+    for w in inner.processes.values() {
+        t.sample(
+            "streamshield_agent_restarts_total",
+            &[("resource_id", &w.resource_id)],
+            w.restarts as f64,
+        );
+    }
+    t.single(
+        "streamshield_agent_processes",
+        "gauge",
+        "Flink processes this agent watches.",
+        statuses.len() as f64,
     );
     t.family(
         "streamshield_agent_coordinator_connected",
@@ -101,7 +151,7 @@ pub fn render(shared: &Shared) -> String {
     )
     .sample(
         "streamshield_agent_coordinator_connected",
-        &[("resource_id", rid)],
+        &[("agent", agent)],
         f64::from(u8::from(inner.uplink_connected)),
     );
     let c = &inner.counters;
@@ -112,13 +162,13 @@ pub fn render(shared: &Shared) -> String {
     )
     .sample(
         "streamshield_agent_plugin_connections_total",
-        &[("resource_id", rid), ("result", "accepted")],
+        &[("result", "accepted")],
         c.connections_accepted as f64,
     );
     for (reason, n) in &c.connections_rejected {
         t.sample(
             "streamshield_agent_plugin_connections_total",
-            &[("resource_id", rid), ("result", reason)],
+            &[("result", reason)],
             *n as f64,
         );
     }
@@ -130,51 +180,54 @@ pub fn render(shared: &Shared) -> String {
     for (reason, n) in &c.protocol_errors {
         t.sample(
             "streamshield_agent_protocol_errors_total",
-            &[("resource_id", rid), ("reason", reason)],
+            &[("reason", reason)],
             *n as f64,
         );
     }
     t.family(
         "streamshield_agent_frames_total",
         "counter",
-        "Frames received from the plugin, by kind.",
+        "Frames received from plugins, by kind.",
     );
     for (k, n) in &c.frames {
+        t.sample("streamshield_agent_frames_total", &[("kind", k)], *n as f64);
+    }
+    t.family(
+        "streamshield_agent_commands_total",
+        "counter",
+        "Coordinator commands carried out, by action and outcome.",
+    );
+    for ((action, outcome), n) in &c.commands {
         t.sample(
-            "streamshield_agent_frames_total",
-            &[("resource_id", rid), ("kind", k)],
+            "streamshield_agent_commands_total",
+            &[("action", action), ("outcome", outcome)],
             *n as f64,
         );
     }
-    t.family(
+    t.single(
         "streamshield_agent_events_dropped_total",
         "counter",
         "Events dropped because the coordinator was away and the buffer was full.",
-    )
-    .sample(
-        "streamshield_agent_events_dropped_total",
-        &[("resource_id", rid)],
         c.events_dropped as f64,
     );
     t.family(
         "streamshield_agent_plugin_dropped_messages",
         "gauge",
-        "Messages the plugin dropped (its queue was full), as last reported by the plugin.",
-    )
-    .sample(
-        "streamshield_agent_plugin_dropped_messages",
-        &[("resource_id", rid)],
-        inner
-            .metrics
-            .as_ref()
-            .map(|m| m.dropped as f64)
-            .unwrap_or(0.0),
+        "Messages a plugin dropped (its queue was full), as last reported by the plugin.",
     );
-    if let Some(batch) = &inner.metrics {
-        let mut fams = Families::default();
+    for w in inner.processes.values() {
+        t.sample(
+            "streamshield_agent_plugin_dropped_messages",
+            &[("resource_id", &w.resource_id)],
+            w.metrics.as_ref().map(|m| m.dropped as f64).unwrap_or(0.0),
+        );
+    }
+    let mut fams = Families::default();
+    for w in inner.processes.values() {
+        let Some(batch) = &w.metrics else { continue };
         for m in &batch.metrics {
             let (name, scale) = metrics::flink_metric(&m.name);
-            let mut labels = vec![("resource_id".to_string(), rid.to_string())];
+            let mut labels = vec![("resource_id".to_string(), w.resource_id.clone())];
             labels.extend(
                 m.labels
                     .iter()
@@ -182,12 +235,12 @@ pub fn render(shared: &Shared) -> String {
             );
             fams.add(name, labels, m.value * scale);
         }
-        fams.render(
-            &mut t,
-            "gauge",
-            "A Flink metric forwarded by the StreamShield plugin (see docs/metrics.md).",
-        );
     }
+    fams.render(
+        &mut t,
+        "gauge",
+        "A Flink metric forwarded by the StreamShield plugin (see docs/metrics.md).",
+    );
     drop(inner);
     metrics::process_metrics(&mut t);
     t.finish()

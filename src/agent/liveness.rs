@@ -1,4 +1,4 @@
-//! The agent's view of its process: alive, paused, hung, busy-gc or dead, decided from the plugin's heartbeats,
+//! The agent's view of a watched process: alive, paused, hung, busy-gc or dead, decided from the plugin's heartbeats,
 //! the plugin socket and `/proc/<pid>/stat`. Pure (time and samples are inputs) so it is tested without a JVM.
 //!
 //! - **alive**: a heartbeat arrived within `suspect_after`.
@@ -8,40 +8,7 @@
 //! - **dead**: the plugin's socket was closed by the process's end, or the process is gone or a zombie.
 //! - **unknown**: no plugin has connected yet and no pid is known.
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Liveness {
-    Unknown,
-    Alive,
-    Paused,
-    Hung,
-    BusyGc,
-    Dead,
-}
-
-impl Liveness {
-    pub const ALL: [Liveness; 6] = [
-        Liveness::Unknown,
-        Liveness::Alive,
-        Liveness::Paused,
-        Liveness::Hung,
-        Liveness::BusyGc,
-        Liveness::Dead,
-    ];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Liveness::Unknown => "unknown",
-            Liveness::Alive => "alive",
-            Liveness::Paused => "paused",
-            Liveness::Hung => "hung",
-            Liveness::BusyGc => "busy-gc",
-            Liveness::Dead => "dead",
-        }
-    }
-}
+pub use crate::protocol::Liveness;
 
 /// A sample of the process from /proc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,23 +23,12 @@ pub struct ProcSample {
     pub exiting: bool,
 }
 
-/// PF_EXITING in a task's flags (include/linux/sched.h): the task is in do_exit().
-const PF_EXITING: u64 = 0x4;
-
 /// Reads `/proc/<pid>/stat`; None when the process does not exist.
 pub fn sample(pid: u32) -> Option<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let state = f.first()?.chars().next()?;
-    // flags is field 9 of the file, the 7th after the command.
-    let flags: u64 = f.get(6)?.parse().ok()?;
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(ProcSample {
-        state,
-        cpu_ticks: utime + stime,
-        exiting: flags & PF_EXITING != 0,
+    crate::host::procfs::stat(pid).map(|s| ProcSample {
+        state: s.state,
+        cpu_ticks: s.cpu_ticks,
+        exiting: s.exiting(),
     })
 }
 

@@ -1,5 +1,5 @@
-//! The agent's link to the coordinator: an authenticated handshake, then AGENT_STATUS every status interval and
-//! AGENT_EVENT for everything that happened (liveness transitions first-hand, Flink failures and spans). Reconnects
+//! The agent's link to the coordinator: an authenticated handshake (the agent's id and the coordinator's token),
+//! then an AGENT_STATUS for every watched process every status interval and AGENT_EVENT for everything that happened (liveness transitions first-hand, Flink failures and spans). Reconnects
 //! with back-off; events wait in a bounded buffer meanwhile and are delivered at least once.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::state::Shared;
 use crate::protocol::handshake;
 use crate::protocol::message::AgentEvent;
 use crate::protocol::{FrameCodec, Hello, Message, Role, PROTOCOL_VERSION};
@@ -17,15 +17,15 @@ use crate::protocol::{FrameCodec, Hello, Message, Role, PROTOCOL_VERSION};
 /// No frame from a coordinator that sends heartbeats for this long: the link counts as broken.
 pub const UPLINK_SILENCE: Duration = Duration::from_secs(2);
 
-pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), String> {
     let Some(addr) = shared.cfg.coordinator.clone() else {
-        return;
+        return Ok(());
     };
     let mut backoff = Duration::from_millis(100);
     let mut last_problem = String::new();
     loop {
         let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             r = session(&shared, &addr, &shutdown) => r,
         };
         {
@@ -36,7 +36,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
         match result {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
             Err(problem) => {
                 if problem != last_problem {
                     tracing::warn!(coordinator = %addr, %problem, "Coordinator link down; retrying");
@@ -45,7 +45,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -66,9 +66,9 @@ async fn session(
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
         role: Role::Agent,
-        resource_id: shared.cfg.resource_id.clone(),
+        resource_id: shared.cfg.id.clone(),
         pid: std::process::id(),
-        flink_version: shared.lock().flink_version.clone(),
+        flink_version: String::new(),
         secret: shared.token.clone(),
     };
     handshake::connect(&mut framed, hello, Duration::from_secs(5))
@@ -79,7 +79,9 @@ async fn session(
         inner.uplink_connected = true;
         inner.counters.uplink_connects += 1;
         inner.uplink_down_since = None;
-        inner.self_fenced = false;
+        for w in inner.processes.values_mut() {
+            w.self_fenced = false;
+        }
     }
     tracing::info!(coordinator = %addr, "Connected to the coordinator");
     let mut tick = tokio::time::interval(shared.cfg.status_interval);
@@ -99,8 +101,10 @@ async fn session(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {
-                let status = shared.status();
-                tokio::time::timeout(UPLINK_SILENCE, framed.send(Message::AgentStatus(status).to_frame()))
+                for status in shared.statuses() {
+                    framed.feed(Message::AgentStatus(status).to_frame()).await.map_err(|e| e.to_string())?;
+                }
+                tokio::time::timeout(UPLINK_SILENCE, framed.flush())
                     .await
                     .map_err(|_| "the link takes no more data".to_string())?
                     .map_err(|e| e.to_string())?;

@@ -1,5 +1,6 @@
-//! Agent connections: authenticated handshake (the coordinator's token), then AGENT_STATUS and AGENT_EVENT into the
-//! model. An agent silent for longer than [`AGENT_TIMEOUT`] is treated as lost.
+//! Agent connections: authenticated handshake (the coordinator's token; the HELLO names the agent), then
+//! AGENT_STATUS and AGENT_EVENT about the processes it watches into the model, and the orders for those processes
+//! back to it. An agent silent for longer than [`AGENT_TIMEOUT`] is treated as lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +24,23 @@ pub async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut failures = 0u32;
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             a = listener.accept() => match a {
-                Ok(x) => x,
+                Ok(x) => {
+                    failures = 0;
+                    x
+                }
                 Err(e) => {
+                    failures += 1;
                     tracing::warn!(error = %e, "Accepting an agent connection failed");
+                    if failures >= 100 {
+                        return Err(format!("the agent listener keeps failing: {e}"));
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -80,13 +89,13 @@ async fn connection(
             return;
         }
     };
-    let rid = hello.resource_id.clone();
+    let agent = hello.resource_id.clone();
     let conn = {
         let mut m = shared.model();
         *m.agent_connections.entry("accepted").or_default() += 1;
-        m.agent_connected(&rid, &peer)
+        m.agent_connected(&agent, &peer)
     };
-    tracing::info!(%peer, resource_id = %rid, "Agent connected");
+    tracing::info!(%peer, %agent, "Agent connected");
     // Orders for this agent are picked up every 20 ms.
     let mut orders = tokio::time::interval(Duration::from_millis(20));
     let mut last_heard = tokio::time::Instant::now();
@@ -98,7 +107,7 @@ async fn connection(
             _ = shutdown.cancelled() => return,
             n = tokio::time::timeout_at(last_heard + AGENT_TIMEOUT, framed.next()) => n,
             _ = orders.tick() => {
-                let cmds = shared.model().take_commands(&rid);
+                let cmds = shared.model().take_commands(&agent);
                 let mut failed = None;
                 if last_beat.elapsed() >= COORDINATOR_HEARTBEAT {
                     last_beat = tokio::time::Instant::now();
@@ -109,7 +118,7 @@ async fn connection(
                     }
                 }
                 for c in cmds {
-                    tracing::warn!(resource_id = %rid, id = c.id, action = %c.action, epoch = c.epoch, "Sending order to agent");
+                    tracing::warn!(%agent, resource_id = %c.resource_id, id = c.id, action = %c.action, epoch = c.epoch, "Sending order to agent");
                     if let Err(e) = framed.send(Message::AgentCommand(c).to_frame()).await {
                         failed = Some(e.to_string());
                         break;
@@ -128,12 +137,8 @@ async fn connection(
             Ok(Some(Err(FrameError::Io(e)))) => break e.to_string(),
             Ok(Some(Err(e))) => break format!("protocol error: {e}"),
             Ok(Some(Ok(frame))) => match Message::from_frame(&frame) {
-                Ok(Some(Message::AgentStatus(s))) if s.resource_id == rid => {
-                    shared.model().agent_status(s)
-                }
-                Ok(Some(Message::AgentEvent(ev))) if ev.resource_id == rid => {
-                    shared.model().agent_event(ev)
-                }
+                Ok(Some(Message::AgentStatus(s))) => shared.model().agent_status(&agent, s),
+                Ok(Some(Message::AgentEvent(ev))) => shared.model().agent_event(&agent, ev),
                 Ok(Some(other)) => {
                     tracing::debug!(%peer, kind = other.kind(), "Ignoring a message an agent should not send")
                 }
@@ -144,6 +149,6 @@ async fn connection(
             },
         }
     };
-    tracing::warn!(%peer, resource_id = %rid, %reason, "Agent lost");
-    shared.model().agent_disconnected(&rid, conn, &reason);
+    tracing::warn!(%peer, %agent, %reason, "Agent lost");
+    shared.model().agent_disconnected(&agent, conn, &reason);
 }

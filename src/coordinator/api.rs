@@ -12,7 +12,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::model::{AgentView, Decision, Event, FlinkView, JobView, Model, TaskManagerView};
+use super::model::{
+    AgentView, Decision, Event, FlinkView, JobView, Model, ProcessView, TaskManagerView,
+};
 use super::Shared;
 use crate::metrics::{self, Text};
 use crate::protocol::handshake::secrets_equal;
@@ -36,13 +38,11 @@ pub async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
-) {
-    let r = axum::serve(listener, router(shared))
+) -> Result<(), String> {
+    axum::serve(listener, router(shared))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "Coordinator API failed");
-    }
+        .await
+        .map_err(|e| format!("the API server failed: {e}"))
 }
 
 async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
@@ -74,28 +74,41 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 /// A TaskManager as Flink and its agent see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MergedTaskManager {
     pub resource_id: String,
     /// `active` (some slots in use), `standby` (all free), or `unknown` (not registered with Flink).
     pub role: String,
     pub flink: Option<TaskManagerView>,
-    pub agent: Option<AgentView>,
+    /// Its process as its agent reports it.
+    pub agent: Option<ProcessView>,
 }
 
-#[derive(Debug, Serialize)]
+/// `/v1/cluster`: everything at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cluster {
-    pub mode: &'static str,
+    /// `acting` when the policy of some job (or the cluster's) has failover on, else `observe-only`.
+    pub mode: String,
+    pub epoch: u64,
     pub flink: FlinkView,
     pub agents: Vec<AgentView>,
+    pub processes: Vec<ProcessView>,
     pub taskmanagers: Vec<MergedTaskManager>,
+    /// The newest decisions first (at most 50).
     pub decisions: Vec<Decision>,
 }
 
-fn merged(m: &Model) -> Vec<MergedTaskManager> {
+impl Cluster {
+    /// The process (TaskManager or JobManager) `rid` as its agent reports it.
+    pub fn process(&self, rid: &str) -> Option<&ProcessView> {
+        self.processes.iter().find(|p| p.resource_id == rid)
+    }
+}
+
+pub fn merged(m: &Model) -> Vec<MergedTaskManager> {
     let mut ids: Vec<String> = m.flink.taskmanagers.iter().map(|t| t.id.clone()).collect();
-    for (id, a) in &m.agents {
-        let is_tm = a
+    for (id, p) in &m.processes {
+        let is_tm = p
             .status
             .as_ref()
             .is_none_or(|s| s.watches == crate::protocol::Role::Tm);
@@ -114,7 +127,7 @@ fn merged(m: &Model) -> Vec<MergedTaskManager> {
             };
             MergedTaskManager {
                 role: role.into(),
-                agent: m.agents.get(&id).cloned(),
+                agent: m.processes.get(&id).cloned(),
                 flink,
                 resource_id: id,
             }
@@ -122,17 +135,22 @@ fn merged(m: &Model) -> Vec<MergedTaskManager> {
         .collect()
 }
 
-async fn cluster(State(shared): State<Arc<Shared>>) -> Json<Cluster> {
-    // One snapshot of the model for the whole answer.
-    let m = shared.model();
-    let taskmanagers = merged(&m);
-    Json(Cluster {
-        mode: "observe-only",
+pub fn cluster_view(m: &Model) -> Cluster {
+    let acting = m.cluster_policy().config.failover || m.flink.jobs.iter().any(JobView::failover);
+    Cluster {
+        mode: if acting { "acting" } else { "observe-only" }.into(),
+        epoch: m.epoch,
         flink: m.flink.clone(),
         agents: m.agents.values().cloned().collect(),
-        taskmanagers,
+        processes: m.processes.values().cloned().collect(),
+        taskmanagers: merged(m),
         decisions: m.decisions.iter().rev().take(50).cloned().collect(),
-    })
+    }
+}
+
+async fn cluster(State(shared): State<Arc<Shared>>) -> Json<Cluster> {
+    // One snapshot of the model for the whole answer.
+    Json(cluster_view(&shared.model()))
 }
 
 async fn jobs(State(shared): State<Arc<Shared>>) -> Json<Vec<JobView>> {
@@ -187,11 +205,14 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "1 for each agent's reported liveness of its process.",
     );
-    for a in m.agents.values() {
-        if let Some(s) = &a.status {
+    for p in m.processes.values() {
+        if let Some(s) = &p.status {
             t.sample(
                 "streamshield_coordinator_agent_liveness",
-                &[("resource_id", &a.resource_id), ("state", &s.liveness)],
+                &[
+                    ("resource_id", &p.resource_id),
+                    ("state", s.liveness.as_str()),
+                ],
                 1.0,
             );
         }
@@ -232,31 +253,19 @@ pub fn render(shared: &Shared) -> String {
     t.family(
         "streamshield_coordinator_decisions_total",
         "counter",
-        "Decisions taken (or, observe-only, recorded), by trigger.",
+        "Decisions, by trigger and mode (acted, or observe-only: recorded with what would have been done).",
     );
-    for (k, n) in &m.decisions_by_kind {
+    for ((trigger, mode), n) in &m.decisions_total {
         t.sample(
             "streamshield_coordinator_decisions_total",
-            &[("kind", k), ("mode", "observe-only")],
-            *n as f64,
-        );
-    }
-    t.family(
-        "streamshield_failover_decisions_total",
-        "counter",
-        "Failover decisions of the policy, by trigger and mode (acted, or observe-only when failover is off).",
-    );
-    for ((k, mode), n) in &m.failover_decisions {
-        t.sample(
-            "streamshield_failover_decisions_total",
-            &[("kind", k), ("mode", mode)],
+            &[("kind", trigger.as_str()), ("mode", mode.as_str())],
             *n as f64,
         );
     }
     t.family(
         "streamshield_failover_recovery_seconds",
         "histogram",
-        "From an acted decision until Flink ran every vertex of a job again (Flink's RUNNING timestamp).",
+        "From the incident of an acted decision until Flink ran every vertex of a job again (Flink's RUNNING timestamp).",
     );
     for (i, le) in super::model::RECOVERY_BUCKETS.iter().enumerate() {
         t.sample(

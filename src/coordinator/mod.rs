@@ -1,9 +1,16 @@
-//! `streamshield coordinator`: the one place that decides failover. It accepts authenticated agents, polls Flink's
-//! REST API, merges both into one [`model`], and keeps an event log and a decision log. In this version it is
-//! observe-only: every decision records its evidence and the action it *would* take.
+//! `streamshield coordinator`: the one place that decides. It accepts authenticated agents ([`agents`]), polls
+//! Flink's REST API ([`poller`]: jobs, their placement and configuration, TaskManagers, the cluster's
+//! configuration), merges both into one [`model`], applies the failover [`policy`] per job, and keeps an event log
+//! and a decision log with the evidence of every decision. It orders fences, restarts in place and isolations from
+//! the agents (each order carrying its epoch as a fencing token), checkpoints restarted jobs ([`resume`]) and jobs
+//! on a TaskManager that is being stopped ([`stopper`]), and serves an authenticated HTTP API ([`api`], read by
+//! [`client`]). Where a job's policy is observe-only, every decision is recorded with what would have been done.
+//! Configuration: [`config`] (docs/configuration.md).
 
 pub mod agents;
 pub mod api;
+pub mod client;
+pub mod config;
 pub mod model;
 pub mod policy;
 pub mod poller;
@@ -11,53 +18,42 @@ pub mod resume;
 pub mod stopper;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::read_or_create_secret;
+pub use config::{CoordinatorConfig, CoordinatorSettings};
+
+use crate::daemon::{self, Tasks};
+use crate::host::secret;
 use model::Model;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source}{}",
+        crate::host::sockets::holder_hint(addr)
+    )]
     Bind {
         addr: String,
         #[source]
         source: std::io::Error,
     },
     #[error(transparent)]
-    Secret(#[from] crate::agent::Error),
-    #[error("invalid coordinator configuration: {0}")]
-    Invalid(String),
+    Secret(#[from] secret::Error),
+    #[error("epoch file {path}: {problem}")]
+    Epoch { path: String, problem: String },
+    #[error(transparent)]
+    Stopped(#[from] daemon::TaskDied),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone)]
-pub struct CoordinatorConfig {
-    /// Where agents connect (loopback or a cluster-internal address).
-    pub agents_listen: String,
-    /// Where the HTTP API listens.
-    pub api_listen: SocketAddr,
-    /// The token agents present (created, 0600, when missing).
-    pub agent_token_file: PathBuf,
-    /// The bearer token of the HTTP API (created, 0600, when missing).
-    pub api_token_file: PathBuf,
-    /// Flink's REST endpoint, e.g. `http://127.0.0.1:8081`.
-    pub flink_rest: String,
-    pub poll_interval: Duration,
-    /// The failover policy (observe-only unless `policy.failover`).
-    pub policy: policy::PolicyConfig,
-    /// Where the epoch (fencing token) is kept; each start takes the next one. None: epoch 1.
-    pub epoch_file: Option<PathBuf>,
-}
-
 pub struct Shared {
-    pub cfg: CoordinatorConfig,
+    pub cfg: CoordinatorSettings,
     pub agent_token: String,
     pub api_token: String,
     model: Mutex<Model>,
@@ -77,20 +73,10 @@ pub struct BoundCoordinator {
 }
 
 impl BoundCoordinator {
-    pub async fn bind(cfg: CoordinatorConfig) -> Result<Self> {
-        if !cfg.flink_rest.starts_with("http://") && !cfg.flink_rest.starts_with("https://") {
-            return Err(Error::Invalid(format!(
-                "--flink-rest must be an http(s) URL, got {}",
-                cfg.flink_rest
-            )));
-        }
-        if cfg.poll_interval < Duration::from_millis(100) {
-            return Err(Error::Invalid(
-                "--poll-interval must be at least 100ms".into(),
-            ));
-        }
-        let agent_token = read_or_create_secret(&cfg.agent_token_file, true)?;
-        let api_token = read_or_create_secret(&cfg.api_token_file, true)?;
+    /// Reads (or creates) the tokens, binds both ports and takes the next epoch (the settings are validated already).
+    pub async fn bind(cfg: CoordinatorSettings) -> Result<Self> {
+        let agent_token = secret::read_or_create(&cfg.agent_token_file, true)?;
+        let api_token = secret::read_or_create(&cfg.api_token_file, true)?;
         let agents = tokio::net::TcpListener::bind(&cfg.agents_listen)
             .await
             .map_err(|source| Error::Bind {
@@ -104,11 +90,7 @@ impl BoundCoordinator {
                 source,
             })?;
         let epoch = next_epoch(cfg.epoch_file.as_deref())?;
-        let model = Mutex::new(Model::with_policy(
-            &cfg.flink_rest,
-            cfg.policy.clone(),
-            epoch,
-        ));
+        let model = Mutex::new(Model::new(&cfg.flink_rest, cfg.policy.clone(), epoch));
         Ok(BoundCoordinator {
             shared: Arc::new(Shared {
                 cfg,
@@ -133,7 +115,8 @@ impl BoundCoordinator {
         self.shared.clone()
     }
 
-    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+    /// Runs until `shutdown` (then drains its tasks), or until one of its tasks stops on its own (then returns why).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<daemon::Drained> {
         let BoundCoordinator {
             shared,
             agents,
@@ -147,58 +130,56 @@ impl BoundCoordinator {
             epoch = shared.model().epoch,
             "Coordinator started"
         );
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(agents::serve(shared.clone(), agents, shutdown.clone()));
-        tasks.spawn(poller::run(shared.clone(), shutdown.clone()));
-        tasks.spawn(stopper::run(shared.clone(), shutdown.clone()));
-        tasks.spawn(resume::run(shared.clone(), shutdown.clone()));
-        tasks.spawn(api::serve(shared.clone(), api, shutdown.clone()));
-        let (s, stop) = (shared.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            // Tolerances are re-evaluated this often: a fence is ordered at most 20 ms after its deadline.
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => s.model().tick(),
-                }
-            }
-        });
-        shutdown.cancelled().await;
-        if tokio::time::timeout(Duration::from_secs(3), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
-        {
-            tracing::warn!("Coordinator tasks did not stop within 3 s; abandoning them");
+        let mut tasks = Tasks::new("coordinator", &shutdown);
+        let stop = tasks.token();
+        tasks.spawn(
+            "agent listener",
+            agents::serve(shared.clone(), agents, stop.clone()),
+        );
+        tasks.spawn("flink poller", poller::run(shared.clone(), stop.clone()));
+        tasks.spawn("planned stops", stopper::run(shared.clone(), stop.clone()));
+        tasks.spawn(
+            "recovery checkpoints",
+            resume::run(shared.clone(), stop.clone()),
+        );
+        tasks.spawn("api", api::serve(shared.clone(), api, stop.clone()));
+        tasks.spawn("policy clock", policy_clock(shared.clone(), stop));
+        Ok(tasks.run().await?)
+    }
+}
+
+/// Tolerances are re-evaluated this often: a fence is ordered at most this long after its deadline.
+const POLICY_TICK: Duration = Duration::from_millis(20);
+
+async fn policy_clock(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), String> {
+    let mut tick = tokio::time::interval(POLICY_TICK);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => shared.model().tick(),
         }
-        Ok(())
     }
 }
 
 /// Reads the last epoch from `path`, takes the next one and writes it back (atomically) before any order is sent.
-fn next_epoch(path: Option<&std::path::Path>) -> Result<u64> {
+fn next_epoch(path: Option<&Path>) -> Result<u64> {
     let Some(path) = path else { return Ok(1) };
+    let err = |problem: String| Error::Epoch {
+        path: path.display().to_string(),
+        problem,
+    };
     let last: u64 = match std::fs::read_to_string(path) {
-        Ok(t) => t.trim().parse().map_err(|_| {
-            Error::Invalid(format!(
-                "epoch file {} does not hold a number; fix or remove it",
-                path.display()
-            ))
-        })?,
+        Ok(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| err("does not hold a number; fix or remove it".into()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => {
-            return Err(Error::Invalid(format!(
-                "epoch file {}: {e}",
-                path.display()
-            )))
-        }
+        Err(e) => return Err(err(e.to_string())),
     };
     let next = last + 1;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{next}\n"))
         .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::Invalid(format!("epoch file {}: {e}", path.display())))?;
+        .map_err(|e| err(e.to_string()))?;
     Ok(next)
 }

@@ -3,7 +3,8 @@
 //! Flink restarts with a random delay of up to one interval and whose triggers fail while subtasks still
 //! initialise. With exactly-once output the restarted job's records become visible only when a checkpoint commits
 //! them, so this shortens the output gap of every recovery by up to a checkpoint interval; with at-least-once
-//! output it shortens what the next failure would replay. Only with failover on (`streamshield.failover`).
+//! output it shortens what the next failure would replay. Only for jobs whose policy has failover and
+//! `streamshield.recovery-checkpoint` on.
 //!
 //! Restarts are recognised by Flink's own `RESTARTING` timestamp of the job growing, whatever their cause (a crash
 //! the agents saw, a Kafka outage, a failed checkpoint). Jobs are read every 100 ms while recovery is likely (a job
@@ -66,10 +67,7 @@ impl Restarts {
     }
 }
 
-pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
-    if !shared.model().engine.cfg.failover {
-        return;
-    }
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), String> {
     let client = flink::Client::with_timeout(&shared.cfg.flink_rest, Duration::from_secs(2));
     let mut restarts = Restarts::default();
     loop {
@@ -80,6 +78,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 .jobs
                 .iter()
                 .filter(|j| !flink::is_terminal(&j.state))
+                // Only the jobs whose policy wants a recovery checkpoint.
+                .filter(|j| {
+                    j.policy
+                        .as_ref()
+                        .is_some_and(|p| p.config.failover && p.config.recovery_checkpoint)
+                })
                 .map(|j| JobRun {
                     id: j.id.clone(),
                     restarted_ms: j.timestamps.get("RESTARTING").copied().unwrap_or(0),
@@ -96,7 +100,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             shared.cfg.poll_interval
         };
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(pause) => {}
         }
         let jobs = if watch {

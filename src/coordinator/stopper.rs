@@ -12,16 +12,17 @@ use super::model::StopRequest;
 use super::Shared;
 use crate::flink;
 use crate::host::clock::now_ms;
+use crate::protocol::StopOutcome;
 
 /// How often new stop requests and triggered checkpoints are looked at.
 const POLL: Duration = Duration::from_millis(50);
 
-pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), String> {
     let client = flink::Client::with_timeout(&shared.cfg.flink_rest, Duration::from_secs(2));
     let mut tick = tokio::time::interval(POLL);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         for req in shared.model().take_stop_requests() {
@@ -30,7 +31,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 let started = now_ms();
                 let (outcome, mut detail) = checkpoint_jobs(&client, &req).await;
                 detail["took_ms"] = serde_json::json!(now_ms() - started);
-                tracing::warn!(resource_id = %req.resource_id, outcome, %detail, "Planned stop: checkpoints done; releasing the stop");
+                tracing::warn!(resource_id = %req.resource_id, outcome = outcome.as_str(), %detail, "Planned stop: checkpoints done; releasing the stop");
                 shared.model().stop_checkpointed(&req, outcome, detail);
             });
         }
@@ -41,7 +42,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 async fn checkpoint_jobs(
     client: &flink::Client,
     req: &StopRequest,
-) -> (&'static str, serde_json::Value) {
+) -> (StopOutcome, serde_json::Value) {
     let results = futures_util::future::join_all(
         req.jobs
             .iter()
@@ -61,7 +62,11 @@ async fn checkpoint_jobs(
         jobs.insert(job.clone(), v);
     }
     (
-        if all_ok { "checkpointed" } else { "failed" },
+        if all_ok {
+            StopOutcome::Checkpointed
+        } else {
+            StopOutcome::Failed
+        },
         serde_json::json!({ "jobs": jobs }),
     )
 }

@@ -4,6 +4,7 @@
 //! generator and the live verifier throughout, injects, watches, heals and takes everything down again, also on
 //! failure and Ctrl-C.
 
+pub mod cli;
 pub mod jvm;
 pub mod measure;
 pub mod phases;

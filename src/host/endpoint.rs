@@ -59,6 +59,45 @@ impl std::fmt::Display for Endpoint {
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
+/// Who is on the other end of an accepted connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A Unix socket peer, with the credentials the kernel vouches for (SO_PEERCRED).
+    Unix { pid: Option<u32>, uid: u32 },
+    /// A TCP peer.
+    Tcp {
+        remote: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+    },
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Unix { pid: Some(p), uid } => write!(f, "unix peer pid {p} uid {uid}"),
+            Peer::Unix { pid: None, uid } => write!(f, "unix peer uid {uid}"),
+            Peer::Tcp { remote, .. } => write!(f, "{remote}"),
+        }
+    }
+}
+
+/// Who may use a Unix socket: its mode and, optionally, its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketAccess {
+    pub mode: u32,
+    pub gid: Option<u32>,
+}
+
+impl Default for SocketAccess {
+    /// Owner only.
+    fn default() -> Self {
+        SocketAccess {
+            mode: 0o600,
+            gid: None,
+        }
+    }
+}
+
 /// A bound listener.
 pub enum Listener {
     Unix(tokio::net::UnixListener, PathBuf),
@@ -66,9 +105,15 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds. A Unix socket gets mode 0600 (owner only) and its directory is created 0700; a stale socket file
-    /// from an earlier run is replaced.
+    /// Binds, owner only (see [`Listener::bind_with`]).
     pub async fn bind(ep: &Endpoint) -> Result<Listener, Error> {
+        Self::bind_with(ep, SocketAccess::default()).await
+    }
+
+    /// Binds. A Unix socket gets `access` (mode, group); a directory created for it is 0700, or 0750 with the
+    /// group when the socket is shared with a group. A stale socket file from an earlier run is replaced; one that
+    /// another process still serves is not.
+    pub async fn bind_with(ep: &Endpoint, access: SocketAccess) -> Result<Listener, Error> {
         let bind_err = |source: std::io::Error, hint: String| Error::Bind {
             addr: ep.to_string(),
             hint,
@@ -79,9 +124,20 @@ impl Listener {
                 use std::os::unix::fs::PermissionsExt;
                 if let Some(dir) = path.parent() {
                     if !dir.exists() {
-                        std::fs::create_dir_all(dir).map_err(|e| bind_err(e, String::new()))?;
-                        let _ =
-                            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            bind_err(
+                                e,
+                                format!("; cannot create the directory {}", dir.display()),
+                            )
+                        })?;
+                        let dir_mode = if access.gid.is_some() { 0o750 } else { 0o700 };
+                        let _ = std::fs::set_permissions(
+                            dir,
+                            std::fs::Permissions::from_mode(dir_mode),
+                        );
+                        if let Some(gid) = access.gid {
+                            let _ = std::os::unix::fs::chown(dir, None, Some(gid));
+                        }
                     }
                 }
                 if path.exists() {
@@ -97,9 +153,24 @@ impl Listener {
                     }
                     let _ = std::fs::remove_file(path);
                 }
-                let l =
-                    tokio::net::UnixListener::bind(path).map_err(|e| bind_err(e, String::new()))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                let l = tokio::net::UnixListener::bind(path).map_err(|e| {
+                    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        format!(
+                            "; the agent's user may not create files in {} (run it as a user that may, or choose \
+                             another listen path)",
+                            path.parent().map(|d| d.display().to_string()).unwrap_or_default()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    bind_err(e, hint)
+                })?;
+                if let Some(gid) = access.gid {
+                    std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+                        bind_err(e, format!("; cannot give the socket to group {gid}"))
+                    })?;
+                }
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))
                     .map_err(|e| bind_err(e, String::new()))?;
                 Ok(Listener::Unix(l, path.clone()))
             }
@@ -129,16 +200,22 @@ impl Listener {
         }
     }
 
-    pub async fn accept(&self) -> std::io::Result<(Box<dyn Stream>, String)> {
+    pub async fn accept(&self) -> std::io::Result<(Box<dyn Stream>, Peer)> {
         match self {
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
-                Ok((Box::new(s), "unix peer".into()))
+                let cred = s.peer_cred()?;
+                let peer = Peer::Unix {
+                    pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
+                    uid: cred.uid(),
+                };
+                Ok((Box::new(s), peer))
             }
             Listener::Tcp(l) => {
-                let (s, a) = l.accept().await?;
+                let (s, remote) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                Ok((Box::new(s), a.to_string()))
+                let local = s.local_addr()?;
+                Ok((Box::new(s), Peer::Tcp { remote, local }))
             }
         }
     }

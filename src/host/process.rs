@@ -76,8 +76,22 @@ pub struct Spec<'a> {
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
     /// A cgroup (v2) directory the process joins before it execs, so that every socket it opens belongs to it
-    /// (the drill cuts a TaskManager's network by matching its cgroup).
+    /// (the drill cuts a TaskManager's network by matching its cgroup; an agent restarts a process in its own).
     pub cgroup: Option<PathBuf>,
+    /// Start it exactly as another process was started (restart in place), instead of with this process's
+    /// environment and one output file.
+    pub exact: Option<Exact>,
+}
+
+/// How a restart in place reproduces the original process beyond its program, arguments and working directory.
+#[derive(Debug, Clone, Default)]
+pub struct Exact {
+    /// Its `argv[0]`, as it was (`java`, not the resolved executable).
+    pub arg0: Option<String>,
+    /// Only `Spec::env`, nothing inherited from this process.
+    pub env_clear: bool,
+    /// Where stderr goes when not with stdout (`Spec::out`).
+    pub stderr: Option<PathBuf>,
 }
 
 /// Starts a component in its own process group (a Ctrl-C in the terminal reaches only `streamshield`, which then
@@ -95,10 +109,14 @@ pub fn spawn(spec: Spec<'_>) -> Result<Recorded, Error> {
             })
     };
     let out = open(&spec.out)?;
-    let err = out.try_clone().map_err(|source| Error::Log {
-        path: spec.out.clone(),
-        source,
-    })?;
+    let exact = spec.exact.clone().unwrap_or_default();
+    let err = match &exact.stderr {
+        Some(p) if *p != spec.out => open(p)?,
+        _ => out.try_clone().map_err(|source| Error::Log {
+            path: spec.out.clone(),
+            source,
+        })?,
+    };
     let mut command = match &spec.cgroup {
         None => Command::new(spec.program),
         Some(cg) => {
@@ -111,6 +129,12 @@ pub fn spawn(spec: Spec<'_>) -> Result<Recorded, Error> {
             c
         }
     };
+    if exact.env_clear {
+        command.env_clear();
+    }
+    if let (Some(arg0), None) = (&exact.arg0, &spec.cgroup) {
+        command.arg0(arg0);
+    }
     let mut child = command
         .args(&spec.args)
         .current_dir(spec.cwd)
@@ -238,6 +262,7 @@ mod tests {
             out: dir.path().join("sleeper.out"),
             env: vec![],
             cgroup: None,
+            exact: None,
         })
         .unwrap();
         assert!(rec.alive());
@@ -263,6 +288,7 @@ mod tests {
             out: dir.path().join("s.out"),
             env: vec![],
             cgroup: None,
+            exact: None,
         })
         .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -26,6 +26,16 @@ pub fn check_port_free(port: u16) -> Result<(), Error> {
     }
 }
 
+/// `" (held by pid 1234 (java))"` for a `host:port` whose port some process listens on, else empty: for bind
+/// errors.
+pub fn holder_hint(addr: &str) -> String {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .and_then(port_holder)
+        .map(|h| format!(" (held by {h})"))
+        .unwrap_or_default()
+}
+
 /// `"pid 1234 (java)"` for the process listening on `port`, if /proc shows it.
 pub fn port_holder(port: u16) -> Option<String> {
     let inodes = listening_inodes(port);
@@ -66,6 +76,37 @@ pub fn tcp_sockets(pid: i32) -> Vec<TcpSocket> {
     sockets.sort_unstable();
     sockets.dedup();
     sockets
+}
+
+/// The process that holds the other end of a loopback TCP connection this process accepted (`remote` as this side
+/// sees it, `local` this side's address): the row of /proc/net/tcp whose local port is `remote`'s and whose remote
+/// port is `local`'s, and the process with that socket among its open files. None when /proc does not show it (the
+/// peer is on another host, or in another network namespace).
+pub fn owner_of_connection(
+    remote: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+) -> Option<u32> {
+    let inode = tcp_tables().iter().find_map(|t| {
+        tcp_rows(t)
+            .find(|r| {
+                r.local_port == remote.port() && r.remote_port == local.port() && !r.listening
+            })
+            .map(|r| r.inode)
+    })?;
+    holder_of_inode(&inode)
+}
+
+/// The pid whose open files include socket `inode`.
+fn holder_of_inode(inode: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if socket_inodes(&entry.path()).any(|i| i == inode) {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// The socket inodes among process `pid`'s open files. A killed multi-threaded process's group leader exits
@@ -206,6 +247,19 @@ mod tests {
             );
         }
         assert!(tcp_sockets(i32::MAX).is_empty(), "no such process");
+    }
+
+    #[test]
+    fn the_owner_of_a_loopback_connection_is_found() {
+        let _ports = EPHEMERAL_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, remote) = l.accept().unwrap();
+        let local = accepted.local_addr().unwrap();
+        assert_eq!(owner_of_connection(remote, local), Some(std::process::id()));
+        drop(c);
+        let nobody: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(owner_of_connection(nobody, local), None);
     }
 
     #[test]

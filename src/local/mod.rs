@@ -3,6 +3,7 @@
 //! processes that this module records (pid + start time) in `<run dir>/state.json` so that `down`, `status`,
 //! the drill and the tests can find exactly them again.
 
+pub mod cli;
 pub mod config;
 pub mod dist;
 pub mod isolate;
@@ -1046,6 +1047,7 @@ fn spawn_java(
         out: logs.join(format!("{name}.out")),
         env,
         cgroup: None,
+        exact: None,
     })?)
 }
 
@@ -1217,6 +1219,7 @@ async fn start_coordinator(state: &mut RunState) -> Result<()> {
         out: state.logs_dir().join("coordinator.out"),
         env: vec![("STREAMSHIELD_LOG".into(), "info".into())],
         cgroup: None,
+        exact: None,
     })?;
     state.coordinator = Some(CoordinatorInfo {
         api: format!("http://127.0.0.1:{}", state.ports.coordinator_api),
@@ -1273,6 +1276,7 @@ async fn start_agent(
         out: state.logs_dir().join(format!("{name}.out")),
         env: vec![("STREAMSHIELD_LOG".into(), "info".into())],
         cgroup,
+        exact: None,
     })?;
     state.agents.retain(|a| a.resource_id != resource_id);
     state.agents.push(AgentInfo {
@@ -1374,24 +1378,6 @@ pub async fn start_taskmanager(state: &mut RunState, name: &str, role: &str) -> 
     ));
     let out = state.logs_dir().join(format!("{name}.out"));
     let env = plugin_env(state, name, "tm");
-    if state.shielded() {
-        // How the agent starts this TaskManager again on the coordinator's order: exactly like this.
-        let spec = crate::agent::command::RestartSpec {
-            name: name.to_string(),
-            program: PathBuf::from("java"),
-            args: args.clone(),
-            cwd: state.run_dir.clone(),
-            env: env.clone(),
-            log: log.clone(),
-            out: out.clone(),
-            cgroup: cgroup.clone(),
-        };
-        let path = state.run_dir.join("agents").join(name).join("restart.json");
-        write(
-            &path,
-            &serde_json::to_string_pretty(&spec).expect("a restart spec serializes"),
-        )?;
-    }
     let rec = process::spawn(process::Spec {
         name,
         program: Path::new("java"),
@@ -1401,6 +1387,7 @@ pub async fn start_taskmanager(state: &mut RunState, name: &str, role: &str) -> 
         out,
         env,
         cgroup,
+        exact: None,
     })?;
     state.taskmanagers.retain(|t| t.resource_id != name);
     state.taskmanagers.push(TmInfo {

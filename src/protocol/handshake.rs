@@ -25,6 +25,9 @@ pub enum HandshakeError {
     Unexpected { expected: &'static str, got: u8 },
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The peer's claims did not hold (its pid, its identity).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl HandshakeError {
@@ -41,6 +44,7 @@ impl HandshakeError {
                 "unauthenticated"
             }
             HandshakeError::Rejected(_) => "rejected",
+            HandshakeError::Refused(_) => "identity",
         }
     }
 }
@@ -77,6 +81,20 @@ pub async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    accept_checked(framed, policy, timeout, |_| Ok(())).await
+}
+
+/// [`accept`], and `check` the HELLO's claims (who the peer says it is) before answering: an `Err` is sent as the
+/// REJECT's reason and the handshake fails with [`HandshakeError::Refused`].
+pub async fn accept_checked<S>(
+    framed: &mut Framed<S, FrameCodec>,
+    policy: &AcceptPolicy,
+    timeout: Duration,
+    check: impl FnOnce(&Hello) -> Result<(), String>,
+) -> Result<Hello, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let frame = match tokio::time::timeout(timeout, framed.next()).await {
         Err(_) => return Err(HandshakeError::Timeout(timeout)),
         Ok(None) => return Err(HandshakeError::Closed),
@@ -108,7 +126,15 @@ where
             (None, _) => None,
         }
     };
-    if let Some(reason) = refusal {
+    let refused = match refusal {
+        Some(r) => Some(HandshakeError::Rejected(r)),
+        None => check(&hello).err().map(HandshakeError::Refused),
+    };
+    if let Some(e) = refused {
+        let reason = match &e {
+            HandshakeError::Rejected(r) | HandshakeError::Refused(r) => r.clone(),
+            other => other.to_string(),
+        };
         let _ = framed
             .send(
                 Message::Reject(Reject {
@@ -117,7 +143,7 @@ where
                 .to_frame(),
             )
             .await;
-        return Err(HandshakeError::Rejected(reason));
+        return Err(e);
     }
     framed
         .send(

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::frame::Frame;
+use super::vocab::{Action, EventKind, Liveness, StopOutcome};
 
 /// Frame kinds. Numbers are part of the protocol: never reuse one.
 pub mod kind {
@@ -122,9 +123,7 @@ pub struct Stopping {
 /// The answer to STOPPING (agent → plugin): the process may stop now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StopReady {
-    /// `checkpointed` (every running job completed a checkpoint), `failed` (a checkpoint did not complete),
-    /// `skipped` (nothing was done: observe-only, no coordinator, no running job).
-    pub outcome: String,
+    pub outcome: StopOutcome,
     #[serde(default)]
     pub detail: String,
 }
@@ -136,8 +135,7 @@ pub struct AgentStatus {
     /// `tm` or `jm`: what the agent watches.
     pub watches: Role,
     pub pid: Option<u32>,
-    /// alive | paused | hung | busy-gc | dead | unknown
-    pub liveness: String,
+    pub liveness: Liveness,
     /// When the current liveness began (unix ms).
     pub since_ms: i64,
     /// When the plugin's last heartbeat arrived (unix ms).
@@ -152,17 +150,39 @@ pub struct AgentStatus {
     /// process is cut off (peers reach it through them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<u16>,
+    /// The agent can start the process again the way it was started (restart in place); false when its agent only
+    /// fences (configuration) or could not record how it was started.
+    #[serde(default)]
+    pub restartable: bool,
 }
 
-/// Something that happened at an agent, forwarded to the coordinator.
+/// Something that happened at an agent, forwarded to the coordinator. `resource_id` names the process it is about
+/// (for an agent watching several processes); `detail`'s shape depends on `kind` (the typed details are in
+/// [`super::vocab`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentEvent {
     pub ts_ms: i64,
     pub resource_id: String,
-    /// `liveness` (with from/to), `failure`, `span`, `plugin-connected`, `plugin-disconnected`.
-    pub kind: String,
+    pub kind: EventKind,
     #[serde(default)]
     pub detail: serde_json::Value,
+}
+
+impl AgentEvent {
+    /// An event with a typed detail.
+    pub fn new(ts_ms: i64, resource_id: &str, kind: EventKind, detail: impl Serialize) -> Self {
+        AgentEvent {
+            ts_ms,
+            resource_id: resource_id.to_string(),
+            kind,
+            detail: serde_json::to_value(detail).unwrap_or_default(),
+        }
+    }
+
+    /// The detail as its typed form; None when it does not have that shape.
+    pub fn detail_as<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(self.detail.clone()).ok()
+    }
 }
 
 /// An action the coordinator orders an agent to take (coordinator → agent). The agent refuses a command whose
@@ -173,10 +193,8 @@ pub struct AgentCommand {
     pub id: u64,
     /// Fencing token: the coordinator's epoch (incremented at every coordinator start).
     pub epoch: u64,
-    /// `fence` (SIGKILL the watched process), `restart` (start it again with the agent's restart spec), `isolate`
-    /// (reject, with a TCP reset, every connection to `address`: the JobManager's agent, so that Flink's heartbeat
-    /// RPCs to a partitioned TaskManager fail fast) or `unisolate`.
-    pub action: String,
+    pub action: Action,
+    /// The process the order is about (the agent that watches it carries it out).
     pub resource_id: String,
     /// The process the coordinator means: a fence never hits another one (e.g. an already restarted TaskManager).
     #[serde(default)]
@@ -192,9 +210,9 @@ pub struct AgentCommand {
     /// it may run over a connection the TaskManager opened). On a non-loopback host the whole host is rejected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<u16>,
-    /// `stop-ready`: what the plugin holding a planned stop is told (`checkpointed`, `failed`, `skipped`).
+    /// `stop-ready`: what the plugin holding a planned stop is told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<StopOutcome>,
 }
 
 /// A decoded frame.

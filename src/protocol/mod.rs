@@ -7,12 +7,14 @@
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod vocab;
 
 pub use frame::{Frame, FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, MAX_FRAME};
 pub use message::{
     Failure, Heartbeat, Hello, Message, MessageError, Metric, MetricsBatch, Reject, Role, Span,
     Welcome,
 };
+pub use vocab::{Action, CommandOutcome, EventKind, Liveness, StopOutcome};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

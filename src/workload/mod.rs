@@ -1,6 +1,7 @@
 //! The sample workload's Rust side: the generator ([`produce`]) and the verifier ([`ledger`], [`live`]) for the
 //! sequence job in `flink-plugin/workloads`.
 
+pub mod cli;
 pub mod ledger;
 pub mod live;
 pub mod produce;

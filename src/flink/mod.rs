@@ -1,9 +1,14 @@
 //! A small client for Flink's REST API (the subset StreamShield uses; see docs/architecture.md for the endpoints
 //! and the FLINK.md facts they rest on).
 //!
+//! [`conf`] reads Flink's configuration files.
+//!
 //! Beware the execution-graph cache: `/jobs/:id` can be up to `web.refresh-interval` (3 s by default) stale. Use it
 //! for state, not for timing.
 
+pub mod conf;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -84,7 +89,7 @@ struct TriggerState {
 struct TriggerOperation {
     #[serde(rename = "checkpointId", default)]
     checkpoint_id: Option<u64>,
-    #[serde(rename = "failure-cause", default)]
+    #[serde(rename = "failureCause", alias = "failure-cause", default)]
     failure_cause: Option<serde_json::Value>,
 }
 
@@ -181,6 +186,25 @@ struct VertexDetails {
 struct SubtaskDetails {
     #[serde(rename = "taskmanager-id", default)]
     taskmanager_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigEntry {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct JobExecutionConfig {
+    #[serde(rename = "execution-config", default)]
+    execution_config: ExecutionConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ExecutionConfig {
+    #[serde(rename = "user-config", default)]
+    user_config: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +415,47 @@ impl Client {
             }
         }
         Ok(hosts)
+    }
+
+    /// The resource ids of the TaskManagers running subtasks of `job` (whose vertices are given).
+    pub async fn placement(&self, id: &str, job: &JobDetails) -> Result<Vec<String>> {
+        let mut hosts = Vec::new();
+        for v in &job.vertices {
+            let d: VertexDetails = self.get(&format!("/jobs/{id}/vertices/{}", v.id)).await?;
+            for t in d.subtasks.into_iter().filter_map(|s| s.taskmanager_id) {
+                if !hosts.contains(&t) {
+                    hosts.push(t);
+                }
+            }
+        }
+        hosts.sort();
+        Ok(hosts)
+    }
+
+    /// The cluster's configuration as the JobManager has it (`/jobmanager/config`: `[{key, value}]`).
+    pub async fn cluster_config(&self) -> Result<BTreeMap<String, String>> {
+        let entries: Vec<ConfigEntry> = self.get("/jobmanager/config").await?;
+        Ok(entries.into_iter().map(|e| (e.key, e.value)).collect())
+    }
+
+    /// A job's own settings as Flink's REST API shows them: its global job parameters (`/jobs/:id/config`,
+    /// `execution-config.user-config`: `pipeline.global-job-parameters`, or `setGlobalJobParameters` in the job's
+    /// code). Keys set for a job with `-D` or a job's `Configuration` are not visible over REST in 1.20 or 2.x
+    /// (`/jobs/:id/jobmanager/config` is the cluster's configuration whatever the job).
+    pub async fn job_config(&self, id: &str) -> Result<BTreeMap<String, String>> {
+        let exec: JobExecutionConfig = self.get(&format!("/jobs/{id}/config")).await?;
+        Ok(exec
+            .execution_config
+            .user_config
+            .into_iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, text)
+            })
+            .collect())
     }
 
     /// When each subtask of the job entered RUNNING, by Flink's own clock (`/subtasktimes`); 0 for a subtask that

@@ -1,0 +1,249 @@
+//! The coordinator's configuration: `streamshield coordinator --config FILE` (YAML), every key also a flag
+//! (`--flink-rest`) and an environment variable (`STREAMSHIELD_COORDINATOR_FLINK_REST`). The policy keys set the
+//! coordinator's level of the policy (under the cluster's and each job's `streamshield.*` keys); their defaults are
+//! in [`super::policy::keys::KEYS`], the others in [`CoordinatorConfig::resolve`]. docs/configuration.md lists every
+//! key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::policy::PolicyConfig;
+use crate::conf::{self, at_least, invalid, required, Overlay};
+
+pub const DEFAULT_AGENTS_LISTEN: &str = "127.0.0.1:9250";
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9251";
+pub const DEFAULT_FLINK_REST: &str = "http://127.0.0.1:8081";
+
+/// Every key of the coordinator's configuration, optional here.
+#[derive(Debug, Clone, Default, Deserialize, Args)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CoordinatorConfig {
+    /// Where agents connect (host:port) [default: 127.0.0.1:9250].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_AGENTS_LISTEN")]
+    pub agents_listen: Option<String>,
+    /// Where the HTTP API listens [default: 127.0.0.1:9251].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_API_LISTEN")]
+    #[serde(default, with = "conf::from_str")]
+    pub api_listen: Option<SocketAddr>,
+    /// The token agents must present (a file; created 0600 when missing).
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
+    /// The API's bearer token (a file; created 0600 when missing).
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Flink's REST endpoint [default: http://127.0.0.1:8081].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_FLINK_REST")]
+    pub flink_rest: Option<String>,
+    /// How often Flink's REST API is polled [default: 1s].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_POLL_INTERVAL", value_parser = conf::parse_duration)]
+    #[serde(default, with = "conf::duration")]
+    pub poll_interval: Option<Duration>,
+    /// Where the epoch (the fencing token of every order) is kept; each start takes the next one. Without it every
+    /// start is epoch 1, and a replaced coordinator's orders are not refused: set it in production.
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_EPOCH_FILE")]
+    pub epoch_file: Option<PathBuf>,
+    /// Write the bound addresses and the pid here (JSON) once serving.
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_INFO_FILE")]
+    pub info_file: Option<PathBuf>,
+    /// Policy: act on failures (false: observe only) [default: false; the cluster's and each job's
+    /// streamshield.failover come first].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_FAILOVER")]
+    pub failover: Option<bool>,
+    /// Policy: a stopped or hung TaskManager is fenced this long after its last heartbeat [default: 1 s].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_HANG_TOLERANCE", value_parser = conf::parse_duration)]
+    #[serde(default, with = "conf::duration")]
+    pub hang_tolerance: Option<Duration>,
+    /// Policy: a TaskManager busy without heartbeats (GC) is fenced after this long [default: 30 s].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_GC_TOLERANCE", value_parser = conf::parse_duration)]
+    #[serde(default, with = "conf::duration")]
+    pub gc_tolerance: Option<Duration>,
+    /// Policy: a dead TaskManager is restarted in place at the latest after this long [default: 30 s].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_REFILL_MAX_WAIT", value_parser = conf::parse_duration)]
+    #[serde(default, with = "conf::duration")]
+    pub refill_max_wait: Option<Duration>,
+    /// Policy: with failover, checkpoint a restarted job as soon as it runs fully again [default: true].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_RECOVERY_CHECKPOINT")]
+    pub recovery_checkpoint: Option<bool>,
+    /// Policy: with failover, checkpoint running jobs before a held SIGTERM goes on [default: true].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_PLANNED_STOP")]
+    pub planned_stop: Option<bool>,
+}
+
+crate::overlay!(CoordinatorConfig {
+    agents_listen,
+    api_listen,
+    agent_token_file,
+    api_token_file,
+    flink_rest,
+    poll_interval,
+    epoch_file,
+    info_file,
+    failover,
+    hang_tolerance,
+    gc_tolerance,
+    refill_max_wait,
+    recovery_checkpoint,
+    planned_stop,
+});
+
+/// The coordinator's settings, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    pub agents_listen: String,
+    pub api_listen: SocketAddr,
+    pub agent_token_file: PathBuf,
+    pub api_token_file: PathBuf,
+    pub flink_rest: String,
+    pub poll_interval: Duration,
+    pub epoch_file: Option<PathBuf>,
+    pub info_file: Option<PathBuf>,
+    /// The coordinator's level of the policy.
+    pub policy: PolicyConfig,
+}
+
+impl CoordinatorConfig {
+    /// Reads `file` (if any), lays the command line over it and resolves the result.
+    pub fn load(file: Option<&Path>, cli: CoordinatorConfig) -> conf::Result<CoordinatorSettings> {
+        let from_file: CoordinatorConfig = conf::load(file)?;
+        from_file.overlay(cli).resolve(file)
+    }
+
+    /// Fills in the defaults and validates. `file` is named in errors.
+    pub fn resolve(self, file: Option<&Path>) -> conf::Result<CoordinatorSettings> {
+        let flink_rest = self.flink_rest.unwrap_or_else(|| DEFAULT_FLINK_REST.into());
+        if !flink_rest.starts_with("http://") && !flink_rest.starts_with("https://") {
+            return Err(invalid(
+                "flink-rest",
+                format!("must be an http(s) URL, got {flink_rest:?}"),
+                file,
+            ));
+        }
+        let agents_listen = self
+            .agents_listen
+            .unwrap_or_else(|| DEFAULT_AGENTS_LISTEN.into());
+        if agents_listen
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(invalid(
+                "agents-listen",
+                format!("must be host:port, got {agents_listen:?}"),
+                file,
+            ));
+        }
+        let d = PolicyConfig::default();
+        let policy = PolicyConfig {
+            failover: self.failover.unwrap_or(d.failover),
+            hang_tolerance: at_least(
+                self.hang_tolerance.unwrap_or(d.hang_tolerance),
+                Duration::from_millis(100),
+                "hang-tolerance",
+                file,
+            )?,
+            gc_tolerance: self.gc_tolerance.unwrap_or(d.gc_tolerance),
+            refill_max_wait: self.refill_max_wait.unwrap_or(d.refill_max_wait),
+            recovery_checkpoint: self.recovery_checkpoint.unwrap_or(d.recovery_checkpoint),
+            planned_stop: self.planned_stop.unwrap_or(d.planned_stop),
+        };
+        if policy.hang_tolerance >= policy.gc_tolerance {
+            return Err(invalid(
+                "hang-tolerance",
+                format!(
+                    "must be shorter than gc-tolerance ({:?} >= {:?})",
+                    policy.hang_tolerance, policy.gc_tolerance
+                ),
+                file,
+            ));
+        }
+        Ok(CoordinatorSettings {
+            agents_listen,
+            api_listen: self.api_listen.unwrap_or_else(|| {
+                DEFAULT_API_LISTEN
+                    .parse()
+                    .expect("the default address parses")
+            }),
+            agent_token_file: required(
+                self.agent_token_file,
+                "agent-token-file",
+                "STREAMSHIELD_COORDINATOR_AGENT_TOKEN_FILE",
+                file,
+            )?,
+            api_token_file: required(
+                self.api_token_file,
+                "api-token-file",
+                "STREAMSHIELD_COORDINATOR_API_TOKEN_FILE",
+                file,
+            )?,
+            flink_rest,
+            poll_interval: at_least(
+                self.poll_interval.unwrap_or(Duration::from_secs(1)),
+                Duration::from_millis(100),
+                "poll-interval",
+                file,
+            )?,
+            epoch_file: self.epoch_file,
+            info_file: self.info_file,
+            policy,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_file_and_its_errors() {
+        let c: CoordinatorConfig = conf::parse(
+            "agent-token-file: /etc/streamshield/agent.token\napi-token-file: /etc/streamshield/api.token\nflink-rest: http://jm:8081\n",
+        )
+        .unwrap();
+        let s = c.resolve(None).unwrap();
+        assert_eq!(s.agents_listen, DEFAULT_AGENTS_LISTEN);
+        assert!(!s.policy.failover);
+        assert_eq!(s.policy, PolicyConfig::default());
+        let err = |yaml: &str| {
+            conf::parse::<CoordinatorConfig>(yaml)
+                .and_then(|c| {
+                    c.resolve(Some(Path::new("c.yaml")))
+                        .map_err(|e| e.to_string())
+                })
+                .unwrap_err()
+        };
+        assert!(err("api-token-file: a\n").contains("agent-token-file is required"));
+        assert!(
+            err("agent-token-file: a\napi-token-file: b\nflink-rest: jm:8081\n")
+                .contains("http(s) URL")
+        );
+        assert!(
+            err("agent-token-file: a\napi-token-file: b\nhang-tolerance: 40s\n")
+                .contains("shorter than gc-tolerance")
+        );
+        assert!(
+            err("agent-token-file: a\napi-token-file: b\nfailover: maybe\n").contains("line 3")
+        );
+        assert!(err("poll: 1s\n").contains("unknown field `poll`"));
+    }
+}
+
+/// `streamshield coordinator`: a configuration file and/or its keys as flags.
+#[derive(Debug, Clone, Args)]
+pub struct CoordinatorArgs {
+    /// The configuration file (YAML; docs/configuration.md). Flags and environment variables override its keys.
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: CoordinatorConfig,
+}
+
+impl CoordinatorArgs {
+    /// Reads the file (if any), lays the flags over it and resolves the settings.
+    pub fn settings(self) -> conf::Result<CoordinatorSettings> {
+        CoordinatorConfig::load(self.config.as_deref(), self.keys)
+    }
+}
