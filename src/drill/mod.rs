@@ -4,11 +4,14 @@
 //! generator and the live verifier throughout, injects, watches, heals and takes everything down again, also on
 //! failure and Ctrl-C.
 
+mod ballast;
+mod causes;
 pub mod jvm;
 pub mod measure;
 pub mod phases;
 pub mod report;
 pub mod scenario;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,8 +26,12 @@ use crate::host::process::Recorded;
 use crate::local::{self, dist::say, Delivery, RunState, UpOptions};
 use crate::workload::live::{LiveVerifier, VerifyConfig};
 use crate::workload::produce::{self, ProduceConfig};
-use measure::{Observation, Round, Signal};
+pub use ballast::{next_ballast, GC_BALLAST_MB};
+use ballast::{MAX_GC_BALLAST_MB, MIN_GC_BALLAST_MB};
+use causes::{failure_causes, keep_logs, partition_outcome};
+use measure::{Observation, Round};
 pub use scenario::Scenario;
+use watch::{failovers, Watcher};
 
 /// The arms a drill can compare; each is a profile of `local up`.
 pub const ARMS: [&str; 3] = ["stock", "tuned", "shield"];
@@ -331,11 +338,11 @@ async fn round_body(
         delivery: opts.delivery,
         checkpoint_interval: opts.checkpoint_interval,
         state_bytes: 64,
-        job_args: scenario_job_args(scenario, gc_ballast_mb),
+        job_args: scenario.job_args(gc_ballast_mb),
         flink_overrides: OBSERVATION_OVERRIDES
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .chain(scenario_overrides(scenario, dir))
+            .chain(scenario.flink_overrides(dir))
             .chain(opts.flink_conf.iter().cloned())
             .collect(),
         isolate: scenario == Scenario::TmPartition,
@@ -528,7 +535,7 @@ async fn round_body(
         // TaskManager really goes. Recovery counts only once it is gone and Flink has redeployed its subtasks.
         let stop_done = scenario != Scenario::TmTerm
             || (target.as_ref().is_none_or(|t| !t.alive()) && obs.redeployed);
-        if recovered_at.is_none() && heal_at.is_none() && stop_done && watcher.fully_running {
+        if recovered_at.is_none() && heal_at.is_none() && stop_done && watcher.fully_running() {
             if let Some(p) = obs.progressed_at_ms {
                 let base = measure::baseline(&samples, inject_ms);
                 if let Some(b) = base {
@@ -545,7 +552,7 @@ async fn round_body(
                 "  +{:>5.1} s  out {:>5}/s  job {}{}{}",
                 (now - inject_ms) as f64 / 1000.0,
                 out_last_s,
-                watcher.job_state,
+                watcher.job_state(),
                 if obs.progressed_at_ms.is_some() {
                     "  output resumed"
                 } else {
@@ -731,203 +738,6 @@ async fn round_body(
     Ok(r)
 }
 
-/// What became of the TaskManager cut off in `tm-partition`, said before the partition heals: alive or gone, and
-/// whether the agent inside the partition fenced it (its log's self-fence line, with the time since the cut).
-fn partition_outcome(agent_log: &str, alive: bool, inject_ms: i64) -> String {
-    let fenced = agent_log
-        .lines()
-        .find(|l| l.contains("Cut off from the coordinator and the JobManager"))
-        .map(|l| {
-            let plain = strip_ansi(l);
-            let at = plain
-                .split_whitespace()
-                .next()
-                .and_then(|ts| humantime::parse_rfc3339_weak(ts).ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| format!(" at +{} ms", d.as_millis() as i64 - inject_ms))
-                .unwrap_or_default();
-            format!("its agent fenced it from inside the partition{at}")
-        });
-    match (alive, fenced) {
-        (false, Some(f)) => format!("the cut-off TaskManager was gone when the partition healed: {f}"),
-        (false, None) => {
-            "the cut-off TaskManager was gone when the partition healed (no self-fence in its agent's log)".into()
-        }
-        (true, Some(f)) => format!("the cut-off TaskManager was still running when the partition healed, although {f}"),
-        (true, None) => "the cut-off TaskManager was still running when the partition healed".into(),
-    }
-}
-
-/// A log line without its terminal colour codes (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The failures Flink recorded since the fault (its exception history, oldest first): when, where, and the first
-/// line of each cause, so that a report says why a job restarted, not only that it did.
-fn failure_causes(entries: &[flink::ExceptionEntry], inject_ms: i64) -> Option<String> {
-    const SHOWN: usize = 3;
-    if entries.is_empty() {
-        return None;
-    }
-    let mut sorted: Vec<&flink::ExceptionEntry> = entries.iter().collect();
-    sorted.sort_by_key(|e| e.timestamp);
-    let mut parts: Vec<String> = sorted
-        .iter()
-        .take(SHOWN)
-        .map(|e| {
-            let first = e
-                .stacktrace
-                .lines()
-                .next()
-                .filter(|l| !l.trim().is_empty())
-                .unwrap_or(&e.exception_name);
-            let first: String = first.trim().chars().take(240).collect();
-            let on = e
-                .task_manager_id
-                .as_deref()
-                .map(|t| format!(" on {t}"))
-                .unwrap_or_default();
-            format!("+{} ms{on}: {first}", e.timestamp - inject_ms)
-        })
-        .collect();
-    if sorted.len() > SHOWN {
-        parts.push(format!("and {} more", sorted.len() - SHOWN));
-    }
-    Some(format!(
-        "failures in Flink's exception history since the fault: {}",
-        parts.join("; ")
-    ))
-}
-
-/// Copies the logs that explain a round (JobManager, the target TaskManager, and in the shield arm the coordinator
-/// and the target's agent) to `<report>/logs/<arm>-r<round>/`, since the round's run directory is removed.
-fn keep_logs(
-    opts: &DrillOptions,
-    arm: &str,
-    round: u32,
-    dir: &Path,
-    target: Option<&Recorded>,
-) -> String {
-    let keep = opts.report_dir.join("logs").join(format!("{arm}-r{round}"));
-    if let Err(e) = std::fs::create_dir_all(&keep) {
-        return format!("could not keep the round's logs in {}: {e}", keep.display());
-    }
-    let logs = dir.join("logs");
-    let mut names = vec!["jobmanager.log".to_string(), "coordinator.out".to_string()];
-    if let Some(t) = target {
-        names.push(format!("{}.log", t.name));
-        names.push(format!("{}.out", t.name));
-        names.push(format!("agent-{}.out", t.name));
-    }
-    let copied: Vec<String> = names
-        .into_iter()
-        .filter(|n| std::fs::copy(logs.join(n), keep.join(n)).is_ok())
-        .collect();
-    format!(
-        "unexpected failure: logs kept in {} ({})",
-        keep.display(),
-        copied.join(", ")
-    )
-}
-
-/// The ballast of the next `tm-gc-pause` round and, when it was sized, a note saying how, from `pauses`: (ballast
-/// MB, pause ms) of earlier rounds, oldest first. Without a target (or before any pause was measured) it is
-/// `first_mb`. With one, the pause is taken as proportional to the ballast (a full collection marks and moves every
-/// node, see GcBallast.java) at a rate that follows the host: the median milliseconds per megabyte of the last three
-/// measured rounds (a pause that was fenced before it ended counts with the time it had lasted, a lower bound, so
-/// the next one is smaller). One round's rate can differ from the next by 4x on this kind of host (docs/drills.md),
-/// so a step is at most 2x up or down from the last round's ballast; the result is rounded to 10 MB and kept within
-/// the option's range. The target should sit well inside the band the pause must hit.
-pub fn next_ballast(
-    first_mb: u32,
-    target: Option<Duration>,
-    pauses: &[(u32, u64)],
-) -> (u32, Option<String>) {
-    let Some(target) = target else {
-        return (first_mb, None);
-    };
-    // The last three measured rounds, newest first.
-    let recent: Vec<&(u32, u64)> = pauses
-        .iter()
-        .rev()
-        .filter(|(mb, ms)| *mb > 0 && *ms > 0)
-        .take(3)
-        .collect();
-    let Some(&&(last_mb, _)) = recent.first() else {
-        return (first_mb, None);
-    };
-    let last = f64::from(last_mb);
-    let mut rates: Vec<f64> = recent
-        .iter()
-        .map(|(mb, ms)| *ms as f64 / f64::from(*mb))
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    let rate = rates[rates.len() / 2];
-    let raw = (target.as_millis() as f64 / rate).clamp(last / 2.0, last * 2.0);
-    let mb = ((raw / 10.0).round() * 10.0)
-        .clamp(f64::from(MIN_GC_BALLAST_MB), f64::from(MAX_GC_BALLAST_MB));
-    let mb = mb as u32;
-    (
-        mb,
-        Some(format!(
-            "GC ballast {mb} MB: sized for a {:.0} s pause at {rate:.1} ms/MB (median of the last {} measured pauses)",
-            target.as_secs_f64(),
-            recent.len()
-        )),
-    )
-}
-
-/// Megabytes of randomly linked live heap per TaskManager in `tm-gc-pause` (see GcBallast.java), chosen so that a
-/// serial full collection of it takes at least 10 s on the reference machine under the drill's load (a bare JVM with
-/// the same flags took 8.3-9.6 s for 640 MB; in the drill 800 MB took 26-29 s, too close to the shield's 30 s GC
-/// tolerance to test it; the GC logs of every round are kept with the report and each round notes its pause).
-/// The pause also depends on the host's memory latency: on a busier day 500 MB took 40-57 s, so `--gc-ballast-mb`
-/// sets it per run (recorded in the report).
-pub const GC_BALLAST_MB: u32 = 500;
-const MIN_GC_BALLAST_MB: u32 = 50;
-const MAX_GC_BALLAST_MB: u32 = 1200;
-
-fn scenario_job_args(s: Scenario, ballast_mb: u32) -> Vec<String> {
-    match s {
-        Scenario::TmGcPause => vec!["--gc-ballast-mb".into(), ballast_mb.to_string()],
-        _ => vec![],
-    }
-}
-
-/// Flink settings a scenario needs in every arm: for `tm-gc-pause`, TaskManagers large enough for the ballast, the
-/// serial collector (a full collection is one long stop-the-world pause), a small young generation (building the
-/// ballast then costs young pauses of < 100 ms instead of multi-second ones that would fail over the tuned arm
-/// before the fault) and a GC log per TaskManager.
-fn scenario_overrides(s: Scenario, dir: &Path) -> Vec<(String, String)> {
-    match s {
-        Scenario::TmGcPause => vec![
-            ("taskmanager.memory.process.size".into(), "3g".into()),
-            (
-                "env.java.opts.taskmanager".into(),
-                format!(
-                    "-XX:+UseSerialGC -Xmn64m -Xlog:gc:file={}/logs/gc-%p.log:timemillis,uptime",
-                    dir.display()
-                ),
-            ),
-        ],
-        _ => vec![],
-    }
-}
-
 /// Waits until the target TaskManager's log says its GC ballast is built.
 async fn wait_ballast(t: &Recorded, cancel: &CancellationToken) -> Result<(), String> {
     let start = std::time::Instant::now();
@@ -996,243 +806,6 @@ async fn pick_target(
     ))
 }
 
-/// Decisions the coordinator acted on (not observe-only) since the injection.
-async fn failovers(state: &RunState, since_ms: i64) -> (u64, Vec<String>) {
-    let Some(c) = &state.coordinator else {
-        return (0, Vec::new());
-    };
-    let Ok(token) = std::fs::read_to_string(&c.api_token_file) else {
-        return (0, Vec::new());
-    };
-    let url = format!("{}/v1/decisions", c.api.trim_end_matches('/'));
-    let http = reqwest::Client::new();
-    let Ok(resp) = http
-        .get(&url)
-        .bearer_auth(token.trim())
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-    else {
-        return (0, Vec::new());
-    };
-    let v: serde_json::Value = resp.json().await.unwrap_or_default();
-    let acted: Vec<&serde_json::Value> = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|d| d["ts_ms"].as_i64().unwrap_or(0) >= since_ms)
-                .filter(|d| d["mode"].as_str().unwrap_or("observe-only") != "observe-only")
-                .collect()
-        })
-        .unwrap_or_default();
-    // When each order went out, so a round's report shows the coordinator's part of the timeline.
-    let notes = acted
-        .iter()
-        .map(|d| {
-            format!(
-                "coordinator: {} {} at +{} ms ({})",
-                d["command"]
-                    .as_str()
-                    .or(d["action"].as_str())
-                    .unwrap_or("?"),
-                d["resource_id"].as_str().unwrap_or("?"),
-                d["ts_ms"].as_i64().unwrap_or(0) - since_ms,
-                d["trigger"].as_str().unwrap_or("?"),
-            )
-        })
-        .collect();
-    (acted.len() as u64, notes)
-}
-
-/// Polls Flink's REST API (and the coordinator's event log, in the shield arm) for signs of the fault and for
-/// the job running again.
-struct Watcher<'a> {
-    client: &'a flink::Client,
-    job: &'a str,
-    target: Option<String>,
-    coordinator: Option<(String, String)>,
-    http: reqwest::Client,
-    fully_running: bool,
-    job_state: String,
-    seen_signals: std::collections::BTreeSet<String>,
-    last_exceptions_ms: i64,
-    last_events_ms: i64,
-    last_event_id: u64,
-    tm_gone_seen: bool,
-    rest_down_seen: bool,
-}
-
-impl<'a> Watcher<'a> {
-    fn new(
-        client: &'a flink::Client,
-        job: &'a str,
-        state: &RunState,
-        target: Option<String>,
-    ) -> Self {
-        let coordinator = state.coordinator.as_ref().and_then(|c| {
-            std::fs::read_to_string(&c.api_token_file).ok().map(|t| {
-                (
-                    c.api.trim_end_matches('/').to_string(),
-                    t.trim().to_string(),
-                )
-            })
-        });
-        Watcher {
-            client,
-            job,
-            target,
-            coordinator,
-            http: reqwest::Client::new(),
-            fully_running: true,
-            job_state: "RUNNING".into(),
-            seen_signals: Default::default(),
-            last_exceptions_ms: 0,
-            last_events_ms: 0,
-            last_event_id: 0,
-            tm_gone_seen: false,
-            rest_down_seen: false,
-        }
-    }
-
-    fn add(&mut self, obs: &mut Observation, ts_ms: i64, source: &str, what: String) {
-        if ts_ms < obs.inject_ms {
-            return;
-        }
-        if self.seen_signals.insert(format!("{source}:{what}")) {
-            obs.signals.push(Signal {
-                ts_ms,
-                source: source.into(),
-                what,
-            });
-        }
-    }
-
-    async fn poll(&mut self, obs: &mut Observation) {
-        let now = now_ms();
-        match self.client.job(self.job).await {
-            Ok(j) => {
-                self.fully_running = j.fully_running();
-                self.job_state = if self.fully_running || j.state != "RUNNING" {
-                    j.state.clone()
-                } else {
-                    "RUNNING (not every subtask)".into()
-                };
-                for (st, ts) in &j.timestamps {
-                    if *ts > 0
-                        && matches!(
-                            st.as_str(),
-                            "FAILING" | "RESTARTING" | "CANCELLING" | "SUSPENDED" | "FAILED"
-                        )
-                    {
-                        self.add(obs, *ts, "flink", format!("job {st}"));
-                    }
-                }
-            }
-            Err(e) => {
-                self.fully_running = false;
-                self.job_state = format!("unknown ({})", short(&e.to_string()));
-                if !self.rest_down_seen && !matches!(e, flink::Error::Status { status: 404, .. }) {
-                    self.rest_down_seen = true;
-                    self.add(obs, now, "flink", "REST API not answering".into());
-                }
-            }
-        }
-        if now - self.last_exceptions_ms >= 500 {
-            self.last_exceptions_ms = now;
-            if let Ok(list) = self.client.exceptions(self.job).await {
-                for e in list {
-                    let what = format!(
-                        "exception {}{}",
-                        e.exception_name.rsplit('.').next().unwrap_or(""),
-                        e.task_manager_id
-                            .as_deref()
-                            .map(|t| format!(" on {t}"))
-                            .unwrap_or_default()
-                    );
-                    self.add(obs, e.timestamp, "flink", what);
-                }
-            }
-            if let Some(t) = self.target.clone() {
-                if !self.tm_gone_seen {
-                    if let Ok(tms) = self.client.taskmanagers().await {
-                        if !tms.iter().any(|x| x.id == t) {
-                            self.tm_gone_seen = true;
-                            self.add(obs, now, "flink", format!("{t} no longer registered"));
-                        }
-                    }
-                }
-            }
-        }
-        if now - self.last_events_ms >= 200 {
-            self.last_events_ms = now;
-            self.poll_agent_events(obs).await;
-        }
-    }
-
-    async fn poll_agent_events(&mut self, obs: &mut Observation) {
-        let Some((api, token)) = self.coordinator.clone() else {
-            return;
-        };
-        let url = format!("{api}/v1/events?since={}", self.last_event_id);
-        let Ok(resp) = self
-            .http
-            .get(&url)
-            .bearer_auth(&token)
-            .timeout(Duration::from_millis(800))
-            .send()
-            .await
-        else {
-            return;
-        };
-        let v: serde_json::Value = resp.json().await.unwrap_or_default();
-        for e in v.as_array().into_iter().flatten() {
-            self.last_event_id = self.last_event_id.max(e["id"].as_u64().unwrap_or(0));
-            let rid = e["resource_id"].as_str().unwrap_or("");
-            let kind = e["kind"].as_str().unwrap_or("");
-            let ts = e["source_ts_ms"]
-                .as_i64()
-                .filter(|t| *t > 0)
-                .or(e["ts_ms"].as_i64())
-                .unwrap_or(0);
-            let relevant = match &self.target {
-                Some(t) => rid == t || rid == "jobmanager",
-                None => true,
-            };
-            if !relevant {
-                continue;
-            }
-            if kind == "liveness" {
-                let to = e["detail"]["to"].as_str().unwrap_or("");
-                if to != "alive" {
-                    self.add(obs, ts, "agent", format!("{rid} {to}"));
-                }
-            } else if kind == "failure" {
-                self.add(obs, ts, "agent", format!("{rid} reported a failure"));
-            }
-        }
-    }
-
-    /// The final look: whether (and when, by Flink's own timestamps) every subtask runs again.
-    async fn finish(&mut self, obs: &mut Observation) {
-        self.poll(obs).await;
-        match self.client.job(self.job).await {
-            Ok(j) if j.fully_running() => match self.client.subtask_running_times(self.job).await {
-                Ok(times) => {
-                    let latest = times.iter().copied().max().unwrap_or(0);
-                    obs.redeployed = latest > obs.inject_ms;
-                    obs.running_at_ms = obs.redeployed.then_some(latest);
-                }
-                Err(_) => obs.not_running_at_end = true,
-            },
-            _ => obs.not_running_at_end = true,
-        }
-    }
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(60).collect()
-}
-
 /// Machine facts for the report.
 pub fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -1272,126 +845,4 @@ pub fn machine() -> serde_json::Value {
         "kernel": kernel.trim(),
         "java": java,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_outcome_says_who_fenced_and_when() {
-        // 2026-11-25T05:00:03.500Z is 3,500 ms after the cut at 05:00:00.000Z.
-        let inject = 1_795_582_800_000; // 2026-11-25T05:00:00Z
-        let log = "\u{1b}[2m2026-11-25T05:00:01.000000Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m uplink lost\n\
-                   \u{1b}[2m2026-11-25T05:00:03.500123Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m streamshield::agent::command: \
-                   Cut off from the coordinator and the JobManager: fencing the TaskManager outcome=SIGKILL sent to pid 7\n";
-        assert_eq!(
-            partition_outcome(log, false, inject),
-            "the cut-off TaskManager was gone when the partition healed: its agent fenced it from inside the partition at +3500 ms"
-        );
-        assert!(partition_outcome("", false, inject).contains("no self-fence"));
-        assert_eq!(
-            partition_outcome("", true, inject),
-            "the cut-off TaskManager was still running when the partition healed"
-        );
-        // A line without a readable time still counts.
-        assert!(partition_outcome(
-            "Cut off from the coordinator and the JobManager",
-            true,
-            inject
-        )
-        .ends_with("although its agent fenced it from inside the partition"));
-    }
-
-    #[test]
-    fn ballast_is_fixed_without_a_target_or_a_measured_pause() {
-        assert_eq!(next_ballast(500, None, &[(500, 40_000)]), (500, None));
-        assert_eq!(
-            next_ballast(300, Some(Duration::from_secs(18)), &[]),
-            (300, None)
-        );
-    }
-
-    #[test]
-    fn ballast_follows_the_median_rate_of_the_last_three_pauses() {
-        let target = Some(Duration::from_secs(18));
-        // 300 MB took 9 s: 30 ms/MB, so 18 s wants 600 MB.
-        let (mb, note) = next_ballast(300, target, &[(300, 9_000)]);
-        assert_eq!(mb, 600);
-        assert!(
-            note.unwrap().contains("30.0 ms/MB"),
-            "the note names the rate"
-        );
-        // 300 MB took 4.2 s (seen: a quiet minute): 1,290 MB would be the estimate, but one step is at most 2x.
-        assert_eq!(next_ballast(300, target, &[(300, 4_158)]).0, 600);
-        // Only the last three count (the 10 ms/MB round is older); their median is 60 ms/MB -> 300 MB.
-        let history = [(500, 5_000), (600, 30_000), (300, 24_000), (300, 18_000)];
-        assert_eq!(next_ballast(300, target, &history).0, 300);
-        // One outlier among three does not move it: median of 40, 40, 200 ms/MB.
-        let history = [(400, 16_000), (400, 80_000), (400, 16_000)];
-        assert_eq!(next_ballast(300, target, &history).0, 450);
-    }
-
-    #[test]
-    fn ballast_stays_in_range_and_a_fenced_pause_shrinks_it() {
-        let target = Some(Duration::from_secs(18));
-        // A very slow host: 500 MB lasted at least 30 s (fenced) -> 60 ms/MB -> 300 MB.
-        assert_eq!(next_ballast(500, target, &[(500, 30_017)]).0, 300);
-        // Absurd rates move it by at most 2x per round, and never out of the option's range.
-        assert_eq!(next_ballast(500, target, &[(500, 1_000_000)]).0, 250);
-        assert_eq!(next_ballast(500, target, &[(500, 10)]).0, 1000);
-        assert_eq!(
-            next_ballast(60, target, &[(60, 1_000_000)]).0,
-            MIN_GC_BALLAST_MB
-        );
-        assert_eq!(
-            next_ballast(1000, target, &[(1000, 10)]).0,
-            MAX_GC_BALLAST_MB
-        );
-        // Rounds without a ballast or a pause are skipped, not divided by.
-        assert_eq!(next_ballast(500, target, &[(0, 9_000), (300, 0)]).0, 500);
-    }
-
-    fn entry(ts: i64, tm: Option<&str>, trace: &str) -> flink::ExceptionEntry {
-        flink::ExceptionEntry {
-            exception_name: "java.util.concurrent.TimeoutException".into(),
-            stacktrace: trace.into(),
-            timestamp: ts,
-            task_manager_id: tm.map(str::to_string),
-        }
-    }
-
-    #[test]
-    fn failure_causes_name_when_where_and_why_oldest_first() {
-        assert_eq!(failure_causes(&[], 1_000), None);
-        let e = [
-            entry(
-                3_500,
-                None,
-                "org.apache.flink.util.FlinkException: Second\n\tat x.y(Z.java:1)",
-            ),
-            entry(
-                1_930,
-                Some("tm-2"),
-                "java.util.concurrent.TimeoutException: Heartbeat of TaskManager with id tm-2 timed out.\n\tat a.b(C.java:2)",
-            ),
-        ];
-        assert_eq!(
-            failure_causes(&e, 1_000).unwrap(),
-            "failures in Flink's exception history since the fault: +930 ms on tm-2: \
-             java.util.concurrent.TimeoutException: Heartbeat of TaskManager with id tm-2 timed out.; \
-             +2500 ms: org.apache.flink.util.FlinkException: Second"
-        );
-    }
-
-    #[test]
-    fn failure_causes_fall_back_to_the_name_and_cap_the_list() {
-        let e: Vec<_> = (0..5).map(|i| entry(100 + i, None, "")).collect();
-        let note = failure_causes(&e, 100).unwrap();
-        assert!(
-            note.contains("+0 ms: java.util.concurrent.TimeoutException"),
-            "{note}"
-        );
-        assert!(note.ends_with("; and 2 more"), "{note}");
-    }
 }
