@@ -1,6 +1,8 @@
-//! The drill's scenarios: what each injects, how it is healed, how long a round may take, and what a recovered
-//! round looks like. docs/drills.md describes the same for users.
+//! The drill's scenarios: what each injects, how it is healed, how long a round may take, what a recovered
+//! round looks like, and what each needs of the cluster (job arguments, Flink settings). docs/drills.md describes
+//! the same for users.
 
+use std::path::Path;
 use std::time::Duration;
 
 /// The hang tolerance of the shield profile (`streamshield.hang-tolerance` in deploy/local/profiles/shield.yaml: a
@@ -108,6 +110,34 @@ impl Scenario {
     /// Whether the fault targets one TaskManager running subtasks.
     pub fn targets_taskmanager(self) -> bool {
         !matches!(self, Scenario::JmKill | Scenario::KafkaBrokerOutage)
+    }
+
+    /// Arguments the scenario adds to the job's: for `tm-gc-pause`, the ballast to build.
+    pub(super) fn job_args(self, ballast_mb: u32) -> Vec<String> {
+        match self {
+            Scenario::TmGcPause => vec!["--gc-ballast-mb".into(), ballast_mb.to_string()],
+            _ => vec![],
+        }
+    }
+
+    /// Flink settings a scenario needs in every arm: for `tm-gc-pause`, TaskManagers large enough for the ballast,
+    /// the serial collector (a full collection is one long stop-the-world pause), a small young generation
+    /// (building the ballast then costs young pauses of < 100 ms instead of multi-second ones that would fail over
+    /// the tuned arm before the fault) and a GC log per TaskManager in the round's run directory `dir`.
+    pub(super) fn flink_overrides(self, dir: &Path) -> Vec<(String, String)> {
+        match self {
+            Scenario::TmGcPause => vec![
+                ("taskmanager.memory.process.size".into(), "3g".into()),
+                (
+                    "env.java.opts.taskmanager".into(),
+                    format!(
+                        "-XX:+UseSerialGC -Xmn64m -Xlog:gc:file={}/logs/gc-%p.log:timemillis,uptime",
+                        dir.display()
+                    ),
+                ),
+            ],
+            _ => vec![],
+        }
     }
 }
 
