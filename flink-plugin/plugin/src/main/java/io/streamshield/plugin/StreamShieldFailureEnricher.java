@@ -10,6 +10,7 @@ import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Supplier;
+import org.apache.flink.api.common.JobInfo;
 import org.apache.flink.core.failure.FailureEnricher;
 
 /**
@@ -58,13 +59,20 @@ public class StreamShieldFailureEnricher implements FailureEnricher {
     @Override
     public CompletableFuture<Map<String, String>> processFailure(Throwable cause, Context context) {
         String id = ProcessHandle.current().pid() + "-" + seq.incrementAndGet();
-        Map<String, Object> m =
-                message(
-                        cause,
-                        context.getJobId() == null ? "" : context.getJobId().toString(),
-                        context.getJobName() == null ? "" : context.getJobName(),
-                        String.valueOf(context.getFailureType()),
-                        id);
+        String jobId = "";
+        String jobName = "";
+        try {
+            // Context.getJobInfo() is abstract in 1.20 and 2.x alike; the 1.x shortcuts getJobId()/getJobName()
+            // (default methods over it) are gone in 2.x, so calling them would fail with NoSuchMethodError there.
+            JobInfo job = context.getJobInfo();
+            if (job != null) {
+                jobId = job.getJobId() == null ? "" : job.getJobId().toString();
+                jobName = job.getJobName() == null ? "" : job.getJobName();
+            }
+        } catch (RuntimeException | LinkageError e) {
+            // A context without job information still reports the failure.
+        }
+        Map<String, Object> m = message(cause, jobId, jobName, String.valueOf(context.getFailureType()), id);
         try {
             link.get().offer(Frames.FAILURE, m);
         } catch (RuntimeException e) {

@@ -137,26 +137,29 @@ class ReportersTest {
         assertEquals("java.lang.IllegalStateException", m.get("exception"));
         assertEquals("boom", m.get("message"));
         assertEquals(job.toString(), m.get("job_id"));
+        assertEquals("seq", m.get("job_name"));
         assertEquals(id, m.get("event"));
         assertTrue(e.processFailure(null, new TestingContext(job)).get().get("streamshield.event").endsWith("-2"));
+        link.drain();
+        // A context that cannot tell the job still reports the failure (and never throws into Flink).
+        assertTrue(e.processFailure(new RuntimeException("x"), new TestingContext(null)).get().get(LABEL).endsWith("-3"));
+        Map<?, ?> anonymous = only(link, Frames.FAILURE);
+        assertEquals("", anonymous.get("job_id"));
+        assertEquals("", anonymous.get("job_name"));
     }
 
-    /** A failure context for a TaskManager loss. */
+    private static final String LABEL = StreamShieldFailureEnricher.LABEL;
+
+    /**
+     * A failure context for a TaskManager loss (of no known job when {@code job} is null). Only what both Flink 1.20
+     * and 2.x declare: 2.x removed the 1.x default methods getJobId()/getJobName(), so the job comes from
+     * getJobInfo().
+     */
     private static final class TestingContext implements FailureEnricher.Context {
         private final JobID job;
 
         TestingContext(JobID job) {
             this.job = job;
-        }
-
-        @Override
-        public JobID getJobId() {
-            return job;
-        }
-
-        @Override
-        public String getJobName() {
-            return "seq";
         }
 
         @Override
@@ -181,7 +184,20 @@ class ReportersTest {
 
         @Override
         public JobInfo getJobInfo() {
-            throw new IllegalStateException("not used by the enricher");
+            if (job == null) {
+                throw new IllegalStateException("no job information");
+            }
+            return new JobInfo() {
+                @Override
+                public JobID getJobId() {
+                    return job;
+                }
+
+                @Override
+                public String getJobName() {
+                    return "seq";
+                }
+            };
         }
     }
 }
