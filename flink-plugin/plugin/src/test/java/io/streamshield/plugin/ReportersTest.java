@@ -113,6 +113,48 @@ class ReportersTest {
     }
 
     @Test
+    void traceReporterForwardsChildSpansWhereFlinkHasThem() throws Exception {
+        AgentLink link = idleLink();
+        StreamShieldTraceReporter r = new StreamShieldTraceReporter(c -> link);
+        r.open(new MetricConfig());
+        Span leaf = new TestingSpan("Leaf", 12, 13, Map.of("ok", true), List.of());
+        Span child = new TestingSpan("Child", 11, 14, Map.of("subtask", 3L), List.of(leaf));
+        r.notifyOfAddedSpan(new TestingSpan("Checkpoint", 10, 20, Map.of("checkpointId", 7L), List.of(child)));
+        Map<?, ?> m = only(link, Frames.SPAN);
+        assertEquals("Checkpoint", m.get("name"));
+        assertEquals(7.0, ((Map<?, ?>) m.get("attributes")).get("checkpointId"));
+        // Span.getChildren() exists from Flink 2.x on: there the tree travels along; on 1.x spans do not nest.
+        assertEquals(FlinkVersionTest.major() >= 2, StreamShieldTraceReporter.spansNest());
+        if (!StreamShieldTraceReporter.spansNest()) {
+            assertNull(m.get("children"));
+            return;
+        }
+        List<?> children = (List<?>) m.get("children");
+        assertEquals(1, children.size());
+        Map<?, ?> c = (Map<?, ?>) children.get(0);
+        assertEquals("Child", c.get("name"));
+        assertEquals(3.0, ((Map<?, ?>) c.get("attributes")).get("subtask"));
+        Map<?, ?> l = (Map<?, ?>) ((List<?>) c.get("children")).get(0);
+        assertEquals("Leaf", l.get("name"));
+        assertEquals(true, ((Map<?, ?>) l.get("attributes")).get("ok"));
+        assertNull(l.get("children"), "no children, no field");
+
+        // A pathological depth is cut, not followed.
+        Span deep = new TestingSpan("d0", 0, 1, Map.of(), List.of());
+        for (int i = 1; i <= 20; i++) {
+            deep = new TestingSpan("d" + i, 0, 1, Map.of(), List.of(deep));
+        }
+        r.notifyOfAddedSpan(deep);
+        Map<?, ?> level = only(link, Frames.SPAN);
+        int depth = 0;
+        while (level.get("children") != null) {
+            level = (Map<?, ?>) ((List<?>) level.get("children")).get(0);
+            depth++;
+        }
+        assertEquals(StreamShieldTraceReporter.MAX_DEPTH, depth);
+    }
+
+    @Test
     void failureEnricherSendsTheFailureAndLabelsIt() throws Exception {
         AgentLink link = idleLink();
         java.util.concurrent.atomic.AtomicInteger asked = new java.util.concurrent.atomic.AtomicInteger();
