@@ -46,7 +46,10 @@ public final class AgentLink implements Closeable {
 
     private static AgentLink shared;
 
-    private final LinkConfig config;
+    /** Replaced only while the link has not started: see {@link #shared}. */
+    private volatile LinkConfig config;
+    /** Whether the link's thread was started; guarded by this. */
+    private boolean started;
     /** Encoded frames waiting to be sent; guarded by itself. */
     private final ArrayDeque<byte[]> queue = new ArrayDeque<>();
     private final AtomicLong dropped = new AtomicLong();
@@ -60,10 +63,18 @@ public final class AgentLink implements Closeable {
     /** The answer to a STOPPING announcement, while one is outstanding. */
     private volatile CompletableFuture<Map<?, ?>> stopReady;
 
-    /** The JVM's link, created (and started) by the first caller; later callers share it. */
+    /**
+     * The JVM's link, created (and started) by the first caller; later callers share it. A link created with no agent
+     * address (by a component whose settings name none, e.g. the trace reporter's {@code traces.reporter.*} keys)
+     * takes the settings of the first later caller that has one and starts then: whichever of the reporters and the
+     * enricher comes first, the JVM links once it knows where its agent is.
+     */
     public static synchronized AgentLink shared(LinkConfig config) {
         if (shared == null || shared.closed) {
             shared = new AgentLink(config);
+            shared.start();
+        } else if (shared.config.address == null && config.address != null) {
+            shared.config = config;
             shared.start();
         }
         return shared;
@@ -75,13 +86,24 @@ public final class AgentLink implements Closeable {
         this.thread.setDaemon(true);
     }
 
-    void start() {
-        if (config.address == null) {
-            LOG.info("StreamShield plugin: no agent address configured (STREAMSHIELD_AGENT_ADDRESS); not linking.");
+    synchronized void start() {
+        if (started) {
             return;
         }
+        if (config.address == null) {
+            LOG.info(
+                    "StreamShield plugin: no agent address configured (agent-address, STREAMSHIELD_AGENT_ADDRESS);"
+                            + " not linking.");
+            return;
+        }
+        started = true;
         LOG.info("StreamShield plugin: linking to {}", config);
         thread.start();
+    }
+
+    /** The settings the link uses (tests). */
+    LinkConfig config() {
+        return config;
     }
 
     /** Enqueues a message; never blocks. Returns false when it had to drop the oldest message to make room. */

@@ -197,7 +197,7 @@ class ReportersTest {
      * and 2.x declare: 2.x removed the 1.x default methods getJobId()/getJobName(), so the job comes from
      * getJobInfo().
      */
-    private static final class TestingContext implements FailureEnricher.Context {
+    static final class TestingContext implements FailureEnricher.Context {
         private final JobID job;
 
         TestingContext(JobID job) {
