@@ -1,6 +1,8 @@
 package io.streamshield.plugin;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -8,6 +10,7 @@ import io.streamshield.plugin.protocol.Frames;
 import io.streamshield.plugin.protocol.Json;
 import java.io.ByteArrayInputStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Executor;
@@ -20,6 +23,7 @@ import org.apache.flink.metrics.SimpleCounter;
 import org.apache.flink.traces.Span;
 import org.apache.flink.core.failure.FailureEnricher;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /** The reporters and the enricher against a link that is not started: what they offer is what would be sent. */
 class ReportersTest {
@@ -77,6 +81,85 @@ class ReportersTest {
 
         r.notifyOfRemovedMetric(restarts, "numRestarts", job);
         assertEquals(4, r.tracked());
+    }
+
+    @Test
+    void theFirstMetricWithATaskManagerIdTellsTheLinkFlinksId() {
+        AgentLink link = new AgentLink(AgentLinkTest.taskManagerWithoutId(null, 10_000));
+        StreamShieldMetricReporter r = new StreamShieldMetricReporter(c -> link);
+        r.open(new MetricConfig());
+        // The process's metrics (no <tm_id>) come and go unnoticed.
+        r.notifyOfAddedMetric(new SimpleCounter(), "numRestarts", new TestingMetricGroup("h.x", Map.of("<host>", "h")));
+        assertTrue(link.wantsResourceId());
+        // Any metric of the TaskManager's group carries it, curated or not.
+        MetricGroup tm =
+                new TestingMetricGroup(
+                        "127.0.0.1.taskmanager.127_0_0_1:40123-a1b2c3.Status.Network",
+                        Map.of("<host>", "127.0.0.1", "<tm_id>", "127.0.0.1:40123-a1b2c3"));
+        r.notifyOfAddedMetric(new SimpleCounter(), "TotalMemorySegments", tm);
+        assertFalse(link.wantsResourceId());
+        assertEquals("127.0.0.1:40123-a1b2c3", link.learntResourceId());
+        r.notifyOfAddedMetric(
+                new SimpleCounter(), "numRecordsIn", new TestingMetricGroup("x", Map.of("<tm_id>", "other")));
+        assertEquals("127.0.0.1:40123-a1b2c3", link.learntResourceId(), "the first one counts");
+    }
+
+    @Test
+    void aReporterConfiguredWithAnIdOrInAJobManagerLearnsNothing() {
+        MetricGroup tm = new TestingMetricGroup("h.taskmanager.t", Map.of("<tm_id>", "127.0.0.1:40123-a1b2c3"));
+        MetricConfig named = new MetricConfig();
+        named.setProperty("resource-id", "tm-1");
+        named.setProperty("role", "tm");
+        AgentLink explicit = new AgentLink(LinkConfig.resolve(named, Map.of(), "", 1, "x"));
+        StreamShieldMetricReporter r = new StreamShieldMetricReporter(c -> explicit);
+        r.open(named);
+        r.notifyOfAddedMetric(new SimpleCounter(), "numRecordsIn", tm);
+        assertFalse(explicit.wantsResourceId());
+        assertNull(explicit.learntResourceId());
+        MetricConfig jmConf = new MetricConfig();
+        jmConf.setProperty("role", "jm");
+        AgentLink jm = new AgentLink(LinkConfig.resolve(jmConf, Map.of(), "", 1, "x"));
+        assertFalse(jm.wantsResourceId());
+    }
+
+    @Test
+    void aTaskManagersReporterLinksWithFlinksIdEndToEnd(@TempDir Path dir) throws Exception {
+        try (FakeAgent agent = FakeAgent.unix(dir.resolve("plugin.sock"))) {
+            MetricConfig conf = new MetricConfig();
+            conf.setProperty("agent-address", agent.address);
+            conf.setProperty("role", "tm");
+            AgentLink[] made = new AgentLink[1];
+            StreamShieldMetricReporter r =
+                    new StreamShieldMetricReporter(
+                            c -> {
+                                made[0] = new AgentLink(LinkConfig.resolve(c));
+                                made[0].start();
+                                return made[0];
+                            });
+            try {
+                r.open(conf);
+                Thread.sleep(100);
+                assertTrue(agent.hellos.isEmpty(), "the link waits for Flink's id");
+                r.notifyOfAddedMetric(
+                        (Gauge<Long>) () -> 1L,
+                        "Used",
+                        new TestingMetricGroup(
+                                "localhost.taskmanager.localhost:33417-6a0e1f.Status.JVM.Memory.Heap",
+                                Map.of("<host>", "localhost", "<tm_id>", "localhost:33417-6a0e1f")));
+                AgentLinkTest.await(made[0]::connected, 5_000, "the handshake");
+                assertEquals("localhost:33417-6a0e1f", agent.hellos.get(0).get("resource_id"));
+                assertEquals("tm", agent.hellos.get(0).get("role"));
+                r.report();
+                Frames.Frame batch = agent.next(Frames.METRICS, 5_000);
+                assertNotNull(batch);
+                Map<?, ?> m = (Map<?, ?>) Json.parse(new String(batch.payload, StandardCharsets.UTF_8));
+                Map<?, ?> heap = (Map<?, ?>) ((List<?>) m.get("metrics")).get(0);
+                assertEquals("Status.JVM.Memory.Heap.Used", heap.get("name"));
+                assertEquals(Map.of("tm_id", "localhost:33417-6a0e1f"), heap.get("labels"));
+            } finally {
+                made[0].close();
+            }
+        }
     }
 
     @Test
