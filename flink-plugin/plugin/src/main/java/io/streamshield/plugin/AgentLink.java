@@ -46,7 +46,10 @@ public final class AgentLink implements Closeable {
 
     private static AgentLink shared;
 
-    private final LinkConfig config;
+    /** Replaced only while the link has not started: see {@link #shared}. */
+    private volatile LinkConfig config;
+    /** Whether the link's thread was started; guarded by this. */
+    private boolean started;
     /** Encoded frames waiting to be sent; guarded by itself. */
     private final ArrayDeque<byte[]> queue = new ArrayDeque<>();
     private final AtomicLong dropped = new AtomicLong();
@@ -57,13 +60,25 @@ public final class AgentLink implements Closeable {
     private volatile boolean connected;
     private volatile Closeable current;
     private long heartbeatSeq;
+    /** Flink's id for this TaskManager, as the metric reporter saw it ({@code <tm_id>}). */
+    private final CompletableFuture<String> flinkResourceId = new CompletableFuture<>();
+    /** The resource id HELLO names: settled by the link's thread before its first connection. */
+    private volatile String resourceId;
     /** The answer to a STOPPING announcement, while one is outstanding. */
     private volatile CompletableFuture<Map<?, ?>> stopReady;
 
-    /** The JVM's link, created (and started) by the first caller; later callers share it. */
+    /**
+     * The JVM's link, created (and started) by the first caller; later callers share it. A link created with no agent
+     * address (by a component whose settings name none, e.g. the trace reporter's {@code traces.reporter.*} keys)
+     * takes the settings of the first later caller that has one and starts then: whichever of the reporters and the
+     * enricher comes first, the JVM links once it knows where its agent is.
+     */
     public static synchronized AgentLink shared(LinkConfig config) {
         if (shared == null || shared.closed) {
             shared = new AgentLink(config);
+            shared.start();
+        } else if (shared.config.address == null && config.address != null) {
+            shared.config = config;
             shared.start();
         }
         return shared;
@@ -75,13 +90,24 @@ public final class AgentLink implements Closeable {
         this.thread.setDaemon(true);
     }
 
-    void start() {
-        if (config.address == null) {
-            LOG.info("StreamShield plugin: no agent address configured (STREAMSHIELD_AGENT_ADDRESS); not linking.");
+    synchronized void start() {
+        if (started) {
             return;
         }
+        if (config.address == null) {
+            LOG.info(
+                    "StreamShield plugin: no agent address configured (agent-address, STREAMSHIELD_AGENT_ADDRESS);"
+                            + " not linking.");
+            return;
+        }
+        started = true;
         LOG.info("StreamShield plugin: linking to {}", config);
         thread.start();
+    }
+
+    /** The settings the link uses (tests). */
+    LinkConfig config() {
+        return config;
     }
 
     /** Enqueues a message; never blocks. Returns false when it had to drop the oldest message to make room. */
@@ -135,6 +161,31 @@ public final class AgentLink implements Closeable {
         }
     }
 
+    /**
+     * Flink's own id for this TaskManager (the {@code <tm_id>} variable of its metrics), from the metric reporter.
+     * Only the first counts; never blocks.
+     */
+    public void learnResourceId(String flinkId) {
+        if (flinkId != null && !flinkId.isEmpty()) {
+            flinkResourceId.complete(flinkId);
+        }
+    }
+
+    /** Whether the link still waits for {@link #learnResourceId} (cheap: the reporter asks on every new metric). */
+    public boolean wantsResourceId() {
+        return config.resourceIdFromFlink && !flinkResourceId.isDone();
+    }
+
+    /** Flink's id as learnt so far; null before (tests). */
+    String learntResourceId() {
+        return flinkResourceId.getNow(null);
+    }
+
+    /** The resource id the link says HELLO with; null until settled. */
+    String resourceId() {
+        return resourceId;
+    }
+
     public long dropped() {
         return dropped.get();
     }
@@ -177,6 +228,9 @@ public final class AgentLink implements Closeable {
     }
 
     private void run() {
+        if (!settleResourceId()) {
+            return;
+        }
         long backoff = 100;
         String lastProblem = null;
         while (!closed) {
@@ -212,6 +266,41 @@ public final class AgentLink implements Closeable {
         }
     }
 
+    /**
+     * Decides the resource id before the first HELLO: the configured one, or (a TaskManager without one) Flink's, as
+     * soon as the metric reporter has seen it, at most {@code resourceIdWaitMs}, else the guess. Runs on the link's
+     * own thread: nothing of Flink waits for it (messages queue meanwhile). False when the link closed meanwhile.
+     */
+    private boolean settleResourceId() {
+        LinkConfig c = config;
+        if (!c.resourceIdFromFlink) {
+            resourceId = c.resourceId;
+            return true;
+        }
+        long t0 = System.currentTimeMillis();
+        try {
+            resourceId = flinkResourceId.get(c.resourceIdWaitMs, TimeUnit.MILLISECONDS);
+            LOG.info(
+                    "StreamShield plugin: resource id {} (Flink's, from the TaskManager's metrics, after {} ms)",
+                    resourceId,
+                    System.currentTimeMillis() - t0);
+        } catch (TimeoutException | ExecutionException e) {
+            resourceId = c.resourceId;
+            LOG.warn(
+                    "StreamShield plugin: no metric named this TaskManager's Flink id (<tm_id>) within {} ms; using"
+                            + " resource id {} (from the command line, else host-pid). Set resource-id or"
+                            + " STREAMSHIELD_RESOURCE_ID to name it.",
+                    c.resourceIdWaitMs,
+                    resourceId);
+        } catch (InterruptedException e) {
+            if (closed) {
+                return false;
+            }
+            resourceId = c.resourceId;
+        }
+        return true;
+    }
+
     /** One connection: connect, handshake, then send until something fails. */
     private void session() throws IOException, InterruptedException {
         Connection c = connect();
@@ -228,7 +317,7 @@ public final class AgentLink implements Closeable {
         Map<String, Object> hello = new LinkedHashMap<>();
         hello.put("protocol", Frames.PROTOCOL_VERSION);
         hello.put("role", config.role);
-        hello.put("resource_id", config.resourceId);
+        hello.put("resource_id", resourceId);
         hello.put("pid", config.pid);
         hello.put("flink_version", config.flinkVersion);
         if (config.secret != null) {
@@ -254,7 +343,7 @@ public final class AgentLink implements Closeable {
         startReader(c);
         connected = true;
         connects.incrementAndGet();
-        LOG.info("StreamShield plugin: linked to the agent at {}", config.address);
+        LOG.info("StreamShield plugin: linked to the agent at {} as {} {}", config.address, config.role, resourceId);
         long interval = config.heartbeatIntervalMs;
         long nextBeat = System.currentTimeMillis();
         while (!closed) {

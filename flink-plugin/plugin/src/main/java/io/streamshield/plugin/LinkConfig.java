@@ -19,8 +19,12 @@ import java.util.regex.Pattern;
  *       tcp:127.0.0.1:PORT}. Unset: the link is disabled (one log line, Flink unaffected).
  *   <li>{@code agent-secret-file} / {@code STREAMSHIELD_AGENT_SECRET_FILE}: the agent's secret, required for TCP.
  *   <li>{@code role} / {@code STREAMSHIELD_ROLE}: {@code tm} or {@code jm}; default from the main class.
- *   <li>{@code resource-id} / {@code STREAMSHIELD_RESOURCE_ID}: default {@code taskmanager.resource-id} from the
- *       command line, else {@code jobmanager} / {@code host-pid}.
+ *   <li>{@code resource-id} / {@code STREAMSHIELD_RESOURCE_ID}: a JobManager is {@code jobmanager}; a TaskManager
+ *       without one uses Flink's own id for it, the {@code <tm_id>} variable of its metrics (a standalone TaskManager
+ *       started without {@code taskmanager.resource-id} gets a generated one, e.g. {@code 127.0.0.1:40123-a1b2c3},
+ *       which only Flink knows): its link waits for the metric reporter to see it, at most {@code
+ *       resource-id-wait-ms} (default 10000), and then falls back to {@code taskmanager.resource-id} from the command
+ *       line, else {@code host-pid}.
  *   <li>{@code heartbeat-interval-ms} / {@code STREAMSHIELD_HEARTBEAT_INTERVAL_MS}: default 100.
  *   <li>{@code queue-capacity}: messages buffered while the agent is slow or away (default 1024; oldest dropped).
  * </ul>
@@ -29,7 +33,12 @@ public final class LinkConfig {
     final String address;
     final String secret;
     final String role;
+    /** The resource id; for a TaskManager that takes Flink's (see {@link #resourceIdFromFlink}) only the fallback. */
     final String resourceId;
+    /** Whether the link waits for Flink's id for this TaskManager ({@code <tm_id>}) before its HELLO. */
+    final boolean resourceIdFromFlink;
+    /** How long it waits at most; then {@link #resourceId}. */
+    final long resourceIdWaitMs;
     final long pid;
     final String flinkVersion;
     final long heartbeatIntervalMs;
@@ -46,7 +55,9 @@ public final class LinkConfig {
             String flinkVersion,
             long heartbeatIntervalMs,
             int queueCapacity,
-            long plannedStopWaitMs) {
+            long plannedStopWaitMs,
+            boolean resourceIdFromFlink,
+            long resourceIdWaitMs) {
         this.address = address;
         this.secret = secret;
         this.role = role;
@@ -56,6 +67,8 @@ public final class LinkConfig {
         this.heartbeatIntervalMs = heartbeatIntervalMs;
         this.queueCapacity = queueCapacity;
         this.plannedStopWaitMs = plannedStopWaitMs;
+        this.resourceIdFromFlink = resourceIdFromFlink;
+        this.resourceIdWaitMs = resourceIdWaitMs;
     }
 
     /** Resolves the configuration of this JVM. */
@@ -86,8 +99,15 @@ public final class LinkConfig {
         if (!role.equals("tm") && !role.equals("jm")) {
             throw new IllegalArgumentException("StreamShield role must be tm or jm, got " + role);
         }
-        String defaultId = role.equals("jm") ? "jobmanager" : fromCommand(javaCommand, pid);
-        String resourceId = pick(conf, "resource-id", env, "STREAMSHIELD_RESOURCE_ID", defaultId);
+        String explicitId = pick(conf, "resource-id", env, "STREAMSHIELD_RESOURCE_ID", null);
+        boolean fromFlink = explicitId == null && role.equals("tm");
+        String resourceId =
+                explicitId != null ? explicitId : role.equals("jm") ? "jobmanager" : fromCommand(javaCommand, pid);
+        long idWait =
+                Long.parseLong(pick(conf, "resource-id-wait-ms", env, "STREAMSHIELD_RESOURCE_ID_WAIT_MS", "10000"));
+        if (idWait < 0 || idWait > 600_000) {
+            throw new IllegalArgumentException("resource-id-wait-ms must be 0..600000, got " + idWait);
+        }
         long hb = Long.parseLong(pick(conf, "heartbeat-interval-ms", env, "STREAMSHIELD_HEARTBEAT_INTERVAL_MS", "100"));
         if (hb < 10 || hb > 60_000) {
             throw new IllegalArgumentException("heartbeat-interval-ms must be 10..60000, got " + hb);
@@ -102,7 +122,8 @@ public final class LinkConfig {
         if (stopWait < 0 || stopWait > 600_000) {
             throw new IllegalArgumentException("planned-stop-wait-ms must be 0..600000, got " + stopWait);
         }
-        return new LinkConfig(address, secret, role, resourceId, pid, flinkVersion, hb, capacity, stopWait);
+        return new LinkConfig(
+                address, secret, role, resourceId, pid, flinkVersion, hb, capacity, stopWait, fromFlink, idWait);
     }
 
     private static String pick(Properties conf, String key, Map<String, String> env, String envKey, String dflt) {
@@ -148,6 +169,7 @@ public final class LinkConfig {
 
     @Override
     public String toString() {
-        return "agent " + (address == null ? "(none)" : address) + ", " + role + " " + resourceId + ", pid " + pid;
+        String id = resourceIdFromFlink ? "(Flink's <tm_id>, else " + resourceId + ")" : resourceId;
+        return "agent " + (address == null ? "(none)" : address) + ", " + role + " " + id + ", pid " + pid;
     }
 }

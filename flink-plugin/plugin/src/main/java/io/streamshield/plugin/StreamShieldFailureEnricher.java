@@ -10,6 +10,7 @@ import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Supplier;
+import org.apache.flink.api.common.JobInfo;
 import org.apache.flink.core.failure.FailureEnricher;
 
 /**
@@ -18,7 +19,8 @@ import org.apache.flink.core.failure.FailureEnricher;
  * history (REST {@code failureLabels}) and StreamShield's event log can be joined. It cannot change Flink's
  * decision and returns at once.
  *
- * <p>Enable with {@code jobmanager.failure-enrichers: io.streamshield.plugin.StreamShieldFailureEnricher}.
+ * <p>Enable with {@code jobmanager.failure-enrichers: io.streamshield.plugin.StreamShieldFailureEnricher}. Its link
+ * settings are the metric reporter's ({@code metrics.reporter.streamshield.*}), then {@code STREAMSHIELD_*}.
  */
 public class StreamShieldFailureEnricher implements FailureEnricher {
     static final String LABEL = "streamshield.event";
@@ -26,9 +28,38 @@ public class StreamShieldFailureEnricher implements FailureEnricher {
     private final Supplier<AgentLink> link;
     private final AtomicLong seq = new AtomicLong();
 
+    /** With the environment's settings only ({@code STREAMSHIELD_*}); Flink uses the factory's constructor. */
     public StreamShieldFailureEnricher() {
-        this(() -> AgentLink.shared(LinkConfig.resolve(new Properties())));
+        this(new Properties());
+    }
+
+    /**
+     * With the metric reporter's settings ({@code metrics.reporter.streamshield.*} without the prefix, from Flink's
+     * configuration, see {@link StreamShieldFailureEnricherFactory}), the environment filling in what they leave out.
+     */
+    StreamShieldFailureEnricher(Properties reporterSettings) {
+        this(linkFrom(reporterSettings));
         warmUp();
+    }
+
+    /** The JVM's shared link with these settings, resolved once (the secret file is not reread in every failure). */
+    private static Supplier<AgentLink> linkFrom(Properties settings) {
+        return new Supplier<AgentLink>() {
+            private LinkConfig resolved;
+
+            @Override
+            public synchronized AgentLink get() {
+                if (resolved == null) {
+                    resolved = LinkConfig.resolve(settings);
+                }
+                return AgentLink.shared(resolved);
+            }
+        };
+    }
+
+    /** The link this enricher reports to (tests). */
+    AgentLink link() {
+        return link.get();
     }
 
     /**
@@ -58,13 +89,20 @@ public class StreamShieldFailureEnricher implements FailureEnricher {
     @Override
     public CompletableFuture<Map<String, String>> processFailure(Throwable cause, Context context) {
         String id = ProcessHandle.current().pid() + "-" + seq.incrementAndGet();
-        Map<String, Object> m =
-                message(
-                        cause,
-                        context.getJobId() == null ? "" : context.getJobId().toString(),
-                        context.getJobName() == null ? "" : context.getJobName(),
-                        String.valueOf(context.getFailureType()),
-                        id);
+        String jobId = "";
+        String jobName = "";
+        try {
+            // Context.getJobInfo() is abstract in 1.20 and 2.x alike; the 1.x shortcuts getJobId()/getJobName()
+            // (default methods over it) are gone in 2.x, so calling them would fail with NoSuchMethodError there.
+            JobInfo job = context.getJobInfo();
+            if (job != null) {
+                jobId = job.getJobId() == null ? "" : job.getJobId().toString();
+                jobName = job.getJobName() == null ? "" : job.getJobName();
+            }
+        } catch (RuntimeException | LinkageError e) {
+            // A context without job information still reports the failure.
+        }
+        Map<String, Object> m = message(cause, jobId, jobName, String.valueOf(context.getFailureType()), id);
         try {
             link.get().offer(Frames.FAILURE, m);
         } catch (RuntimeException e) {

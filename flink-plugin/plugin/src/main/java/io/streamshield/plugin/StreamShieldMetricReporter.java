@@ -27,6 +27,9 @@ import org.apache.flink.metrics.reporter.Scheduled;
  *
  * <p>{@code metrics.reporter.streamshield.include}: extra comma-separated regular expressions matched against the
  * metric name.
+ *
+ * <p>In a TaskManager without a configured resource id, the first metric that carries Flink's id for it ({@code
+ * <tm_id>}) tells the link which id to say HELLO with (see {@link LinkConfig}).
  */
 public class StreamShieldMetricReporter implements MetricReporter, Scheduled {
 
@@ -78,7 +81,7 @@ public class StreamShieldMetricReporter implements MetricReporter, Scheduled {
 
     private final Map<Metric, Entry> metrics = new ConcurrentHashMap<>();
     private final LinkFactory linkFactory;
-    private AgentLink link;
+    private volatile AgentLink link;
     private List<Pattern> include = new ArrayList<>();
 
     /** How the reporter obtains its link; tests pass their own. */
@@ -147,8 +150,20 @@ public class StreamShieldMetricReporter implements MetricReporter, Scheduled {
         }
     }
 
+    /** The metric variable that carries Flink's id of the TaskManager (its ResourceID), in 1.20 and 2.x alike. */
+    static final String TM_ID = "<tm_id>";
+
     @Override
     public void notifyOfAddedMetric(Metric metric, String name, MetricGroup group) {
+        AgentLink l = link;
+        if (l != null && l.wantsResourceId()) {
+            // Only until the link has it: a map lookup on the registering thread, nothing that waits.
+            try {
+                l.learnResourceId(group.getAllVariables().get(TM_ID));
+            } catch (RuntimeException e) {
+                // a group that cannot say; a later metric will
+            }
+        }
         if (!wanted(name, group)) {
             return;
         }

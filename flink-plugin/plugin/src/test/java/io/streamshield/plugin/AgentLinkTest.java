@@ -18,7 +18,12 @@ import org.junit.jupiter.api.io.TempDir;
 class AgentLinkTest {
 
     static LinkConfig config(String address, String secret, int capacity) {
-        return new LinkConfig(address, secret, "tm", "tm-9", 4242, "1.20.5", 20, capacity, 0);
+        return new LinkConfig(address, secret, "tm", "tm-9", 4242, "1.20.5", 20, capacity, 0, false, 0);
+    }
+
+    /** A TaskManager with no configured id: it waits for Flink's, at most {@code waitMs}, else uses host-77. */
+    static LinkConfig taskManagerWithoutId(String address, long waitMs) {
+        return new LinkConfig(address, null, "tm", "host-77", 77, "2.3.0", 20, 64, 0, true, waitMs);
     }
 
     static void await(BooleanSupplier cond, long ms, String what) throws InterruptedException {
@@ -103,6 +108,28 @@ class AgentLinkTest {
     }
 
     @Test
+    void anExplicitResourceIdIsUsedAsItIs() {
+        String tmCommand = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir x";
+        java.util.Properties conf = new java.util.Properties();
+        LinkConfig guessed = LinkConfig.resolve(conf, Map.of(), tmCommand, 7, "x");
+        assertTrue(guessed.resourceIdFromFlink);
+        assertTrue(guessed.resourceId.endsWith("-7"), "host-pid as the fallback: " + guessed.resourceId);
+        LinkConfig fromEnv = LinkConfig.resolve(conf, Map.of("STREAMSHIELD_RESOURCE_ID", "tm-env"), tmCommand, 7, "x");
+        assertFalse(fromEnv.resourceIdFromFlink);
+        assertEquals("tm-env", fromEnv.resourceId);
+        conf.setProperty("resource-id", "tm-conf");
+        LinkConfig fromConf = LinkConfig.resolve(conf, Map.of("STREAMSHIELD_RESOURCE_ID", "tm-env"), tmCommand, 7, "x");
+        assertFalse(fromConf.resourceIdFromFlink);
+        assertEquals("tm-conf", fromConf.resourceId, "the reporter's setting first");
+        java.util.Properties wait = new java.util.Properties();
+        wait.put("resource-id-wait-ms", 2500);
+        assertEquals(2_500, LinkConfig.resolve(wait, Map.of(), tmCommand, 7, "x").resourceIdWaitMs);
+        wait.put("resource-id-wait-ms", "-5");
+        org.junit.jupiter.api.Assertions.assertThrows(
+                IllegalArgumentException.class, () -> LinkConfig.resolve(wait, Map.of(), tmCommand, 7, "x"));
+    }
+
+    @Test
     void unixDomainSocketLinkNeedsNoSecret(@TempDir Path dir) throws Exception {
         try (FakeAgent agent = FakeAgent.unix(dir.resolve("plugin.sock"));
                 AgentLink link = new AgentLink(config(agent.address, null, 64))) {
@@ -171,6 +198,62 @@ class AgentLinkTest {
     }
 
     @Test
+    void aTaskManagerWithoutAConfiguredIdSaysHelloWithFlinksOwn(@TempDir Path dir) throws Exception {
+        try (FakeAgent agent = FakeAgent.unix(dir.resolve("plugin.sock"));
+                AgentLink link = new AgentLink(taskManagerWithoutId(agent.address, 10_000))) {
+            long t0 = System.currentTimeMillis();
+            link.start();
+            assertTrue(link.wantsResourceId());
+            // Messages offered meanwhile wait in the queue; offer does not wait for the id.
+            link.offer(Frames.METRICS, Map.of("ts_ms", 1, "dropped", 0, "metrics", java.util.List.of()));
+            assertTrue(System.currentTimeMillis() - t0 < 1_000);
+            Thread.sleep(200);
+            assertTrue(agent.hellos.isEmpty(), "no HELLO before the id is known");
+            link.learnResourceId("127.0.0.1:40123-a1b2c3");
+            link.learnResourceId("another");
+            assertFalse(link.wantsResourceId());
+            await(link::connected, 5_000, "the handshake");
+            assertEquals("127.0.0.1:40123-a1b2c3", agent.hellos.get(0).get("resource_id"));
+            assertEquals("127.0.0.1:40123-a1b2c3", link.resourceId());
+            assertNotNull(agent.next(Frames.METRICS, 5_000), "what was queued goes out");
+            agent.dropConnections();
+            await(() -> agent.hellos.size() >= 2, 10_000, "the reconnection");
+            assertEquals("127.0.0.1:40123-a1b2c3", agent.hellos.get(1).get("resource_id"), "the id stays");
+        }
+    }
+
+    @Test
+    void withoutFlinksIdTheLinkFallsBackToTheGuessInBoundedTime(@TempDir Path dir) throws Exception {
+        try (FakeAgent agent = FakeAgent.unix(dir.resolve("plugin.sock"));
+                AgentLink link = new AgentLink(taskManagerWithoutId(agent.address, 300))) {
+            long t0 = System.currentTimeMillis();
+            link.start();
+            await(link::connected, 5_000, "the handshake after the wait");
+            assertTrue(System.currentTimeMillis() - t0 >= 300, "it waited");
+            assertEquals("host-77", agent.hellos.get(0).get("resource_id"));
+            // Too late: the link keeps the id it said HELLO with.
+            link.learnResourceId("127.0.0.1:40123-a1b2c3");
+            agent.dropConnections();
+            await(() -> agent.hellos.size() >= 2, 10_000, "the reconnection");
+            assertEquals("host-77", agent.hellos.get(1).get("resource_id"));
+        }
+    }
+
+    @Test
+    void aLinkClosedWhileWaitingForTheIdNeverConnects(@TempDir Path dir) throws Exception {
+        try (FakeAgent agent = FakeAgent.unix(dir.resolve("plugin.sock"))) {
+            AgentLink link = new AgentLink(taskManagerWithoutId(agent.address, 10_000));
+            link.start();
+            Thread.sleep(100);
+            link.close();
+            link.learnResourceId("late");
+            Thread.sleep(300);
+            assertTrue(agent.hellos.isEmpty());
+            assertEquals(0, link.connects());
+        }
+    }
+
+    @Test
     void configurationFromEnvironmentAndCommandLine() {
         java.util.Properties conf = new java.util.Properties();
         LinkConfig c =
@@ -181,7 +264,9 @@ class AgentLinkTest {
                         7,
                         "1.20.5");
         assertEquals("tm", c.role);
-        assertEquals("tm-3", c.resourceId);
+        assertEquals("tm-3", c.resourceId, "the fallback");
+        assertTrue(c.resourceIdFromFlink, "no resource id configured: the TaskManager's link waits for Flink's");
+        assertEquals(10_000, c.resourceIdWaitMs);
         assertEquals("unix:/run/a.sock", c.address);
         assertEquals(100, c.heartbeatIntervalMs);
         assertEquals(0, c.plannedStopWaitMs, "planned stops are off unless configured");
@@ -199,6 +284,7 @@ class AgentLinkTest {
                         conf, Map.of(), "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint", 8, "x");
         assertEquals("jm", jm.role);
         assertEquals("jobmanager", jm.resourceId);
+        assertFalse(jm.resourceIdFromFlink, "the JobManager is jobmanager");
         conf.setProperty("heartbeat-interval-ms", "1");
         org.junit.jupiter.api.Assertions.assertThrows(
                 IllegalArgumentException.class, () -> LinkConfig.resolve(conf, Map.of(), "", 1, "x"));
