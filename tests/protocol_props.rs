@@ -73,6 +73,7 @@ fn message() -> impl Strategy<Value = Message> {
                     start_ms,
                     end_ms,
                     attributes: serde_json::Map::new(),
+                    children: vec![],
                 })
             }
         ),

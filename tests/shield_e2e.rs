@@ -102,7 +102,9 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
             .find(|l| l.starts_with(tm))
             .unwrap_or_else(|| panic!("{tm} missing:\n{text}"));
         assert!(
-            line.contains("connected") && line.contains("alive"),
+            line.contains(&format!("agent-{tm}"))
+                && line.contains("alive")
+                && !line.contains("LOST"),
             "{line}"
         );
     }
@@ -148,7 +150,7 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
     .unwrap();
     let detected = loop {
         let h: Value = serde_json::from_str(&get(&health, None)).unwrap_or(Value::Null);
-        if h["liveness"] == "dead" {
+        if h["processes"][0]["liveness"] == "dead" {
             break killed.elapsed();
         }
         assert!(
@@ -212,7 +214,10 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
         let registered = tms["taskmanagers"]
             .as_array()
             .is_some_and(|a| a.iter().any(|t| t["id"] == "tm-1"));
-        if d["outcome"]["outcome"] == "done" && h["liveness"] == "alive" && registered {
+        if d["outcome"]["outcome"] == "done"
+            && h["processes"][0]["liveness"] == "alive"
+            && registered
+        {
             assert!(
                 d["outcome"]["detail"]
                     .as_str()

@@ -29,7 +29,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{AgentConfig, AgentSettings, RestartMode};
-pub use state::Shared;
+pub use state::{IdentityChecks, Shared};
 
 use crate::daemon::{self, Tasks};
 use crate::host::endpoint::{self, Endpoint, Listener, SocketAccess};
@@ -63,6 +63,11 @@ pub struct BoundAgent {
 impl BoundAgent {
     /// Reads the secrets and binds the plugin socket and the HTTP port (the settings are validated already).
     pub async fn bind(cfg: AgentSettings) -> Result<BoundAgent> {
+        Self::bind_with(cfg, IdentityChecks::default()).await
+    }
+
+    /// [`BoundAgent::bind`] with the given checks of the plugins' claims.
+    pub async fn bind_with(cfg: AgentSettings, identity: IdentityChecks) -> Result<BoundAgent> {
         let secret = match &cfg.secret_file {
             Some(p) => Some(secret::read_or_create(p, true)?),
             None => None,
@@ -88,6 +93,7 @@ impl BoundAgent {
         })?;
         let shared = Arc::new(Shared::new(
             cfg,
+            identity,
             secret,
             token,
             format!("http://{http_addr}/metrics"),

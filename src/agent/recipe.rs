@@ -15,6 +15,9 @@ use crate::flink::conf::{self, FlinkConf};
 use crate::host::{process, procfs};
 use crate::protocol::Role;
 
+/// The main class of a TaskManager.
+const TASK_MANAGER_RUNNER: &str = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner";
+
 /// The resource id key Flink reads.
 const RESOURCE_ID_KEY: &str = "taskmanager.resource-id";
 
@@ -63,13 +66,15 @@ impl Recipe {
     }
 
     /// The command line to start it again with: the original, plus `-D taskmanager.resource-id=<id>` for a
-    /// TaskManager whose command line did not name its id (so that the new process registers under the same one).
+    /// TaskManager (Flink's `TaskManagerRunner`) whose command line did not name its id, so that the new process
+    /// registers under the same one.
     pub fn argv_for(&self, role: Role, resource_id: &str) -> Vec<String> {
         let mut argv = self.argv.clone();
         let named = conf::dynamic_properties(&argv)
             .iter()
             .any(|(k, _)| k == RESOURCE_ID_KEY);
-        if role == Role::Tm && !named {
+        let runner = argv.iter().any(|a| a == TASK_MANAGER_RUNNER);
+        if role == Role::Tm && runner && !named {
             argv.push("-D".into());
             argv.push(format!("{RESOURCE_ID_KEY}={resource_id}"));
         }
@@ -265,8 +270,13 @@ mod tests {
         assert!(again.alive());
         let again_recipe = Recipe::record(again.pid as u32).unwrap();
         assert_eq!(again_recipe.argv, recipe.argv);
+        let sorted = |mut e: Vec<(String, String)>| {
+            e.sort();
+            e
+        };
         assert_eq!(
-            again_recipe.env, recipe.env,
+            sorted(again_recipe.env),
+            sorted(recipe.env.clone()),
             "exactly its environment, nothing of the agent's"
         );
         assert_eq!(again_recipe.cwd, recipe.cwd);

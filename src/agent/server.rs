@@ -114,14 +114,15 @@ fn check_identity(shared: &Shared, peer: &Peer, hello: &Hello) -> Result<(), Str
     let Some(stat) = procfs::stat(pid).filter(|_| pid > 1) else {
         return Err(format!("pid {pid} is not a running process on this host"));
     };
-    if !procfs::is_jvm(pid) {
+    if shared.identity.claimed_pid_is_jvm && !procfs::is_jvm(pid) {
         return Err(format!("pid {pid} is not a Java process"));
     }
     let actual = match peer {
-        Peer::Unix { pid, .. } => *pid,
+        // 0: the peer is in a PID namespace this agent cannot see into.
+        Peer::Unix { pid, .. } => pid.filter(|p| *p > 0),
         Peer::Tcp { remote, local } => sockets::owner_of_connection(*remote, *local),
     };
-    if let Some(actual) = actual {
+    if let (Some(actual), true) = (actual, shared.identity.peer_is_claimed_pid) {
         if actual != pid {
             return Err(format!(
                 "the connection comes from pid {actual}, not from pid {pid}"

@@ -100,8 +100,28 @@ pub const EVENT_BUFFER: usize = 1024;
 /// A dead process nobody restarted is forgotten after this long.
 pub const DEAD_RETENTION_MS: u64 = 10 * 60 * 1000;
 
+/// Which of a HELLO's claims the agent checks. The binary checks all of them; an embedder (a test driving the agent
+/// with a fake plugin from its own process) may relax them through [`super::BoundAgent::bind_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityChecks {
+    /// The claimed pid must be the connecting process (peer credentials, or the socket's owner).
+    pub peer_is_claimed_pid: bool,
+    /// The claimed pid must be a Java process.
+    pub claimed_pid_is_jvm: bool,
+}
+
+impl Default for IdentityChecks {
+    fn default() -> Self {
+        IdentityChecks {
+            peer_is_claimed_pid: true,
+            claimed_pid_is_jvm: true,
+        }
+    }
+}
+
 pub struct Shared {
     pub cfg: AgentSettings,
+    pub identity: IdentityChecks,
     pub secret: Option<String>,
     pub token: Option<String>,
     pub http_url: String,
@@ -112,12 +132,14 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         cfg: AgentSettings,
+        identity: IdentityChecks,
         secret: Option<String>,
         token: Option<String>,
         http_url: String,
     ) -> Self {
         Shared {
             cfg,
+            identity,
             secret,
             token,
             http_url,

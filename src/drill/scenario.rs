@@ -5,14 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-/// The hang tolerance of the shield profile (`streamshield.hang-tolerance` in deploy/local/profiles/shield.yaml: a
-/// TaskManager silent and stopped for longer is fenced). `tm-pause-short` pauses for half of it.
+/// The hang tolerance of the shield profile: its `streamshield.hang-tolerance` if it sets one, else the policy's
+/// default (a TaskManager silent and stopped for longer is fenced). `tm-pause-short` pauses for half of it.
 pub fn shield_hang_tolerance() -> Duration {
     crate::local::config::profile_keys("shield")
         .into_iter()
         .find(|(k, _)| k == "streamshield.hang-tolerance")
-        .and_then(|(_, v)| humantime::parse_duration(&v).ok())
-        .unwrap_or(Duration::from_secs(2))
+        .and_then(|(_, v)| crate::conf::parse_duration(&v).ok())
+        .unwrap_or(crate::coordinator::policy::PolicyConfig::default().hang_tolerance)
 }
 
 /// How long `kafka-broker-outage` keeps the broker down.

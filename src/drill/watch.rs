@@ -2,6 +2,13 @@
 //! shield arm) for signs of the fault and for the job running again, and [`failovers`] reads the orders the
 //! coordinator gave since the injection.
 
+use serde::Deserialize;
+
+use crate::coordinator::client::Client;
+use crate::coordinator::model::Decision;
+use crate::coordinator::policy::Mode;
+use crate::protocol::vocab::LivenessChange;
+use crate::protocol::{EventKind, Liveness};
 use std::time::Duration;
 
 use super::measure::{Observation, Signal};
@@ -11,50 +18,36 @@ use crate::local::RunState;
 
 /// Decisions the coordinator acted on (not observe-only) since the injection.
 pub(super) async fn failovers(state: &RunState, since_ms: i64) -> (u64, Vec<String>) {
-    let Some(c) = &state.coordinator else {
+    let Some(client) = coordinator_client(state) else {
         return (0, Vec::new());
     };
-    let Ok(token) = std::fs::read_to_string(&c.api_token_file) else {
+    let Ok(decisions) = client.decisions().await else {
         return (0, Vec::new());
     };
-    let url = format!("{}/v1/decisions", c.api.trim_end_matches('/'));
-    let http = reqwest::Client::new();
-    let Ok(resp) = http
-        .get(&url)
-        .bearer_auth(token.trim())
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-    else {
-        return (0, Vec::new());
-    };
-    let v: serde_json::Value = resp.json().await.unwrap_or_default();
-    let acted: Vec<&serde_json::Value> = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|d| d["ts_ms"].as_i64().unwrap_or(0) >= since_ms)
-                .filter(|d| d["mode"].as_str().unwrap_or("observe-only") != "observe-only")
-                .collect()
-        })
-        .unwrap_or_default();
+    let acted: Vec<&Decision> = decisions
+        .iter()
+        .filter(|d| d.ts_ms >= since_ms && d.mode == Mode::Acted)
+        .collect();
     // When each order went out, so a round's report shows the coordinator's part of the timeline.
     let notes = acted
         .iter()
         .map(|d| {
             format!(
                 "coordinator: {} {} at +{} ms ({})",
-                d["command"]
-                    .as_str()
-                    .or(d["action"].as_str())
-                    .unwrap_or("?"),
-                d["resource_id"].as_str().unwrap_or("?"),
-                d["ts_ms"].as_i64().unwrap_or(0) - since_ms,
-                d["trigger"].as_str().unwrap_or("?"),
+                d.command.as_deref().unwrap_or(&d.action),
+                d.resource_id,
+                d.ts_ms - since_ms,
+                d.trigger,
             )
         })
         .collect();
     (acted.len() as u64, notes)
+}
+
+/// The typed client of the run's coordinator, if it has one.
+fn coordinator_client(state: &RunState) -> Option<Client> {
+    let c = state.coordinator.as_ref()?;
+    Client::with_token_file(&c.api, &c.api_token_file).ok()
 }
 
 /// Polls Flink's REST API (and the coordinator's event log, in the shield arm) for signs of the fault and for
@@ -63,8 +56,7 @@ pub(super) struct Watcher<'a> {
     client: &'a flink::Client,
     job: &'a str,
     target: Option<String>,
-    coordinator: Option<(String, String)>,
-    http: reqwest::Client,
+    coordinator: Option<Client>,
     fully_running: bool,
     job_state: String,
     seen_signals: std::collections::BTreeSet<String>,
@@ -82,20 +74,12 @@ impl<'a> Watcher<'a> {
         state: &RunState,
         target: Option<String>,
     ) -> Self {
-        let coordinator = state.coordinator.as_ref().and_then(|c| {
-            std::fs::read_to_string(&c.api_token_file).ok().map(|t| {
-                (
-                    c.api.trim_end_matches('/').to_string(),
-                    t.trim().to_string(),
-                )
-            })
-        });
+        let coordinator = coordinator_client(state);
         Watcher {
             client,
             job,
             target,
             coordinator,
-            http: reqwest::Client::new(),
             fully_running: true,
             job_state: "RUNNING".into(),
             seen_signals: Default::default(),
@@ -193,44 +177,46 @@ impl<'a> Watcher<'a> {
     }
 
     async fn poll_agent_events(&mut self, obs: &mut Observation) {
-        let Some((api, token)) = self.coordinator.clone() else {
+        let Some(client) = self.coordinator.clone() else {
             return;
         };
-        let url = format!("{api}/v1/events?since={}", self.last_event_id);
-        let Ok(resp) = self
-            .http
-            .get(&url)
-            .bearer_auth(&token)
-            .timeout(Duration::from_millis(800))
-            .send()
-            .await
-        else {
+        let events = tokio::time::timeout(
+            Duration::from_millis(800),
+            client.events(self.last_event_id, 500),
+        )
+        .await;
+        let Ok(Ok(events)) = events else {
             return;
         };
-        let v: serde_json::Value = resp.json().await.unwrap_or_default();
-        for e in v.as_array().into_iter().flatten() {
-            self.last_event_id = self.last_event_id.max(e["id"].as_u64().unwrap_or(0));
-            let rid = e["resource_id"].as_str().unwrap_or("");
-            let kind = e["kind"].as_str().unwrap_or("");
-            let ts = e["source_ts_ms"]
-                .as_i64()
-                .filter(|t| *t > 0)
-                .or(e["ts_ms"].as_i64())
-                .unwrap_or(0);
+        for e in events {
+            self.last_event_id = self.last_event_id.max(e.id);
+            let rid = e.resource_id.as_deref().unwrap_or("");
+            let ts = if e.source_ts_ms > 0 {
+                e.source_ts_ms
+            } else {
+                e.ts_ms
+            };
             let relevant = match &self.target {
                 Some(t) => rid == t || rid == "jobmanager",
                 None => true,
             };
-            if !relevant {
+            if !relevant || e.source != "agent" {
                 continue;
             }
-            if kind == "liveness" {
-                let to = e["detail"]["to"].as_str().unwrap_or("");
-                if to != "alive" {
-                    self.add(obs, ts, "agent", format!("{rid} {to}"));
+            match EventKind::deserialize(serde_json::Value::String(e.kind.clone()))
+                .unwrap_or(EventKind::Unknown)
+            {
+                EventKind::Liveness => {
+                    if let Ok(c) = serde_json::from_value::<LivenessChange>(e.detail.clone()) {
+                        if c.to != Liveness::Alive {
+                            self.add(obs, ts, "agent", format!("{rid} {}", c.to));
+                        }
+                    }
                 }
-            } else if kind == "failure" {
-                self.add(obs, ts, "agent", format!("{rid} reported a failure"));
+                EventKind::Failure => {
+                    self.add(obs, ts, "agent", format!("{rid} reported a failure"))
+                }
+                _ => {}
             }
         }
     }

@@ -145,7 +145,7 @@ impl FlinkHome {
                 n.strip_prefix("flink-dist")
                     .and_then(|r| r.strip_suffix(".jar"))
                     .map(|r| {
-                        r.trim_start_matches(|c| c == '-' || c == '_')
+                        r.trim_start_matches(['-', '_'])
                             .trim_start_matches("2.12-")
                             .to_string()
                     })

@@ -93,6 +93,9 @@ pub struct Span {
     pub end_ms: i64,
     #[serde(default)]
     pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// Flink 2.x spans may have child spans (per task, per subtask), sent inside their parent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Span>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

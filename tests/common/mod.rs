@@ -52,30 +52,69 @@ pub fn wait_no_process_naming(dir: &Path, within: Duration) -> bool {
     }
 }
 
+pub type Plugin =
+    tokio_util::codec::Framed<tokio::net::UnixStream, streamshield::protocol::FrameCodec>;
+
 /// A fake TaskManager plugin for `tm-1` with process `pid`, connected to the agent at `sock` and past the handshake.
-pub async fn fake_plugin(
+pub async fn fake_plugin(sock: &Path, pid: u32) -> Plugin {
+    fake_plugin_as(sock, "tm-1", streamshield::protocol::Role::Tm, pid)
+        .await
+        .expect("handshake")
+}
+
+/// A fake plugin of process `pid` claiming to be `rid` in `role`; the handshake's result.
+pub async fn fake_plugin_as(
     sock: &Path,
+    rid: &str,
+    role: streamshield::protocol::Role,
     pid: u32,
-) -> tokio_util::codec::Framed<tokio::net::UnixStream, streamshield::protocol::FrameCodec> {
-    use streamshield::protocol::{handshake, FrameCodec, Hello, Role};
+) -> Result<Plugin, streamshield::protocol::handshake::HandshakeError> {
+    use streamshield::protocol::{handshake, FrameCodec, Hello};
     let s = tokio::net::UnixStream::connect(sock).await.unwrap();
     let mut f = tokio_util::codec::Framed::new(s, FrameCodec::default());
     handshake::connect(
         &mut f,
         Hello {
             protocol: 1,
-            role: Role::Tm,
-            resource_id: "tm-1".into(),
+            role,
+            resource_id: rid.into(),
             pid,
             flink_version: "1.20.5".into(),
             secret: None,
         },
         Duration::from_secs(2),
     )
-    .await
-    .expect("handshake");
-    f
+    .await?;
+    Ok(f)
 }
+
+/// The agent's settings for a test: a socket in `dir`, HTTP on a free port, fast stall detection.
+pub fn agent_settings(dir: &Path) -> streamshield::agent::AgentSettings {
+    agent_config(dir)
+        .resolve(None)
+        .expect("valid test settings")
+}
+
+/// The agent's configuration keys for a test (see [`agent_settings`]).
+pub fn agent_config(dir: &Path) -> streamshield::agent::AgentConfig {
+    streamshield::agent::AgentConfig {
+        id: Some("test-agent".into()),
+        listen: Some(streamshield::host::endpoint::Endpoint::Unix(
+            dir.join("plugin.sock"),
+        )),
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        stall_timeout: Some(Duration::from_millis(400)),
+        ..Default::default()
+    }
+}
+
+/// Checks that let the test process's own fake plugin speak for the processes the tests start (the binary checks
+/// the real claims; tests/agent.rs checks that it does).
+pub const TEST_IDENTITY: streamshield::agent::IdentityChecks =
+    streamshield::agent::IdentityChecks {
+        peer_is_claimed_pid: false,
+        claimed_pid_is_jvm: false,
+    };
 
 /// The fake plugin announces that its process was asked to stop (SIGTERM) and holds the stop for up to 10 s.
 pub async fn announce_stop(

@@ -11,9 +11,10 @@ use crate::host::clock::now_ms;
 impl Model {
     /// The cluster's `streamshield.*` keys, read from `/jobmanager/config`.
     pub fn cluster_config_polled(&mut self, settings: BTreeMap<String, String>) {
-        if self.flink.cluster_policy.is_some() && self.flink.cluster_settings == settings {
+        if self.cluster_read && self.flink.cluster_settings == settings {
             return;
         }
+        self.cluster_read = true;
         let resolved = keys::resolve(&[(Source::Cluster, &settings)], &self.base);
         self.record(
             "flink",

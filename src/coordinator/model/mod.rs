@@ -78,6 +78,8 @@ pub struct Model {
     pub last_trouble_ms: i64,
     /// TaskManagers whose plugin holds (or held) a planned stop, until they are alive again as a new process.
     stopping: BTreeSet<String>,
+    /// The cluster's configuration has been read at least once.
+    cluster_read: bool,
 }
 
 impl Model {
@@ -506,16 +508,15 @@ impl Model {
                 }
             }
             EventKind::PlannedStop => self.planned_stop(&ev),
-            EventKind::ProcessForgotten => {
+            EventKind::ProcessForgotten
                 if self
                     .processes
                     .get(&ev.resource_id)
-                    .is_some_and(|p| p.agent == agent_id)
-                {
-                    self.processes.remove(&ev.resource_id);
-                    if let Some(a) = self.agents.get_mut(agent_id) {
-                        a.processes.retain(|r| *r != ev.resource_id);
-                    }
+                    .is_some_and(|p| p.agent == agent_id) =>
+            {
+                self.processes.remove(&ev.resource_id);
+                if let Some(a) = self.agents.get_mut(agent_id) {
+                    a.processes.retain(|r| *r != ev.resource_id);
                 }
             }
             EventKind::Liveness => {

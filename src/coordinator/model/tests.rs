@@ -20,7 +20,7 @@ fn status(rid: &str, liveness: Liveness, watches: Role) -> AgentStatus {
 
 fn liveness(rid: &str, to: Liveness) -> AgentEvent {
     AgentEvent::new(
-        5,
+        now_ms(),
         rid,
         EventKind::Liveness,
         LivenessChange {
