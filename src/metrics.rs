@@ -1,13 +1,36 @@
-//! Prometheus text exposition, written by hand (no registry crate): each component renders its current state into a
-//! [`Text`] when scraped. Names follow `streamshield_<subsystem>_<name>_<unit>[_total]` (docs/metrics.md).
+//! Prometheus exposition through the official client library (`prometheus-client`): each component renders its
+//! current state into a [`Text`] when scraped, which registers the families in a fresh registry and encodes it
+//! (OpenMetrics text, which Prometheus and promtool read). Names follow
+//! `streamshield_<subsystem>_<name>_<unit>[_total]` (docs/metrics.md); a counter is declared with its `_total` name.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
 
-/// A metrics page being built. Each family is declared once (HELP, TYPE), then its samples follow.
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The content type of a page.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label pairs of one sample.
+pub type Labels = Vec<(String, String)>;
+
+enum Fam {
+    Gauge(Family<Labels, Gauge<f64, AtomicU64>>),
+    Counter(Family<Labels, Counter<f64, AtomicU64>>),
+    Histogram(Histogram),
+}
+
+/// A metrics page being built: families are declared (name, kind, help) and their samples set; [`Text::finish`]
+/// encodes them in declaration order.
 #[derive(Default)]
 pub struct Text {
-    out: String,
+    families: Vec<(String, String, Fam)>,
+    index: BTreeMap<String, usize>,
 }
 
 impl Text {
@@ -15,38 +38,40 @@ impl Text {
         Self::default()
     }
 
-    /// Declares a family: `kind` is `gauge` or `counter`.
+    /// Declares a family: `kind` is `gauge` or `counter` (a counter's `name` ends in `_total`). Declaring it again
+    /// keeps the first declaration.
     pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
-        let _ = writeln!(
-            self.out,
-            "# HELP {name} {}",
-            help.replace('\\', "\\\\").replace('\n', " ")
-        );
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        if self.index.contains_key(name) {
+            return self;
+        }
+        let fam = match kind {
+            "counter" => Fam::Counter(Family::default()),
+            _ => Fam::Gauge(Family::default()),
+        };
+        self.index.insert(name.to_string(), self.families.len());
+        self.families
+            .push((name.to_string(), help.replace('\n', " "), fam));
         self
     }
 
-    /// One sample. Non-finite values are written as Prometheus spells them.
+    /// One sample of a declared family (an undeclared one becomes a gauge without help).
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
-            }
-            self.out.push('}');
+        if !self.index.contains_key(name) {
+            self.family(name, "gauge", "");
         }
-        let v = if value.is_nan() {
-            "NaN".to_string()
-        } else if value.is_infinite() {
-            if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-        } else {
-            format!("{value}")
-        };
-        let _ = writeln!(self.out, " {v}");
+        let labels: Labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match &self.families[self.index[name]].2 {
+            Fam::Gauge(f) => {
+                f.get_or_create(&labels).set(value);
+            }
+            Fam::Counter(f) => {
+                f.get_or_create(&labels).inc_by(value.max(0.0));
+            }
+            Fam::Histogram(_) => {}
+        }
         self
     }
 
@@ -55,15 +80,41 @@ impl Text {
         self.family(name, kind, help).sample(name, &[], value)
     }
 
-    pub fn finish(self) -> String {
-        self.out
+    /// A histogram the component keeps (its observations are shared with it).
+    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) -> &mut Self {
+        if !self.index.contains_key(name) {
+            self.index.insert(name.to_string(), self.families.len());
+            self.families.push((
+                name.to_string(),
+                help.to_string(),
+                Fam::Histogram(h.clone()),
+            ));
+        }
+        self
     }
-}
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    /// The page.
+    pub fn finish(self) -> String {
+        let mut registry = Registry::default();
+        for (name, help, fam) in self.families {
+            // The encoder ends every HELP line with a period of its own.
+            let help = help.trim_end_matches('.');
+            match fam {
+                Fam::Gauge(f) => registry.register(name, help, f),
+                Fam::Counter(f) => {
+                    let stem = name.strip_suffix("_total").unwrap_or(&name).to_string();
+                    registry.register(stem, help, f)
+                }
+                Fam::Histogram(h) => registry.register(name, help, h),
+            }
+        }
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &registry) {
+            // Writing to a String cannot fail; should the encoder ever refuse, the scrape says so.
+            out = format!("# encoding the metrics failed: {e}\n# EOF\n");
+        }
+        out
+    }
 }
 
 /// `numRestarts` -> `num_restarts`, `Status.JVM.CPU.Load` -> `status_jvm_cpu_load`, `records-lag-max` ->
@@ -150,9 +201,6 @@ pub fn process_metrics(t: &mut Text) {
     }
 }
 
-/// Label pairs of one sample.
-pub type Labels = Vec<(String, String)>;
-
 /// Groups samples by family so each family is declared once, whatever order they come in.
 #[derive(Default)]
 pub struct Families {
@@ -214,10 +262,21 @@ mod tests {
         t.family("x_total", "counter", "Things.")
             .sample("x_total", &[("a", "q\"uote")], 2.0);
         t.single("y", "gauge", "Why.", f64::NAN);
+        let h = Histogram::new([1.0, 2.0]);
+        h.observe(1.5);
+        t.histogram("z_seconds", "Zed.", &h);
         let s = t.finish();
-        assert_eq!(
-            s,
-            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{a=\"q\\\"uote\"} 2\n# HELP y Why.\n# TYPE y gauge\ny NaN\n"
-        );
+        for line in [
+            "# HELP x Things.",
+            "# TYPE x counter",
+            "x_total{a=\"q\\\"uote\"} 2.0",
+            "# TYPE y gauge",
+            "y NaN",
+            "z_seconds_bucket{le=\"2.0\"} 1",
+            "z_seconds_count 1",
+            "# EOF",
+        ] {
+            assert!(s.lines().any(|l| l == line), "{line} in\n{s}");
+        }
     }
 }

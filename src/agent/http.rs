@@ -62,7 +62,7 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn metrics_page(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         render(&shared),
     )
 }

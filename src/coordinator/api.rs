@@ -186,7 +186,7 @@ async fn decisions(State(shared): State<Arc<Shared>>) -> Json<Vec<Decision>> {
 
 async fn metrics_page(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         render(&shared),
     )
 }
@@ -262,32 +262,10 @@ pub fn render(shared: &Shared) -> String {
             *n as f64,
         );
     }
-    t.family(
+    t.histogram(
         "streamshield_failover_recovery_seconds",
-        "histogram",
         "From the incident of an acted decision until Flink ran every vertex of a job again (Flink's RUNNING timestamp).",
-    );
-    for (i, le) in super::model::RECOVERY_BUCKETS.iter().enumerate() {
-        t.sample(
-            "streamshield_failover_recovery_seconds_bucket",
-            &[("le", &le.to_string())],
-            m.recovery.buckets[i] as f64,
-        );
-    }
-    t.sample(
-        "streamshield_failover_recovery_seconds_bucket",
-        &[("le", "+Inf")],
-        m.recovery.count as f64,
-    );
-    t.sample(
-        "streamshield_failover_recovery_seconds_sum",
-        &[],
-        m.recovery.sum_s,
-    );
-    t.sample(
-        "streamshield_failover_recovery_seconds_count",
-        &[],
-        m.recovery.count as f64,
+        &m.recovery.0,
     );
     t.family(
         "streamshield_coordinator_epoch",

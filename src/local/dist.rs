@@ -154,6 +154,8 @@ struct FileSum {
 }
 
 const MANIFEST: &str = "manifest.json";
+/// The name of the checksum manifest in every cached component's directory.
+pub const MANIFEST_NAME: &str = MANIFEST;
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
@@ -253,6 +255,76 @@ fn cached(dir: &Path, what: &str) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// [`cached`] for the sibling modules.
+pub(super) fn cached_dir(dir: &Path, what: &str) -> Option<PathBuf> {
+    cached(dir, what)
+}
+
+/// [`write_manifest`] for the sibling modules.
+pub(super) fn write_manifest_of(dir: &Path) -> Result<()> {
+    write_manifest(dir)
+}
+
+/// Downloads `package==version` from PyPI into `downloads` (once; pip checks the index's hash) and returns the file
+/// whose name starts with `prefix` and the version (a wheel or an sdist).
+pub(super) async fn fetch_pypi(
+    downloads: &Path,
+    package: &str,
+    version: &str,
+    prefix: &str,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(downloads).map_err(io(downloads))?;
+    let stem = format!("{prefix}{version}");
+    let find = || -> Option<PathBuf> {
+        std::fs::read_dir(downloads)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                let n = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                n.starts_with(&stem) && (n.ends_with(".whl") || n.ends_with(".tar.gz"))
+            })
+    };
+    if let Some(f) = find() {
+        return Ok(f);
+    }
+    let artifact = format!("{package}=={version} (PyPI)");
+    say(format!(
+        "downloading {artifact} into {}",
+        downloads.display()
+    ));
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-d",
+    ])
+    .arg(downloads)
+    .arg(format!("{package}=={version}"));
+    run_logged(
+        cmd,
+        &downloads.join(format!("pip-download-{package}-{version}.log")),
+        &format!("downloading {package}"),
+    )
+    .await
+    .map_err(|detail| Error::Fetch {
+        artifact: artifact.clone(),
+        cache: downloads.to_path_buf(),
+        detail,
+    })?;
+    find().ok_or_else(|| Error::Fetch {
+        artifact,
+        cache: downloads.to_path_buf(),
+        detail: "pip finished but the file is not there".into(),
+    })
 }
 
 /// Runs a command with its output in `log`, printing a line every 15 s so a long step is visibly alive.

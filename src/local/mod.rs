@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod dist;
+pub mod home;
 pub mod isolate;
 pub mod zookeeper;
 

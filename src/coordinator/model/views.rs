@@ -219,22 +219,21 @@ impl Decision {
 /// Upper bounds (seconds) of the recovery histogram.
 pub const RECOVERY_BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0];
 
-/// Recovery times the coordinator observed itself (incident → job RUNNING again).
-#[derive(Debug, Default, Clone)]
-pub struct RecoveryHistogram {
-    pub buckets: [u64; RECOVERY_BUCKETS.len()],
-    pub count: u64,
-    pub sum_s: f64,
+/// Recovery times the coordinator observed itself (incident → job RUNNING again), as the Prometheus histogram it
+/// exports.
+#[derive(Debug, Clone)]
+pub struct RecoveryHistogram(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Default for RecoveryHistogram {
+    fn default() -> Self {
+        RecoveryHistogram(prometheus_client::metrics::histogram::Histogram::new(
+            RECOVERY_BUCKETS,
+        ))
+    }
 }
 
 impl RecoveryHistogram {
     pub fn observe(&mut self, seconds: f64) {
-        for (i, le) in RECOVERY_BUCKETS.iter().enumerate() {
-            if seconds <= *le {
-                self.buckets[i] += 1;
-            }
-        }
-        self.count += 1;
-        self.sum_s += seconds;
+        self.0.observe(seconds);
     }
 }
