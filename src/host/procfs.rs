@@ -22,6 +22,9 @@ pub struct Stat {
 /// PF_EXITING in a task's flags (include/linux/sched.h): the task is in do_exit().
 pub const PF_EXITING: u64 = 0x4;
 
+/// PF_KTHREAD (include/linux/sched.h): a kernel thread, which has no command line at all.
+pub const PF_KTHREAD: u64 = 0x0020_0000;
+
 impl Stat {
     /// The process's first thread is exiting: it is dying (a killed JVM shows this within a millisecond, long before
     /// it is a zombie).
@@ -76,15 +79,29 @@ pub fn nul_separated(bytes: &[u8]) -> Vec<String> {
 }
 
 /// The command line (argv) of `pid`.
+///
+/// A process in the middle of `execve` (just spawned) briefly shows an empty command line while its new memory is
+/// set up: that is read again for up to [`EXEC_SETTLE`] as long as the process is not a zombie.
 pub fn cmdline(pid: u32) -> Result<Vec<String>, String> {
-    let argv = nul_separated(&read(pid, "cmdline")?);
-    if argv.is_empty() {
-        return Err(format!(
-            "/proc/{pid}/cmdline is empty (a kernel thread or a zombie)"
-        ));
+    let deadline = std::time::Instant::now() + EXEC_SETTLE;
+    loop {
+        let argv = nul_separated(&read(pid, "cmdline")?);
+        if !argv.is_empty() {
+            return Ok(argv);
+        }
+        let settling =
+            stat(pid).is_some_and(|s| !s.gone() && !s.exiting() && s.flags & PF_KTHREAD == 0);
+        if !settling || std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "/proc/{pid}/cmdline is empty (a kernel thread or a zombie)"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    Ok(argv)
 }
+
+/// How long an empty command line of a live process is read again (an `execve` in progress).
+pub const EXEC_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The environment `pid` was started with (needs the same user or root).
 pub fn environ(pid: u32) -> Result<Vec<(String, String)>, String> {
