@@ -1,36 +1,90 @@
-//! Prometheus exposition through the official client library (`prometheus-client`): each component renders its
-//! current state into a [`Text`] when scraped, which registers the families in a fresh registry and encodes it
-//! (OpenMetrics text, which Prometheus and promtool read). Names follow
+//! Prometheus exposition through a maintained client library (`prometheus`, the Prometheus text format that
+//! Prometheus scrapes and `promtool check metrics` reads): each component renders its current state into a
+//! [`Text`] when scraped, which registers the families in a fresh registry and encodes it. Names follow
 //! `streamshield_<subsystem>_<name>_<unit>[_total]` (docs/metrics.md); a counter is declared with its `_total` name.
+//! A sample the library refuses (a name or label that is not valid Prometheus) is left out of the page and named
+//! in a comment at its end, never a panic.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus::core::Collector;
+use prometheus::{CounterVec, Encoder, GaugeVec, HistogramOpts, Opts, Registry, TextEncoder};
 
 /// The content type of a page.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Label pairs of one sample.
 pub type Labels = Vec<(String, String)>;
 
-enum Fam {
-    Gauge(Family<Labels, Gauge<f64, AtomicU64>>),
-    Counter(Family<Labels, Counter<f64, AtomicU64>>),
+/// A histogram a component keeps across scrapes (its name and help are fixed when it is made).
+#[derive(Clone)]
+pub struct Histogram(prometheus::Histogram);
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Histogram({} observations)", self.count())
+    }
+}
+
+impl Histogram {
+    /// A histogram `name` with the upper bounds `buckets`. An invalid name is a programming error caught by the
+    /// tests of the component that declares it; it falls back to a histogram named `invalid_histogram`.
+    pub fn new(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let make = |n: &str| {
+            prometheus::Histogram::with_opts(
+                HistogramOpts::new(n, help_text(help, n)).buckets(buckets.to_vec()),
+            )
+        };
+        Histogram(make(name).unwrap_or_else(|_| {
+            make("invalid_histogram").unwrap_or_else(|_| {
+                prometheus::Histogram::with_opts(HistogramOpts::new("h", "h")).expect("static options")
+            })
+        }))
+    }
+
+    pub fn observe(&self, v: f64) {
+        self.0.observe(v);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0.get_sample_count()
+    }
+}
+
+enum Kind {
+    Gauge,
+    Counter,
+}
+
+struct Fam {
+    name: String,
+    help: String,
+    kind: Kind,
+    samples: Vec<(Labels, f64)>,
+}
+
+enum Entry {
+    Plain(Fam),
     Histogram(Histogram),
 }
 
 /// A metrics page being built: families are declared (name, kind, help) and their samples set; [`Text::finish`]
-/// encodes them in declaration order.
+/// encodes them.
 #[derive(Default)]
 pub struct Text {
-    families: Vec<(String, String, Fam)>,
+    entries: Vec<Entry>,
     index: BTreeMap<String, usize>,
+}
+
+/// The library refuses an empty help text.
+fn help_text(help: &str, name: &str) -> String {
+    let h = help.replace('\n', " ");
+    if h.trim().is_empty() {
+        name.to_string()
+    } else {
+        h
+    }
 }
 
 impl Text {
@@ -44,17 +98,21 @@ impl Text {
         if self.index.contains_key(name) {
             return self;
         }
-        let fam = match kind {
-            "counter" => Fam::Counter(Family::default()),
-            _ => Fam::Gauge(Family::default()),
+        let kind = match kind {
+            "counter" => Kind::Counter,
+            _ => Kind::Gauge,
         };
-        self.index.insert(name.to_string(), self.families.len());
-        self.families
-            .push((name.to_string(), help.replace('\n', " "), fam));
+        self.index.insert(name.to_string(), self.entries.len());
+        self.entries.push(Entry::Plain(Fam {
+            name: name.to_string(),
+            help: help_text(help, name),
+            kind,
+            samples: Vec::new(),
+        }));
         self
     }
 
-    /// One sample of a declared family (an undeclared one becomes a gauge without help).
+    /// One sample of a declared family (an undeclared one becomes a gauge).
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
         if !self.index.contains_key(name) {
             self.family(name, "gauge", "");
@@ -63,14 +121,8 @@ impl Text {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        match &self.families[self.index[name]].2 {
-            Fam::Gauge(f) => {
-                f.get_or_create(&labels).set(value);
-            }
-            Fam::Counter(f) => {
-                f.get_or_create(&labels).inc_by(value.max(0.0));
-            }
-            Fam::Histogram(_) => {}
+        if let Entry::Plain(f) = &mut self.entries[self.index[name]] {
+            f.samples.push((labels, value));
         }
         self
     }
@@ -81,39 +133,88 @@ impl Text {
     }
 
     /// A histogram the component keeps (its observations are shared with it).
-    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) -> &mut Self {
-        if !self.index.contains_key(name) {
-            self.index.insert(name.to_string(), self.families.len());
-            self.families.push((
-                name.to_string(),
-                help.to_string(),
-                Fam::Histogram(h.clone()),
-            ));
+    pub fn histogram(&mut self, h: &Histogram) -> &mut Self {
+        let name = h.0.desc().first().map(|d| d.fq_name.clone()).unwrap_or_default();
+        if !self.index.contains_key(&name) {
+            self.index.insert(name, self.entries.len());
+            self.entries.push(Entry::Histogram(h.clone()));
         }
         self
     }
 
     /// The page.
     pub fn finish(self) -> String {
-        let mut registry = Registry::default();
-        for (name, help, fam) in self.families {
-            // The encoder ends every HELP line with a period of its own.
-            let help = help.trim_end_matches('.');
-            match fam {
-                Fam::Gauge(f) => registry.register(name, help, f),
-                Fam::Counter(f) => {
-                    let stem = name.strip_suffix("_total").unwrap_or(&name).to_string();
-                    registry.register(stem, help, f)
+        let registry = Registry::new();
+        let mut refused = Vec::new();
+        for e in self.entries {
+            let (name, result) = match e {
+                Entry::Histogram(h) => (String::new(), registry.register(Box::new(h.0))),
+                Entry::Plain(f) => {
+                    let name = f.name.clone();
+                    (name, register(&registry, f))
                 }
-                Fam::Histogram(h) => registry.register(name, help, h),
+            };
+            if let Err(e) = result {
+                refused.push(format!("{name}: {e}"));
             }
         }
-        let mut out = String::new();
-        if let Err(e) = encode(&mut out, &registry) {
-            // Writing to a String cannot fail; should the encoder ever refuse, the scrape says so.
-            out = format!("# encoding the metrics failed: {e}\n# EOF\n");
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut out) {
+            refused.push(format!("encoding: {e}"));
         }
-        out
+        let mut page = String::from_utf8_lossy(&out).into_owned();
+        for r in refused {
+            page.push_str(&format!("# left out: {}\n", r.replace('\n', " ")));
+        }
+        page
+    }
+}
+
+/// Registers one family: its label names are the union over its samples (a sample without one has it empty,
+/// which Prometheus reads as absent).
+fn register(registry: &Registry, f: Fam) -> prometheus::Result<()> {
+    let mut names: Vec<String> = Vec::new();
+    for (labels, _) in &f.samples {
+        for (k, _) in labels {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+    }
+    let names_ref: Vec<&str> = names.iter().map(String::as_str).collect();
+    let values = |labels: &Labels| -> Vec<String> {
+        names
+            .iter()
+            .map(|n| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let opts = Opts::new(f.name.clone(), f.help.clone());
+    match f.kind {
+        Kind::Gauge => {
+            let vec = GaugeVec::new(opts, &names_ref)?;
+            for (labels, v) in &f.samples {
+                let vals = values(labels);
+                let vals: Vec<&str> = vals.iter().map(String::as_str).collect();
+                vec.get_metric_with_label_values(&vals)?.set(*v);
+            }
+            registry.register(Box::new(vec))
+        }
+        Kind::Counter => {
+            let vec = CounterVec::new(opts, &names_ref)?;
+            for (labels, v) in &f.samples {
+                let vals = values(labels);
+                let vals: Vec<&str> = vals.iter().map(String::as_str).collect();
+                let v = if v.is_finite() { v.max(0.0) } else { 0.0 };
+                vec.get_metric_with_label_values(&vals)?.inc_by(v);
+            }
+            registry.register(Box::new(vec))
+        }
     }
 }
 
@@ -262,21 +363,26 @@ mod tests {
         t.family("x_total", "counter", "Things.")
             .sample("x_total", &[("a", "q\"uote")], 2.0);
         t.single("y", "gauge", "Why.", f64::NAN);
-        let h = Histogram::new([1.0, 2.0]);
+        let h = Histogram::new("z_seconds", "Zed.", &[1.0, 2.0]);
         h.observe(1.5);
-        t.histogram("z_seconds", "Zed.", &h);
+        t.histogram(&h);
         let s = t.finish();
         for line in [
-            "# HELP x Things.",
-            "# TYPE x counter",
-            "x_total{a=\"q\\\"uote\"} 2.0",
+            "# HELP x_total Things.",
+            "# TYPE x_total counter",
+            "x_total{a=\"q\\\"uote\"} 2",
             "# TYPE y gauge",
             "y NaN",
-            "z_seconds_bucket{le=\"2.0\"} 1",
+            "z_seconds_bucket{le=\"2\"} 1",
             "z_seconds_count 1",
-            "# EOF",
         ] {
             assert!(s.lines().any(|l| l == line), "{line} in\n{s}");
         }
+        // A name the library refuses is left out and said, never a panic.
+        let mut t = Text::new();
+        t.single("bad name", "gauge", "", 1.0);
+        t.single("ok", "gauge", "", 1.0);
+        let s = t.finish();
+        assert!(s.contains("ok 1") && s.contains("# left out: bad name"), "{s}");
     }
 }

@@ -175,10 +175,10 @@ async fn heartbeats_metrics_and_a_closed_socket() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let m = metrics(&a.http).await;
     for needle in [
-        "streamshield_flink_num_restarts{resource_id=\"tm-1\",job_id=\"j1\"} 2.0",
-        "streamshield_agent_plugin_dropped_messages{resource_id=\"tm-1\"} 7.0",
-        "streamshield_agent_liveness{resource_id=\"tm-1\",state=\"alive\"} 1.0",
-        "streamshield_agent_processes 1.0",
+        "streamshield_flink_num_restarts{job_id=\"j1\",resource_id=\"tm-1\"} 2",
+        "streamshield_agent_plugin_dropped_messages{resource_id=\"tm-1\"} 7",
+        "streamshield_agent_liveness{resource_id=\"tm-1\",state=\"alive\"} 1",
+        "streamshield_agent_processes 1",
     ] {
         assert!(m.contains(needle), "{needle} in {m}");
     }
@@ -316,7 +316,7 @@ async fn a_plugin_s_claims_are_checked() {
     assert!(fake_plugin_as(&a.sock, "tm-1", Role::Tm, 0).await.is_err());
     let m = metrics(&a.http).await;
     assert!(
-        m.contains("streamshield_agent_plugin_connections_total{result=\"identity\"} 4.0"),
+        m.contains("streamshield_agent_plugin_connections_total{result=\"identity\"} 4"),
         "{m}"
     );
     let refused = a
@@ -599,7 +599,7 @@ async fn orders_carry_a_fencing_token_and_stale_or_foreign_orders_are_refused() 
     assert_eq!(answered, 6);
     let m = metrics(&a.http).await;
     assert!(
-        m.contains("streamshield_agent_commands_total{action=\"fence\",outcome=\"refused\"} 4.0"),
+        m.contains("streamshield_agent_commands_total{action=\"fence\",outcome=\"refused\"} 4"),
         "{m}"
     );
 }

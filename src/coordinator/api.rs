@@ -262,11 +262,7 @@ pub fn render(shared: &Shared) -> String {
             *n as f64,
         );
     }
-    t.histogram(
-        "streamshield_failover_recovery_seconds",
-        "From the incident of an acted decision until Flink ran every vertex of a job again (Flink's RUNNING timestamp).",
-        &m.recovery.0,
-    );
+    t.histogram(&m.recovery.0);
     t.family(
         "streamshield_coordinator_epoch",
         "gauge",

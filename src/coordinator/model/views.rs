@@ -222,12 +222,14 @@ pub const RECOVERY_BUCKETS: [f64; 10] = [0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.
 /// Recovery times the coordinator observed itself (incident → job RUNNING again), as the Prometheus histogram it
 /// exports.
 #[derive(Debug, Clone)]
-pub struct RecoveryHistogram(pub prometheus_client::metrics::histogram::Histogram);
+pub struct RecoveryHistogram(pub crate::metrics::Histogram);
 
 impl Default for RecoveryHistogram {
     fn default() -> Self {
-        RecoveryHistogram(prometheus_client::metrics::histogram::Histogram::new(
-            RECOVERY_BUCKETS,
+        RecoveryHistogram(crate::metrics::Histogram::new(
+            "streamshield_failover_recovery_seconds",
+            "From the incident of an acted decision until Flink ran every vertex of a job again (Flink's RUNNING timestamp).",
+            &RECOVERY_BUCKETS,
         ))
     }
 }
