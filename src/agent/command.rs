@@ -200,7 +200,10 @@ fn restart(shared: &Shared, inner: &mut Inner, rid: &str) -> Outcome {
             "this agent does not restart processes (restart: never); it only fences".into(),
         );
     }
-    if let Some(pid) = running(w) {
+    // A process in its exit (a kill -9 shows PF_EXITING within a millisecond, while the kernel takes a few hundred
+    // more to tear a JVM down) can never run again: it is not waited for.
+    let dying = |pid: u32| procfs::stat(pid).is_some_and(|s| s.exiting());
+    if let Some(pid) = running(w).filter(|p| !dying(*p)) {
         return Outcome::Refused(format!("pid {pid} still runs: fence it first"));
     }
     let recipe = match &w.recipe {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod standalone;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_streamshield");
 
 /// Runs `streamshield ARGS`, echoing its output into the test log.
