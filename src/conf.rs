@@ -282,3 +282,17 @@ mod tests {
         );
     }
 }
+
+/// The flags of a configuration struct as (key, environment variable) pairs, for the checks that
+/// docs/configuration.md lists every key under its name and variable.
+#[cfg(test)]
+pub fn documented_keys<T: clap::Args>() -> Vec<(String, String)> {
+    T::augment_args(clap::Command::new("keys"))
+        .get_arguments()
+        .filter_map(|a| {
+            let long = a.get_long()?.to_string();
+            let env = a.get_env()?.to_string_lossy().to_string();
+            Some((long, env))
+        })
+        .collect()
+}

@@ -332,6 +332,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_key_is_in_the_configuration_reference() {
+        let doc = include_str!("../../docs/configuration.md");
+        let keys = conf::documented_keys::<AgentConfig>();
+        assert_eq!(keys.len(), 18, "{keys:?}");
+        for (key, env) in keys {
+            assert_eq!(
+                env,
+                format!("STREAMSHIELD_AGENT_{}", key.to_uppercase().replace('-', "_"))
+            );
+            assert!(
+                doc.contains(&format!("| `{key}` | `{env}` |")),
+                "docs/configuration.md lacks the agent's {key} ({env})"
+            );
+        }
+    }
+
+    #[test]
     fn a_minimal_file_is_a_few_lines() {
         let cfg: AgentConfig = conf::parse(
             "coordinator: coord.example:9250\ntoken-file: /etc/streamshield/agent.token\n",

@@ -196,6 +196,36 @@ impl CoordinatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::policy::keys::KEYS;
+
+    #[test]
+    fn every_key_is_in_the_configuration_reference() {
+        let doc = include_str!("../../docs/configuration.md");
+        let keys = conf::documented_keys::<CoordinatorConfig>();
+        assert_eq!(keys.len(), 14, "{keys:?}");
+        for (key, env) in keys {
+            assert_eq!(
+                env,
+                format!("STREAMSHIELD_COORDINATOR_{}", key.to_uppercase().replace('-', "_"))
+            );
+            let policy = KEYS.iter().any(|k| k.name == key);
+            let row = if policy {
+                format!("`{key}`")
+            } else {
+                format!("| `{key}` | `{env}` |")
+            };
+            assert!(doc.contains(&row), "docs/configuration.md lacks the coordinator's {key}");
+        }
+        // The policy table: every key with its default, as written once in KEYS.
+        for k in KEYS {
+            assert!(
+                doc.contains(&format!("| `{}` | `{}` |", k.name, k.default)),
+                "docs/configuration.md's policy table lacks {} (default {})",
+                k.name,
+                k.default
+            );
+        }
+    }
 
     #[test]
     fn a_minimal_file_and_its_errors() {
