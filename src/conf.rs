@@ -186,6 +186,20 @@ pub fn at_least(
     Ok(value)
 }
 
+/// The flags of a configuration struct as (key, environment variable) pairs, for the checks that
+/// docs/configuration.md lists every key under its name and variable.
+#[cfg(test)]
+pub fn documented_keys<T: clap::Args>() -> Vec<(String, String)> {
+    T::augment_args(clap::Command::new("keys"))
+        .get_arguments()
+        .filter_map(|a| {
+            let long = a.get_long()?.to_string();
+            let env = a.get_env()?.to_string_lossy().to_string();
+            Some((long, env))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,18 +295,4 @@ mod tests {
             "{e}"
         );
     }
-}
-
-/// The flags of a configuration struct as (key, environment variable) pairs, for the checks that
-/// docs/configuration.md lists every key under its name and variable.
-#[cfg(test)]
-pub fn documented_keys<T: clap::Args>() -> Vec<(String, String)> {
-    T::augment_args(clap::Command::new("keys"))
-        .get_arguments()
-        .filter_map(|a| {
-            let long = a.get_long()?.to_string();
-            let env = a.get_env()?.to_string_lossy().to_string();
-            Some((long, env))
-        })
-        .collect()
 }

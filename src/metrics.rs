@@ -37,7 +37,8 @@ impl Histogram {
         };
         Histogram(make(name).unwrap_or_else(|_| {
             make("invalid_histogram").unwrap_or_else(|_| {
-                prometheus::Histogram::with_opts(HistogramOpts::new("h", "h")).expect("static options")
+                prometheus::Histogram::with_opts(HistogramOpts::new("h", "h"))
+                    .expect("static options")
             })
         }))
     }
@@ -134,7 +135,11 @@ impl Text {
 
     /// A histogram the component keeps (its observations are shared with it).
     pub fn histogram(&mut self, h: &Histogram) -> &mut Self {
-        let name = h.0.desc().first().map(|d| d.fq_name.clone()).unwrap_or_default();
+        let name =
+            h.0.desc()
+                .first()
+                .map(|d| d.fq_name.clone())
+                .unwrap_or_default();
         if !self.index.contains_key(&name) {
             self.index.insert(name, self.entries.len());
             self.entries.push(Entry::Histogram(h.clone()));
@@ -383,6 +388,9 @@ mod tests {
         t.single("bad name", "gauge", "", 1.0);
         t.single("ok", "gauge", "", 1.0);
         let s = t.finish();
-        assert!(s.contains("ok 1") && s.contains("# left out: bad name"), "{s}");
+        assert!(
+            s.contains("ok 1") && s.contains("# left out: bad name"),
+            "{s}"
+        );
     }
 }

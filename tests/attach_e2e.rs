@@ -26,7 +26,10 @@ const TUNED: [(&str, &str); 4] = [
     ("heartbeat.interval", "1 s"),
     ("heartbeat.timeout", "8 s"),
     ("restart-strategy.type", "exponential-delay"),
-    ("restart-strategy.exponential-delay.initial-backoff", "100 ms"),
+    (
+        "restart-strategy.exponential-delay.initial-backoff",
+        "100 ms",
+    ),
 ];
 
 /// A keyed aggregation over generated payments, written to a blackhole: a job StreamShield does not ship.
@@ -135,11 +138,22 @@ fn attached_to_a_standalone_flink_1_20() {
     let o = c.install(&["--failover"]);
     assert!(o.status.success(), "{}", text(&o));
     let installed = std::fs::read(&config).unwrap();
-    assert!(c.home.join("plugins/streamshield/streamshield-flink-plugin.jar").is_file());
+    assert!(c
+        .home
+        .join("plugins/streamshield/streamshield-flink-plugin.jar")
+        .is_file());
     let o = c.install(&["--failover"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("already has StreamShield's keys"), "{}", text(&o));
-    assert_eq!(std::fs::read(&config).unwrap(), installed, "install is idempotent");
+    assert!(
+        text(&o).contains("already has StreamShield's keys"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        installed,
+        "install is idempotent"
+    );
     for (k, _) in TUNED {
         assert!(
             String::from_utf8_lossy(&installed).contains(&format!("\n{k}: ")),
@@ -150,7 +164,11 @@ fn attached_to_a_standalone_flink_1_20() {
     c.start_streamshield();
     c.start_flink(3);
     let st = wait_linked(&c, 4);
-    assert_eq!(st["agents"].as_array().unwrap().len(), 1, "one agent per host");
+    assert_eq!(
+        st["agents"].as_array().unwrap().len(),
+        1,
+        "one agent per host"
+    );
     let tm_rids: Vec<String> = st["processes"]
         .as_array()
         .unwrap()
@@ -180,7 +198,10 @@ fn attached_to_a_standalone_flink_1_20() {
     // kill -9 of a payments TaskManager: no free slot, so the agent starts it again in place.
     let victim = pay_tms[0].clone();
     let old_pid = c.pid_of(&victim).expect("the victim's pid");
-    assert!(c.tm_pid_file().contains(&old_pid), "the scripts' pid file lists it");
+    assert!(
+        c.tm_pid_file().contains(&old_pid),
+        "the scripts' pid file lists it"
+    );
     let t0 = now_ms();
     kill9(old_pid);
     let d = wait_for(Duration::from_secs(30), "the decision on the kill", || {
@@ -194,7 +215,10 @@ fn attached_to_a_standalone_flink_1_20() {
         d["command"].as_str().unwrap_or("").contains("restart"),
         "{d}"
     );
-    assert_eq!(d["outcome"]["outcome"], "done", "the agent restarted it: {d}");
+    assert_eq!(
+        d["outcome"]["outcome"], "done",
+        "the agent restarted it: {d}"
+    );
     let running_at = c.wait_running_since(&payments, t0, Duration::from_secs(60));
     eprintln!(
         "payments running again {} ms after the kill",
@@ -235,18 +259,22 @@ fn attached_to_a_standalone_flink_1_20() {
     // The operator starts a TaskManager with Flink's script: the same agent attaches it, reports runs again.
     assert!(c.script("taskmanager.sh", &["start"]).status.success());
     c.wait_running_since(&reports, t1, Duration::from_secs(90));
-    wait_for(Duration::from_secs(30), "the new TaskManager linked", || {
-        let st = c.status();
-        st["processes"]
-            .as_array()?
-            .iter()
-            .any(|p| {
-                p["status"]["watches"] == "tm"
-                    && p["status"]["plugin_connected"] == true
-                    && !tm_rids.contains(&p["resource_id"].as_str().unwrap_or("").to_string())
-            })
-            .then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "the new TaskManager linked",
+        || {
+            let st = c.status();
+            st["processes"]
+                .as_array()?
+                .iter()
+                .any(|p| {
+                    p["status"]["watches"] == "tm"
+                        && p["status"]["plugin_connected"] == true
+                        && !tm_rids.contains(&p["resource_id"].as_str().unwrap_or("").to_string())
+                })
+                .then_some(())
+        },
+    );
 
     // The decision log shows both policies applied.
     let st = c.status();

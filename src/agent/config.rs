@@ -339,7 +339,10 @@ mod tests {
         for (key, env) in keys {
             assert_eq!(
                 env,
-                format!("STREAMSHIELD_AGENT_{}", key.to_uppercase().replace('-', "_"))
+                format!(
+                    "STREAMSHIELD_AGENT_{}",
+                    key.to_uppercase().replace('-', "_")
+                )
             );
             assert!(
                 doc.contains(&format!("| `{key}` | `{env}` |")),

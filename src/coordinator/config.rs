@@ -206,7 +206,10 @@ mod tests {
         for (key, env) in keys {
             assert_eq!(
                 env,
-                format!("STREAMSHIELD_COORDINATOR_{}", key.to_uppercase().replace('-', "_"))
+                format!(
+                    "STREAMSHIELD_COORDINATOR_{}",
+                    key.to_uppercase().replace('-', "_")
+                )
             );
             let policy = KEYS.iter().any(|k| k.name == key);
             let row = if policy {
@@ -214,7 +217,10 @@ mod tests {
             } else {
                 format!("| `{key}` | `{env}` |")
             };
-            assert!(doc.contains(&row), "docs/configuration.md lacks the coordinator's {key}");
+            assert!(
+                doc.contains(&row),
+                "docs/configuration.md lacks the coordinator's {key}"
+            );
         }
         // The policy table: every key with its default, as written once in KEYS.
         for k in KEYS {

@@ -79,7 +79,9 @@ impl Standalone {
         let cache = streamshield::local::dist::cache_dir();
         let pristine = tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(streamshield::local::home::ensure_flink_home(&cache, version))
+            .block_on(streamshield::local::home::ensure_flink_home(
+                &cache, version,
+            ))
             .unwrap_or_else(|e| panic!("a Flink {version} distribution: {e}"));
         let tmp = tempfile::Builder::new()
             .prefix("ss-attach-")
@@ -182,16 +184,22 @@ impl Standalone {
             &[
                 "coordinator",
                 "--config",
-                &self.config_dir.join("coordinator.yaml").display().to_string(),
+                &self
+                    .config_dir
+                    .join("coordinator.yaml")
+                    .display()
+                    .to_string(),
                 "--api-listen",
                 "127.0.0.1:0",
                 "--info-file",
                 &info.display().to_string(),
             ],
         );
-        wait_for(Duration::from_secs(20), "the coordinator's info file", || {
-            info.exists().then_some(())
-        });
+        wait_for(
+            Duration::from_secs(20),
+            "the coordinator's info file",
+            || info.exists().then_some(()),
+        );
         let info = self.root.join("agent.json");
         self.spawn_daemon(
             "agent",
@@ -347,11 +355,9 @@ impl Standalone {
             ],
         );
         assert!(out.status.success(), "flink run failed for {name}");
-        let id = wait_for(
-            Duration::from_secs(60),
-            &format!("job {name}"),
-            || self.job_id(name),
-        );
+        let id = wait_for(Duration::from_secs(60), &format!("job {name}"), || {
+            self.job_id(name)
+        });
         self.wait_running(&id, Duration::from_secs(60));
         id
     }
@@ -443,7 +449,10 @@ impl Standalone {
             std::thread::sleep(Duration::from_millis(200));
         }
         let left = self.processes();
-        assert!(left.is_empty(), "left behind after the stop scripts: {left:?}");
+        assert!(
+            left.is_empty(),
+            "left behind after the stop scripts: {left:?}"
+        );
     }
 
     fn stop_daemons(&mut self) {
