@@ -1,0 +1,328 @@
+//! Benchmark (ignored by default; `cargo test --release --test steady_bench -- --ignored --nocapture`): the steady
+//! cost of StreamShield on the sequence workload — the highest sustained throughput of the job with the `shield`
+//! profile against `stock` (and, if asked, `tuned`), in one run, arms alternating, a fresh `streamshield local`
+//! cluster per round and arm (2 active TaskManagers x 2 slots + 1 standby, parallelism 4, Kafka 4.1.1 on loopback,
+//! at-least-once output, the workload's 1 s checkpoints).
+//!
+//! "Highest sustained" is the rate at which the job drains a backlog. The job as `local up` submitted it is
+//! cancelled (its Kafka source has committed its offsets at its checkpoints), the generator writes for `PRODUCE` as
+//! fast as it can with nothing reading, and the same workload is submitted again through Flink's REST API (the jar
+//! `local up` uploaded, the same arguments, at-least-once): it resumes from the committed offsets, behind by the
+//! whole backlog. (A first version let the generator and the job run together: the job kept up with the generator's
+//! ~170,000 records/s on the shared two cores, so it measured the generator; alone, the generator writes ~850,000
+//! records/s.) From `SETTLE` after the job runs again, the output rate is read from the output topic's end offsets
+//! (Kafka's, neutral to the arms) over `WINDOW`. The window counts only if the job was still behind at its end
+//! (input end offsets ahead of output); otherwise it is reported as invalid. Over the same window, the RSS and CPU
+//! of every agent and of the coordinator (shield arm) are read from /proc.
+//!
+//! Environment: `STREAMSHIELD_BENCH_ROUNDS` (3), `STREAMSHIELD_BENCH_ARMS` (`stock,shield`),
+//! `STREAMSHIELD_BENCH_OUT` (`target/steady-bench.jsonl`: one JSON line per round and arm).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::{json, Value};
+
+mod common;
+
+use common::{streamshield, Cluster};
+
+const PORT_OFFSET: &str = "21000";
+const PRODUCE: Duration = Duration::from_secs(20);
+const PRODUCE_RATE: &str = "1000000";
+const SETTLE: Duration = Duration::from_secs(5);
+const WINDOW: Duration = Duration::from_secs(30);
+const TICKS_PER_SECOND: f64 = 100.0;
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Sum of the end offsets of every partition of `topic`.
+fn end_offsets(consumer: &BaseConsumer, bootstrap: &str, topic: &str) -> i64 {
+    let n = streamshield::kafka::partitions(consumer, bootstrap, topic).expect("partitions");
+    (0..n)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .sum()
+}
+
+/// (RSS bytes, CPU ticks) of `pid` from /proc.
+fn footprint(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    (rss_kb * 1024, ticks)
+}
+
+/// Waits (up to 120 s) until `job` is in one of `states` per Flink's REST API.
+fn wait_job_state(
+    flink: &streamshield::flink::Client,
+    rt: &tokio::runtime::Runtime,
+    job: &str,
+    states: &[&str],
+) {
+    let start = Instant::now();
+    loop {
+        let now = rt
+            .block_on(flink.job(job))
+            .map(|j| j.state)
+            .unwrap_or_default();
+        if states.iter().any(|s| now == *s) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "job {job} is {now}, not {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn state(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap()
+}
+
+fn round(arm: &str, n: usize) -> Value {
+    let tmp = tempfile::Builder::new()
+        .prefix("ss-steady-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join("run");
+    let d = dir.to_str().unwrap();
+    let _cluster = Cluster(dir.clone());
+    let up = streamshield(&[
+        "local",
+        "up",
+        "--dir",
+        d,
+        "--profile",
+        arm,
+        "--delivery",
+        "at-least-once",
+        "--port-offset",
+        PORT_OFFSET,
+    ]);
+    assert!(up.status.success(), "local up --profile {arm} failed");
+    let st = state(&dir);
+    let bootstrap = format!("127.0.0.1:{}", st["ports"]["kafka"]);
+    let input = st["workload"]["input_topic"].as_str().unwrap().to_string();
+    let output = st["workload"]["output_topic"].as_str().unwrap().to_string();
+    let daemons: Vec<(String, i32)> = st["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                format!("agent {}", a["resource_id"].as_str().unwrap()),
+                a["process"]["pid"].as_i64().unwrap() as i32,
+            )
+        })
+        .chain(
+            st["coordinator"]["process"]["pid"]
+                .as_i64()
+                .map(|p| ("coordinator".to_string(), p as i32)),
+        )
+        .collect();
+
+    // Nothing reads while the backlog is written.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let flink =
+        streamshield::flink::Client::new(format!("http://127.0.0.1:{}", st["ports"]["rest"]));
+    let job = st["workload"]["job_id"].as_str().unwrap().to_string();
+    rt.block_on(flink.cancel(&job)).expect("cancel the job");
+    wait_job_state(&flink, &rt, &job, &["CANCELED"]);
+
+    let produced = streamshield(&[
+        "workload",
+        "produce",
+        "--dir",
+        d,
+        "--rate",
+        PRODUCE_RATE,
+        "--duration",
+        &format!("{}s", PRODUCE.as_secs()),
+        "--json",
+    ]);
+    assert!(produced.status.success(), "the generator failed");
+    let gen: Value = serde_json::from_slice(&produced.stdout).unwrap_or(Value::Null);
+
+    // The same workload again (the arguments `local up` passes, src/local/mod.rs), from the committed offsets.
+    let jars_url = format!("http://127.0.0.1:{}/jars", st["ports"]["rest"]);
+    let jars: Value = rt
+        .block_on(async { reqwest::get(&jars_url).await?.json::<Value>().await })
+        .expect("Flink's list of uploaded jars");
+    let jar_id = jars["files"][0]["id"]
+        .as_str()
+        .expect("the uploaded workload jar")
+        .to_string();
+    let args: Vec<String> = [
+        ("--bootstrap", bootstrap.clone()),
+        ("--input-topic", input.clone()),
+        ("--output-topic", output.clone()),
+        ("--delivery", "at-least-once".into()),
+        (
+            "--checkpoint-interval-ms",
+            st["workload"]["checkpoint_interval_ms"].to_string(),
+        ),
+        ("--state-bytes", st["workload"]["state_bytes"].to_string()),
+        ("--transactional-id-prefix", format!("steady-bench-{n}")),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect();
+    let parallelism = st["workload"]["parallelism"].as_u64().unwrap() as u32;
+    let job = rt
+        .block_on(flink.run_jar(
+            &jar_id,
+            "io.streamshield.workloads.SequenceJob",
+            &args,
+            parallelism,
+        ))
+        .expect("submit the workload again");
+    wait_job_state(&flink, &rt, &job, &["RUNNING"]);
+
+    let consumer: BaseConsumer = streamshield::kafka::client_config(&bootstrap)
+        .create()
+        .expect("a Kafka client");
+    std::thread::sleep(SETTLE);
+    let before: Vec<(u64, u64)> = daemons.iter().map(|(_, p)| footprint(*p)).collect();
+    let t0 = Instant::now();
+    let out0 = end_offsets(&consumer, &bootstrap, &output);
+    std::thread::sleep(WINDOW);
+    let out1 = end_offsets(&consumer, &bootstrap, &output);
+    let secs = t0.elapsed().as_secs_f64();
+    let in1 = end_offsets(&consumer, &bootstrap, &input);
+    let after: Vec<(u64, u64)> = daemons.iter().map(|(_, p)| footprint(*p)).collect();
+
+    let rate = (out1 - out0) as f64 / secs;
+    let behind = in1 - out1;
+    let rss: u64 = after.iter().map(|a| a.0).sum();
+    let cpu: f64 = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| a.1.saturating_sub(b.1) as f64 / TICKS_PER_SECOND)
+        .sum::<f64>()
+        / secs;
+    let per_daemon: Vec<Value> = daemons
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|((name, _), (b, a))| {
+            json!({"name": name, "rss_bytes": a.0,
+                   "cpu_share": a.1.saturating_sub(b.1) as f64 / TICKS_PER_SECOND / secs})
+        })
+        .collect();
+    let line = json!({
+        "arm": arm, "round": n, "records_per_s": rate, "window_s": secs,
+        "behind_at_end": behind, "valid": behind > 0,
+        "input_records": in1, "generator": gen,
+        "daemons_rss_bytes": rss, "daemons_cpu_share": cpu, "daemons": per_daemon,
+    });
+    eprintln!("{line}");
+    line
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[test]
+#[ignore = "a benchmark: ~2 min per round and arm; run with --ignored"]
+fn steady_state_cost_of_the_shield_profile() {
+    let rounds = env_or("STREAMSHIELD_BENCH_ROUNDS", 3usize);
+    let arms: Vec<String> = env_or("STREAMSHIELD_BENCH_ARMS", "stock,shield".to_string())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let out_path = std::env::var("STREAMSHIELD_BENCH_OUT")
+        .unwrap_or_else(|_| "target/steady-bench.jsonl".into());
+    let mut out = std::fs::File::create(&out_path).unwrap();
+    let mut lines = Vec::new();
+    for n in 1..=rounds {
+        for arm in &arms {
+            let l = round(arm, n);
+            writeln!(out, "{l}").unwrap();
+            lines.push(l);
+        }
+    }
+    println!(
+        "\narm | rounds valid | records/s median (min-max) | daemons RSS MB | daemons CPU (cores)"
+    );
+    let mut medians = std::collections::BTreeMap::new();
+    for arm in &arms {
+        let mine: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["arm"] == arm.as_str() && l["valid"] == true)
+            .collect();
+        let mut r: Vec<f64> = mine
+            .iter()
+            .map(|l| l["records_per_s"].as_f64().unwrap())
+            .collect();
+        if r.is_empty() {
+            println!("{arm} | 0 | - | - | -");
+            continue;
+        }
+        let (lo, hi) = (
+            r.iter().cloned().fold(f64::MAX, f64::min),
+            r.iter().cloned().fold(0.0, f64::max),
+        );
+        let m = median(&mut r);
+        medians.insert(arm.clone(), m);
+        let mut rss: Vec<f64> = mine
+            .iter()
+            .map(|l| l["daemons_rss_bytes"].as_f64().unwrap() / 1e6)
+            .collect();
+        let mut cpu: Vec<f64> = mine
+            .iter()
+            .map(|l| l["daemons_cpu_share"].as_f64().unwrap())
+            .collect();
+        println!(
+            "{arm} | {} | {m:.0} ({lo:.0}-{hi:.0}) | {:.1} | {:.3}",
+            mine.len(),
+            median(&mut rss),
+            median(&mut cpu)
+        );
+    }
+    if let (Some(s), Some(b)) = (medians.get("shield"), medians.get("stock")) {
+        println!("shield / stock (medians): {:.3}", s / b);
+    }
+    // Paired ratios, round by round (the machine's drift hits both arms of a round alike).
+    for n in 1..=rounds {
+        let get = |arm: &str| {
+            lines
+                .iter()
+                .find(|l| l["arm"] == arm && l["round"] == n && l["valid"] == true)
+                .and_then(|l| l["records_per_s"].as_f64())
+        };
+        if let (Some(s), Some(b)) = (get("shield"), get("stock")) {
+            println!("round {n}: shield / stock {:.3}", s / b);
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l["valid"] == true),
+        "no window measured the job (the generator never got ahead of it)"
+    );
+}
