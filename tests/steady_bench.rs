@@ -13,7 +13,11 @@
 //! records/s.) From `SETTLE` after the job runs again, the output rate is read from the output topic's end offsets
 //! (Kafka's, neutral to the arms) over `WINDOW`. The window counts only if the job was still behind at its end
 //! (input end offsets ahead of output); otherwise it is reported as invalid. Over the same window, the RSS and CPU
-//! of every agent and of the coordinator (shield arm) are read from /proc.
+//! of every agent and of the coordinator (shield arm), and the CPU of the JobManager, every TaskManager, Kafka and
+//! ZooKeeper (if any) are read from /proc: on two shared cores, whatever else runs takes from the TaskManagers.
+//!
+//! Arms: `stock`, `tuned`, `shield`, and, to find where the shield profile's cost goes, the shield profile with one
+//! of its parts taken out (leave one out, see `ARMS`).
 //!
 //! Environment: `STREAMSHIELD_BENCH_ROUNDS` (3), `STREAMSHIELD_BENCH_ARMS` (`stock,shield`),
 //! `STREAMSHIELD_BENCH_OUT` (`target/steady-bench.jsonl`: one JSON line per round and arm).
@@ -30,11 +34,57 @@ mod common;
 use common::{streamshield, Cluster};
 
 const PORT_OFFSET: &str = "21000";
-const PRODUCE: Duration = Duration::from_secs(20);
+const PRODUCE: Duration = Duration::from_secs(30);
 const PRODUCE_RATE: &str = "1000000";
 const SETTLE: Duration = Duration::from_secs(5);
 const WINDOW: Duration = Duration::from_secs(30);
 const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Every arm: its name, the `local` profile, and Flink settings laid over it (`local up --flink-conf`). The
+/// `shield-no-*` arms take one part out of the shield profile each (deploy/local/profiles/shield.yaml), everything
+/// else, the agents and the coordinator included, unchanged.
+const ARMS: &[(&str, &str, &[&str])] = &[
+    ("stock", "stock", &[]),
+    ("tuned", "tuned", &[]),
+    ("shield", "shield", &[]),
+    // No ZooKeeper high availability (the JobManager keeps jobs and checkpoints' pointers in memory).
+    ("shield-no-ha", "shield", &["high-availability.type=NONE"]),
+    // Flink's default heartbeat interval instead of 100 ms.
+    (
+        "shield-no-fast-heartbeat",
+        "shield",
+        &["heartbeat.interval=10 s"],
+    ),
+    // No local copies of state beside the remote checkpoint.
+    (
+        "shield-no-local-recovery",
+        "shield",
+        &["state.backend.local-recovery=false"],
+    ),
+    // The shield profile's cluster with its agents and coordinator killed once it is up (SIGKILL to each, by its
+    // recorded pid and start time): Flink keeps every shield setting and the plugin, whose link then retries its
+    // connection with back-off. What this arm gains over `shield` is the daemons' own cost plus what they cost
+    // Flink (the coordinator's REST calls to the JobManager, the agents' reads of /proc).
+    ("shield-daemons-stopped", "shield", &[]),
+    // The plugin's metric reporter sends its batch (every numeric metric of the process) every 60 s instead of
+    // every 1 s; its link and heartbeats to the agent stay (`local up` waits for every plugin to link, so the
+    // reporter cannot be left out altogether).
+    (
+        "shield-slow-reporter",
+        "shield",
+        &["metrics.reporter.streamshield.interval=60 s"],
+    ),
+];
+
+fn arm_settings(arm: &str) -> (&'static str, &'static [&'static str]) {
+    ARMS.iter()
+        .find(|(name, ..)| *name == arm)
+        .map(|(_, profile, conf)| (*profile, *conf))
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = ARMS.iter().map(|(n, ..)| *n).collect();
+            panic!("unknown arm {arm:?}; arms: {}", names.join(", "))
+        })
+}
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
@@ -108,19 +158,24 @@ fn round(arm: &str, n: usize) -> Value {
     let dir = tmp.path().join("run");
     let d = dir.to_str().unwrap();
     let _cluster = Cluster(dir.clone());
-    let up = streamshield(&[
+    let (profile, conf) = arm_settings(arm);
+    let mut up_args = vec![
         "local",
         "up",
         "--dir",
         d,
         "--profile",
-        arm,
+        profile,
         "--delivery",
         "at-least-once",
         "--port-offset",
         PORT_OFFSET,
-    ]);
-    assert!(up.status.success(), "local up --profile {arm} failed");
+    ];
+    for kv in conf {
+        up_args.extend(["--flink-conf", kv]);
+    }
+    let up = streamshield(&up_args);
+    assert!(up.status.success(), "local up for arm {arm} failed");
     let st = state(&dir);
     let bootstrap = format!("127.0.0.1:{}", st["ports"]["kafka"]);
     let input = st["workload"]["input_topic"].as_str().unwrap().to_string();
@@ -141,6 +196,43 @@ fn round(arm: &str, n: usize) -> Value {
                 .map(|p| ("coordinator".to_string(), p as i32)),
         )
         .collect();
+
+    if arm == "shield-daemons-stopped" {
+        for p in st["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| &a["process"])
+            .chain(std::iter::once(&st["coordinator"]["process"]))
+        {
+            let r: streamshield::host::process::Recorded =
+                serde_json::from_value(p.clone()).expect("a daemon's recorded process");
+            assert!(
+                r.signal(nix::sys::signal::Signal::SIGKILL),
+                "{} was not running",
+                r.name
+            );
+        }
+    }
+    // Flink's processes, Kafka and ZooKeeper (if any), to see where the CPU goes in each arm.
+    let flink_procs: Vec<(String, i32)> =
+        std::iter::once(("jobmanager".to_string(), &st["jobmanager"]))
+            .chain(std::iter::once(("kafka".to_string(), &st["kafka"])))
+            .chain(std::iter::once(("zookeeper".to_string(), &st["zookeeper"])))
+            .chain(
+                st["taskmanagers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| {
+                        (
+                            t["resource_id"].as_str().unwrap().to_string(),
+                            &t["process"],
+                        )
+                    }),
+            )
+            .filter_map(|(n, p)| p["pid"].as_i64().map(|pid| (n, pid as i32)))
+            .collect();
 
     // Nothing reads while the backlog is written.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -204,6 +296,7 @@ fn round(arm: &str, n: usize) -> Value {
         .expect("a Kafka client");
     std::thread::sleep(SETTLE);
     let before: Vec<(u64, u64)> = daemons.iter().map(|(_, p)| footprint(*p)).collect();
+    let flink_before: Vec<(u64, u64)> = flink_procs.iter().map(|(_, p)| footprint(*p)).collect();
     let t0 = Instant::now();
     let out0 = end_offsets(&consumer, &bootstrap, &output);
     std::thread::sleep(WINDOW);
@@ -211,6 +304,7 @@ fn round(arm: &str, n: usize) -> Value {
     let secs = t0.elapsed().as_secs_f64();
     let in1 = end_offsets(&consumer, &bootstrap, &input);
     let after: Vec<(u64, u64)> = daemons.iter().map(|(_, p)| footprint(*p)).collect();
+    let flink_after: Vec<(u64, u64)> = flink_procs.iter().map(|(_, p)| footprint(*p)).collect();
 
     let rate = (out1 - out0) as f64 / secs;
     let behind = in1 - out1;
@@ -220,7 +314,8 @@ fn round(arm: &str, n: usize) -> Value {
         .zip(&after)
         .map(|(b, a)| a.1.saturating_sub(b.1) as f64 / TICKS_PER_SECOND)
         .sum::<f64>()
-        / secs;
+        / secs
+        + 0.0;
     let per_daemon: Vec<Value> = daemons
         .iter()
         .zip(before.iter().zip(&after))
@@ -229,11 +324,19 @@ fn round(arm: &str, n: usize) -> Value {
                    "cpu_share": a.1.saturating_sub(b.1) as f64 / TICKS_PER_SECOND / secs})
         })
         .collect();
+    let flink_cpu: Vec<Value> = flink_procs
+        .iter()
+        .zip(flink_before.iter().zip(&flink_after))
+        .map(|((name, _), (b, a))| {
+            json!({"name": name, "cpu_share": a.1.saturating_sub(b.1) as f64 / TICKS_PER_SECOND / secs})
+        })
+        .collect();
     let line = json!({
         "arm": arm, "round": n, "records_per_s": rate, "window_s": secs,
         "behind_at_end": behind, "valid": behind > 0,
         "input_records": in1, "generator": gen,
         "daemons_rss_bytes": rss, "daemons_cpu_share": cpu, "daemons": per_daemon,
+        "flink_cpu": flink_cpu,
     });
     eprintln!("{line}");
     line
@@ -257,6 +360,9 @@ fn steady_state_cost_of_the_shield_profile() {
         .split(',')
         .map(str::to_string)
         .collect();
+    for arm in &arms {
+        arm_settings(arm);
+    }
     let out_path = std::env::var("STREAMSHIELD_BENCH_OUT")
         .unwrap_or_else(|_| "target/steady-bench.jsonl".into());
     let mut out = std::fs::File::create(&out_path).unwrap();
@@ -269,7 +375,8 @@ fn steady_state_cost_of_the_shield_profile() {
         }
     }
     println!(
-        "\narm | rounds valid | records/s median (min-max) | daemons RSS MB | daemons CPU (cores)"
+        "\narm | rounds valid | records/s median (min-max) | daemons RSS MB | daemons CPU (cores) | JobManager CPU \
+         (cores) | TaskManagers CPU (cores) | TaskManagers CPU per record (us)"
     );
     let mut medians = std::collections::BTreeMap::new();
     for arm in &arms {
@@ -299,15 +406,49 @@ fn steady_state_cost_of_the_shield_profile() {
             .iter()
             .map(|l| l["daemons_cpu_share"].as_f64().unwrap())
             .collect();
+        let cpu_of = |l: &Value, tm: bool| -> f64 {
+            l["flink_cpu"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| {
+                    let n = p["name"].as_str().unwrap_or("");
+                    if tm {
+                        n.starts_with("tm-")
+                    } else {
+                        n == "jobmanager"
+                    }
+                })
+                .filter_map(|p| p["cpu_share"].as_f64())
+                .sum::<f64>()
+                + 0.0
+        };
+        let mut jm: Vec<f64> = mine.iter().map(|l| cpu_of(l, false)).collect();
+        let mut tms: Vec<f64> = mine.iter().map(|l| cpu_of(l, true)).collect();
+        let mut per_record: Vec<f64> = mine
+            .iter()
+            .map(|l| cpu_of(l, true) / l["records_per_s"].as_f64().unwrap() * 1e6)
+            .collect();
         println!(
-            "{arm} | {} | {m:.0} ({lo:.0}-{hi:.0}) | {:.1} | {:.3}",
+            "{arm} | {} | {m:.0} ({lo:.0}-{hi:.0}) | {:.1} | {:.3} | {:.3} | {:.3} | {:.2}",
             mine.len(),
             median(&mut rss),
-            median(&mut cpu)
+            median(&mut cpu),
+            median(&mut jm),
+            median(&mut tms),
+            median(&mut per_record)
         );
     }
-    if let (Some(s), Some(b)) = (medians.get("shield"), medians.get("stock")) {
-        println!("shield / stock (medians): {:.3}", s / b);
+    assert!(
+        lines.iter().any(|l| l["valid"] == true),
+        "no window measured the job (the generator never got ahead of it)"
+    );
+    let Some(base) = medians.get("stock") else {
+        println!("(no stock arm: no ratios)");
+        return;
+    };
+    for (arm, m) in medians.iter().filter(|(a, _)| *a != "stock") {
+        println!("{arm} / stock (medians): {:.3}", m / base);
     }
     // Paired ratios, round by round (the machine's drift hits both arms of a round alike).
     for n in 1..=rounds {
@@ -317,12 +458,11 @@ fn steady_state_cost_of_the_shield_profile() {
                 .find(|l| l["arm"] == arm && l["round"] == n && l["valid"] == true)
                 .and_then(|l| l["records_per_s"].as_f64())
         };
-        if let (Some(s), Some(b)) = (get("shield"), get("stock")) {
-            println!("round {n}: shield / stock {:.3}", s / b);
+        let Some(b) = get("stock") else { continue };
+        for arm in arms.iter().filter(|a| *a != "stock") {
+            if let Some(s) = get(arm) {
+                println!("round {n}: {arm} / stock {:.3}", s / b);
+            }
         }
     }
-    assert!(
-        lines.iter().any(|l| l["valid"] == true),
-        "no window measured the job (the generator never got ahead of it)"
-    );
 }
