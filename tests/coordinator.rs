@@ -273,22 +273,38 @@ async fn flink_failures_are_recorded_and_polling_recovers() {
             ("tm-2".into(), "standby".into())
         ]
     );
-    let kinds: Vec<String> = c
-        .client
-        .events(0, 500)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    for k in [
+    // The cluster's configuration is read before each poll that needs it; when the healthy mocks were mounted
+    // between the two reads of one poll, the job shows before the cluster's policy does: wait for the events.
+    let wanted = [
         "rest-unreachable",
         "rest-reachable",
         "job-state",
         "job-policy",
         "cluster-policy",
-    ] {
-        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
+    ];
+    let start = Instant::now();
+    loop {
+        let kinds: Vec<String> = c
+            .client
+            .events(0, 500)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|k| !kinds.iter().any(|x| x == k))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "events {missing:?} missing from {kinds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
