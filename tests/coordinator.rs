@@ -114,6 +114,33 @@ async fn decisions_when<F: Fn(&[Decision]) -> bool>(
     }
 }
 
+/// The kinds of the coordinator's events once `f` holds for them.
+async fn event_kinds_when<F: Fn(&[String]) -> bool>(
+    c: &Coord,
+    within: Duration,
+    f: F,
+) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let kinds: Vec<String> = c
+            .client
+            .events(0, 500)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        if f(&kinds) {
+            return kinds;
+        }
+        assert!(
+            start.elapsed() < within,
+            "events not as wanted within {within:?}: {kinds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Whether one of the coordinator's recent Flink poll errors mentions `needle`.
 fn recent_error(v: &Cluster, needle: &str) -> bool {
     v.flink
@@ -282,30 +309,10 @@ async fn flink_failures_are_recorded_and_polling_recovers() {
         "job-policy",
         "cluster-policy",
     ];
-    let start = Instant::now();
-    loop {
-        let kinds: Vec<String> = c
-            .client
-            .events(0, 500)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
-        let missing: Vec<&str> = wanted
-            .iter()
-            .copied()
-            .filter(|k| !kinds.iter().any(|x| x == k))
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "events {missing:?} missing from {kinds:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    event_kinds_when(&c, Duration::from_secs(5), |kinds| {
+        wanted.iter().all(|k| kinds.iter().any(|x| x == k))
+    })
+    .await;
 }
 
 #[tokio::test]

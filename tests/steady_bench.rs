@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 mod common;
 
 use common::{streamshield, Cluster};
+use streamshield::host::process::Recorded;
 
 const PORT_OFFSET: &str = "21000";
 const PRODUCE: Duration = Duration::from_secs(30);
@@ -40,23 +41,40 @@ const SETTLE: Duration = Duration::from_secs(5);
 const WINDOW: Duration = Duration::from_secs(30);
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// Every arm: its name, the `local` profile, and Flink settings laid over it (`local up --flink-conf`). The
-/// `shield-no-*` arms take one part out of the shield profile each (deploy/local/profiles/shield.yaml), everything
-/// else, the agents and the coordinator included, unchanged.
-const ARMS: &[(&str, &str, &[&str])] = &[
-    ("stock", "stock", &[]),
-    ("tuned", "tuned", &[]),
-    ("shield", "shield", &[]),
+/// One arm: a `local` profile, Flink settings laid over it (`local up --flink-conf`), and whether StreamShield's
+/// daemons are killed once the cluster is up.
+struct Arm {
+    name: &'static str,
+    profile: &'static str,
+    conf: &'static [&'static str],
+    kill_daemons: bool,
+}
+
+const fn arm(name: &'static str, profile: &'static str, conf: &'static [&'static str]) -> Arm {
+    Arm {
+        name,
+        profile,
+        conf,
+        kill_daemons: false,
+    }
+}
+
+/// Every arm. The `shield-*` arms take one part out of the shield profile each
+/// (deploy/local/profiles/shield.yaml), everything else, the agents and the coordinator included, unchanged.
+const ARMS: &[Arm] = &[
+    arm("stock", "stock", &[]),
+    arm("tuned", "tuned", &[]),
+    arm("shield", "shield", &[]),
     // No ZooKeeper high availability (the JobManager keeps jobs and checkpoints' pointers in memory).
-    ("shield-no-ha", "shield", &["high-availability.type=NONE"]),
+    arm("shield-no-ha", "shield", &["high-availability.type=NONE"]),
     // Flink's default heartbeat interval instead of 100 ms.
-    (
+    arm(
         "shield-no-fast-heartbeat",
         "shield",
         &["heartbeat.interval=10 s"],
     ),
     // No local copies of state beside the remote checkpoint.
-    (
+    arm(
         "shield-no-local-recovery",
         "shield",
         &["state.backend.local-recovery=false"],
@@ -65,25 +83,25 @@ const ARMS: &[(&str, &str, &[&str])] = &[
     // recorded pid and start time): Flink keeps every shield setting and the plugin, whose link then retries its
     // connection with back-off. What this arm gains over `shield` is the daemons' own cost plus what they cost
     // Flink (the coordinator's REST calls to the JobManager, the agents' reads of /proc).
-    ("shield-daemons-stopped", "shield", &[]),
+    Arm {
+        kill_daemons: true,
+        ..arm("shield-daemons-stopped", "shield", &[])
+    },
     // The plugin's metric reporter sends its batch (every numeric metric of the process) every 60 s instead of
     // every 1 s; its link and heartbeats to the agent stay (`local up` waits for every plugin to link, so the
     // reporter cannot be left out altogether).
-    (
+    arm(
         "shield-slow-reporter",
         "shield",
         &["metrics.reporter.streamshield.interval=60 s"],
     ),
 ];
 
-fn arm_settings(arm: &str) -> (&'static str, &'static [&'static str]) {
-    ARMS.iter()
-        .find(|(name, ..)| *name == arm)
-        .map(|(_, profile, conf)| (*profile, *conf))
-        .unwrap_or_else(|| {
-            let names: Vec<&str> = ARMS.iter().map(|(n, ..)| *n).collect();
-            panic!("unknown arm {arm:?}; arms: {}", names.join(", "))
-        })
+fn arm_settings(name: &str) -> &'static Arm {
+    ARMS.iter().find(|a| a.name == name).unwrap_or_else(|| {
+        let names: Vec<&str> = ARMS.iter().map(|a| a.name).collect();
+        panic!("unknown arm {name:?}; arms: {}", names.join(", "))
+    })
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -158,20 +176,20 @@ fn round(arm: &str, n: usize) -> Value {
     let dir = tmp.path().join("run");
     let d = dir.to_str().unwrap();
     let _cluster = Cluster(dir.clone());
-    let (profile, conf) = arm_settings(arm);
+    let settings = arm_settings(arm);
     let mut up_args = vec![
         "local",
         "up",
         "--dir",
         d,
         "--profile",
-        profile,
+        settings.profile,
         "--delivery",
         "at-least-once",
         "--port-offset",
         PORT_OFFSET,
     ];
-    for kv in conf {
+    for kv in settings.conf {
         up_args.extend(["--flink-conf", kv]);
     }
     let up = streamshield(&up_args);
@@ -180,40 +198,34 @@ fn round(arm: &str, n: usize) -> Value {
     let bootstrap = format!("127.0.0.1:{}", st["ports"]["kafka"]);
     let input = st["workload"]["input_topic"].as_str().unwrap().to_string();
     let output = st["workload"]["output_topic"].as_str().unwrap().to_string();
-    let daemons: Vec<(String, i32)> = st["agents"]
+    let recorded = |p: &Value| -> Recorded {
+        serde_json::from_value(p.clone()).expect("a recorded process in state.json")
+    };
+    let daemons: Vec<(String, Recorded)> = st["agents"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|a| {
             (
                 format!("agent {}", a["resource_id"].as_str().unwrap()),
-                a["process"]["pid"].as_i64().unwrap() as i32,
+                recorded(&a["process"]),
             )
         })
         .chain(
-            st["coordinator"]["process"]["pid"]
-                .as_i64()
-                .map(|p| ("coordinator".to_string(), p as i32)),
+            Some(&st["coordinator"]["process"])
+                .filter(|p| !p.is_null())
+                .map(|p| ("coordinator".to_string(), recorded(p))),
         )
         .collect();
-
-    if arm == "shield-daemons-stopped" {
-        for p in st["agents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| &a["process"])
-            .chain(std::iter::once(&st["coordinator"]["process"]))
-        {
-            let r: streamshield::host::process::Recorded =
-                serde_json::from_value(p.clone()).expect("a daemon's recorded process");
+    if settings.kill_daemons {
+        for (name, r) in &daemons {
             assert!(
                 r.signal(nix::sys::signal::Signal::SIGKILL),
-                "{} was not running",
-                r.name
+                "{name} was not running"
             );
         }
     }
+    let daemons: Vec<(String, i32)> = daemons.into_iter().map(|(n, r)| (n, r.pid)).collect();
     // Flink's processes, Kafka and ZooKeeper (if any), to see where the CPU goes in each arm.
     let flink_procs: Vec<(String, i32)> =
         std::iter::once(("jobmanager".to_string(), &st["jobmanager"]))
@@ -309,27 +321,26 @@ fn round(arm: &str, n: usize) -> Value {
     let rate = (out1 - out0) as f64 / secs;
     let behind = in1 - out1;
     let rss: u64 = after.iter().map(|a| a.0).sum();
+    let share =
+        |b: &(u64, u64), a: &(u64, u64)| a.1.saturating_sub(b.1) as f64 / TICKS_PER_SECOND / secs;
+    // `+ 0.0`: the sum of no shares (stock) is -0.0.
     let cpu: f64 = before
         .iter()
         .zip(&after)
-        .map(|(b, a)| a.1.saturating_sub(b.1) as f64 / TICKS_PER_SECOND)
+        .map(|(b, a)| share(b, a))
         .sum::<f64>()
-        / secs
         + 0.0;
     let per_daemon: Vec<Value> = daemons
         .iter()
         .zip(before.iter().zip(&after))
-        .map(|((name, _), (b, a))| {
-            json!({"name": name, "rss_bytes": a.0,
-                   "cpu_share": a.1.saturating_sub(b.1) as f64 / TICKS_PER_SECOND / secs})
-        })
+        .map(
+            |((name, _), (b, a))| json!({"name": name, "rss_bytes": a.0, "cpu_share": share(b, a)}),
+        )
         .collect();
     let flink_cpu: Vec<Value> = flink_procs
         .iter()
         .zip(flink_before.iter().zip(&flink_after))
-        .map(|((name, _), (b, a))| {
-            json!({"name": name, "cpu_share": a.1.saturating_sub(b.1) as f64 / TICKS_PER_SECOND / secs})
-        })
+        .map(|((name, _), (b, a))| json!({"name": name, "cpu_share": share(b, a)}))
         .collect();
     let line = json!({
         "arm": arm, "round": n, "records_per_s": rate, "window_s": secs,
