@@ -123,8 +123,13 @@ pub fn flink_config(
         .ok_or_else(|| Error::UnknownProfile(profile.to_string(), profile_names()))?;
     let base = render("deploy/local/flink/config.yaml", FLINK_CONFIG, vars)?;
     let overlay = parse_flat(profile, &render("profile", overlay_text, vars)?)?;
+    // `--flink-conf` values may use the same placeholders as a profile (e.g. `file://${RUN_DIR}/flink/ha`).
+    let overrides = overrides
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), render("--flink-conf", v, vars)?)))
+        .collect::<Result<Vec<_>, Error>>()?;
     let mut lines: Vec<String> = base.lines().map(str::to_string).collect();
-    for (k, v) in overlay.into_iter().chain(overrides.iter().cloned()) {
+    for (k, v) in overlay.into_iter().chain(overrides) {
         let prefix = format!("{k}:");
         match lines.iter_mut().find(|l| l.starts_with(&prefix)) {
             Some(l) => *l = format!("{k}: {v}"),
@@ -276,6 +281,21 @@ mod tests {
             render("t", "${sys:log.file}", &vars()).unwrap(),
             "${sys:log.file}"
         );
+    }
+
+    #[test]
+    fn overrides_may_use_the_profile_placeholders() {
+        let ha = [(
+            "high-availability.storageDir".to_string(),
+            "file://${RUN_DIR}/flink/ha".to_string(),
+        )];
+        let c = flink_config("stock", &vars(), &ha).unwrap();
+        assert_eq!(
+            lookup(&c, "high-availability.storageDir"),
+            Some("file:///tmp/run/flink/ha")
+        );
+        let bad = [("k".to_string(), "${NO_SUCH}".to_string())];
+        assert!(flink_config("stock", &vars(), &bad).is_err());
     }
 
     #[test]
