@@ -198,7 +198,7 @@ mod tests {
                 "jobmanager.failure-enrichers",
                 Want::InList("io.x.E".into()),
             ),
-            ("heartbeat.interval", Want::Recommend("100 ms".into())),
+            ("heartbeat.interval", Want::Recommend("500 ms".into())),
             (
                 "heartbeat.rpc-failure-threshold",
                 Want::Recommend("1".into()),
