@@ -59,20 +59,67 @@ const fn arm(name: &'static str, profile: &'static str, conf: &'static [&'static
     }
 }
 
+/// The shield profile's Flink keys that are not the plugin's (deploy/local/profiles/shield.yaml): high availability.
+const SHIELD_HA: [&str; 4] = [
+    "high-availability.type=zookeeper",
+    "high-availability.zookeeper.quorum=127.0.0.1:${ZK_PORT}",
+    "high-availability.storageDir=file://${RUN_DIR}/flink/ha",
+    "streamshield.jobmanager.zookeeper-session-timeout=4 s",
+];
+/// ... detection ...
+const SHIELD_HEARTBEAT: [&str; 3] = [
+    "heartbeat.interval=500 ms",
+    "heartbeat.timeout=50 s",
+    "heartbeat.rpc-failure-threshold=1",
+];
+/// ... and recovery.
+const SHIELD_RECOVERY: [&str; 3] = [
+    "restart-strategy.type=exponential-delay",
+    "restart-strategy.exponential-delay.initial-backoff=100 ms",
+    "state.backend.local-recovery=true",
+];
+const fn concat<const N: usize>(parts: [&[&'static str]; 3]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let (mut i, mut p) = (0, 0);
+    while p < parts.len() {
+        let mut j = 0;
+        while j < parts[p].len() {
+            out[i] = parts[p][j];
+            i += 1;
+            j += 1;
+        }
+        p += 1;
+    }
+    assert!(i == N, "concat: wrong length");
+    out
+}
+const SHIELD_FLINK: [&str; 10] = concat([&SHIELD_HA, &SHIELD_HEARTBEAT, &SHIELD_RECOVERY]);
+
 /// Every arm. The `shield-*` arms take one part out of the shield profile each
-/// (deploy/local/profiles/shield.yaml), everything else, the agents and the coordinator included, unchanged.
+/// (deploy/local/profiles/shield.yaml), everything else, the agents and the coordinator included, unchanged. The
+/// `stock-*` arms build it up instead: stock Flink (no plugin, no daemons) with the shield profile's Flink keys, in
+/// parts and then all of them; `shield-daemons-stopped` adds the plugin, `shield` the daemons.
 const ARMS: &[Arm] = &[
+    arm("stock-ha", "stock", &SHIELD_HA),
+    arm("stock-fast-heartbeat", "stock", &SHIELD_HEARTBEAT),
+    arm("stock-shield-flink", "stock", &SHIELD_FLINK),
     arm("stock", "stock", &[]),
+    // Stock again, as its own arm: the spread of stock against itself in one run is the bench's resolution.
+    arm("stock-again", "stock", &[]),
     arm("tuned", "tuned", &[]),
     arm("shield", "shield", &[]),
     // No ZooKeeper high availability (the JobManager keeps jobs and checkpoints' pointers in memory).
     arm("shield-no-ha", "shield", &["high-availability.type=NONE"]),
-    // Flink's default heartbeat interval instead of 100 ms.
+    // Flink's default heartbeat interval instead of 500 ms.
     arm(
         "shield-no-fast-heartbeat",
         "shield",
         &["heartbeat.interval=10 s"],
     ),
+    // Faster Flink heartbeats than the profile's 500 ms (100 ms was the profile's until 2026-12-06: a dead
+    // TaskManager's failed heartbeat RPC comes sooner; the heartbeats' cost rises with their rate).
+    arm("shield-hb-100ms", "shield", &["heartbeat.interval=100 ms"]),
+    arm("shield-hb-250ms", "shield", &["heartbeat.interval=250 ms"]),
     // No local copies of state beside the remote checkpoint.
     arm(
         "shield-no-local-recovery",
@@ -309,12 +356,16 @@ fn round(arm: &str, n: usize) -> Value {
     std::thread::sleep(SETTLE);
     let before: Vec<(u64, u64)> = daemons.iter().map(|(_, p)| footprint(*p)).collect();
     let flink_before: Vec<(u64, u64)> = flink_procs.iter().map(|(_, p)| footprint(*p)).collect();
+    let machine_before = machine_ticks();
+    let probe = SpeedProbe::start();
     let t0 = Instant::now();
     let out0 = end_offsets(&consumer, &bootstrap, &output);
     std::thread::sleep(WINDOW);
     let out1 = end_offsets(&consumer, &bootstrap, &output);
+    let probe_ns = probe.stop();
     let secs = t0.elapsed().as_secs_f64();
     let in1 = end_offsets(&consumer, &bootstrap, &input);
+    let machine_after = machine_ticks();
     let after: Vec<(u64, u64)> = daemons.iter().map(|(_, p)| footprint(*p)).collect();
     let flink_after: Vec<(u64, u64)> = flink_procs.iter().map(|(_, p)| footprint(*p)).collect();
 
@@ -348,9 +399,103 @@ fn round(arm: &str, n: usize) -> Value {
         "input_records": in1, "generator": gen,
         "daemons_rss_bytes": rss, "daemons_cpu_share": cpu, "daemons": per_daemon,
         "flink_cpu": flink_cpu,
+        // The whole machine over the window (cores): busy, idle and stolen by the hypervisor.
+        "machine": machine_share(&machine_before, &machine_after, secs),
+        // The machine's speed during the window: on-CPU nanoseconds of a fixed piece of work (median of samples).
+        "probe_ns": probe_ns,
     });
     eprintln!("{line}");
     line
+}
+
+/// A thread that, twice a second, does a fixed piece of work (arithmetic and a walk over 4 MiB) and measures the
+/// CPU time it took (`/proc/thread-self/schedstat`, nanoseconds on a CPU): how fast the machine is for anyone at
+/// that moment, StreamShield's code or not. A 2-vCPU VM's speed moves by more than any effect measured here, and
+/// it reports no steal time; the probe costs ~2 % of one core in every arm alike.
+struct SpeedProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl SpeedProbe {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let on_cpu = || -> u64 {
+                std::fs::read_to_string("/proc/thread-self/schedstat")
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            let mut buf = vec![0u64; 512 * 1024];
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let before = on_cpu();
+                let mut x = 0x9E37_79B9_7F4A_7C15u64;
+                for _ in 0..4 {
+                    for i in 0..buf.len() {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let j = (x as usize) % buf.len();
+                        buf[i] = buf[i].wrapping_add(buf[j] ^ x);
+                    }
+                }
+                std::hint::black_box(&buf);
+                samples.push(on_cpu().saturating_sub(before));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            samples
+        });
+        SpeedProbe { stop, thread }
+    }
+
+    /// The median sample, nanoseconds.
+    fn stop(self) -> f64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut v: Vec<f64> = self
+            .thread
+            .join()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&n| n > 0)
+            .map(|n| n as f64)
+            .collect();
+        if v.is_empty() {
+            0.0
+        } else {
+            median(&mut v)
+        }
+    }
+}
+
+/// The first line of /proc/stat: cumulative ticks of all CPUs (user nice system idle iowait irq softirq steal ...).
+fn machine_ticks() -> Vec<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect()
+}
+
+fn machine_share(before: &[u64], after: &[u64], secs: f64) -> Value {
+    let d = |i: usize| {
+        after
+            .get(i)
+            .unwrap_or(&0)
+            .saturating_sub(*before.get(i).unwrap_or(&0)) as f64
+            / TICKS_PER_SECOND
+            / secs
+    };
+    let idle = d(3) + d(4);
+    let steal = d(7);
+    let busy = d(0) + d(1) + d(2) + d(5) + d(6);
+    json!({"busy_cores": busy, "idle_cores": idle, "steal_cores": steal})
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -461,19 +606,34 @@ fn steady_state_cost_of_the_shield_profile() {
     for (arm, m) in medians.iter().filter(|(a, _)| *a != "stock") {
         println!("{arm} / stock (medians): {:.3}", m / base);
     }
-    // Paired ratios, round by round (the machine's drift hits both arms of a round alike).
+    // Paired ratios, round by round, as measured and at equal machine speed (records/s x the probe's time: a
+    // window in which the probe's work took 10 % longer had a machine 10 % slower for everyone).
+    let mut paired: std::collections::BTreeMap<&str, (Vec<f64>, Vec<f64>)> = Default::default();
     for n in 1..=rounds {
         let get = |arm: &str| {
             lines
                 .iter()
                 .find(|l| l["arm"] == arm && l["round"] == n && l["valid"] == true)
-                .and_then(|l| l["records_per_s"].as_f64())
+                .and_then(|l| Some((l["records_per_s"].as_f64()?, l["probe_ns"].as_f64()?)))
         };
-        let Some(b) = get("stock") else { continue };
+        let Some((b, bp)) = get("stock") else {
+            continue;
+        };
         for arm in arms.iter().filter(|a| *a != "stock") {
-            if let Some(s) = get(arm) {
-                println!("round {n}: {arm} / stock {:.3}", s / b);
+            if let Some((s, sp)) = get(arm) {
+                let (raw, speed) = (s / b, s * sp / (b * bp));
+                println!("round {n}: {arm} / stock {raw:.3}, at equal machine speed {speed:.3}");
+                let e = paired.entry(arm.as_str()).or_default();
+                e.0.push(raw);
+                e.1.push(speed);
             }
         }
+    }
+    for (arm, (mut raw, mut speed)) in paired {
+        println!(
+            "{arm} / stock, paired medians: {:.3} as measured, {:.3} at equal machine speed",
+            median(&mut raw),
+            median(&mut speed)
+        );
     }
 }
