@@ -19,6 +19,8 @@
 //!   secrets, `unix:`/`tcp:` endpoints, the clock.
 //! - [`conf`]: the daemons' configuration files (YAML, every key also a flag and an environment variable).
 //! - [`install`]: `streamshield install` / `uninstall` on a Flink home (docs/install-standalone.md).
+//! - [`kube`]: `streamshield webhook`, the admission webhook that injects the agent and the plugin into Flink's pods
+//!   on Kubernetes (docs/install-kubernetes.md).
 //! - [`metrics`]: Prometheus text exposition; [`daemon`]: the daemons' long-lived tasks and their shutdown; [`status`]:
 //!   `streamshield status`.
 //!
@@ -47,6 +49,7 @@ pub mod flink;
 pub mod host;
 pub mod install;
 pub mod kafka;
+pub mod kube;
 pub mod local;
 pub mod metrics;
 pub mod print;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use streamshield::agent::{config::AgentArgs, BoundAgent};
 use streamshield::coordinator::{config::CoordinatorArgs, BoundCoordinator};
+use streamshield::kube::{config::WebhookArgs, webhook::BoundWebhook};
 use streamshield::local::{self, cli::LocalCommand, UpOptions};
 use streamshield::workload::cli::WorkloadCommand;
 use streamshield::workload::live::{LiveVerifier, VerifyConfig};
@@ -56,6 +57,18 @@ enum Command {
     Install(install::InstallArgs),
     /// Removes what `install` added to a Flink distribution.
     Uninstall(install::UninstallArgs),
+    /// The Kubernetes admission webhook: injects the agent and the plugin into opted-in Flink pods and the plugin's
+    /// keys into opted-in FlinkDeployments; never blocks a pod.
+    Webhook(WebhookArgs),
+    /// Copies the plugin jar into a directory (what the injected init container runs).
+    PluginJar {
+        /// The jar [default: the image's].
+        #[arg(long, default_value = "/opt/streamshield/streamshield-plugin.jar")]
+        from: std::path::PathBuf,
+        /// The directory (Flink's `plugins/streamshield/` through a shared volume).
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
 }
 
 /// sysexits EX_USAGE: the configuration is invalid.
@@ -116,6 +129,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(a) => run_status(a).await,
         Command::Install(a) => Ok(exit(install::install(&a).await)),
         Command::Uninstall(a) => Ok(exit(install::uninstall(&a))),
+        Command::Webhook(a) => run_webhook(a).await,
+        Command::PluginJar { from, to } => match streamshield::kube::copy_plugin_jar(&from, &to) {
+            Ok(p) => {
+                println!("{}", p.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
     }
 }
 
@@ -494,6 +518,26 @@ async fn run_coordinator(a: CoordinatorArgs) -> Result<ExitCode> {
     )?;
     let drained = c.run(shutdown_token()).await?;
     eprintln!("coordinator stopped ({drained:?})");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_webhook(a: WebhookArgs) -> Result<ExitCode> {
+    let cfg = match a.settings() {
+        Ok(c) => c,
+        Err(e) => return Ok(config_error(e)),
+    };
+    let info = cfg.info_file.clone();
+    let w = match BoundWebhook::bind(cfg).await {
+        Ok(w) => w,
+        Err(e) => return Ok(config_error(e)),
+    };
+    write_info(
+        &info,
+        serde_json::json!({"pid": std::process::id(), "admission": format!("https://{}", w.addr()),
+                           "http": format!("http://{}", w.http_addr())}),
+    )?;
+    let drained = w.run(shutdown_token()).await?;
+    eprintln!("webhook stopped ({drained:?})");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -39,7 +39,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(),
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        if !have_cluster || polls % CLUSTER_CONFIG_EVERY == 0 {
+        if !have_cluster || polls.is_multiple_of(CLUSTER_CONFIG_EVERY) {
             match client.cluster_config().await {
                 Ok(all) => {
                     have_cluster = true;
