@@ -3,15 +3,13 @@
 //! `kill -9` of an active TaskManager is reported dead by its agent within 500 ms and turned into an (observe-only)
 //! decision by the coordinator. Everything is taken down at the end, also when an assertion fails.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
 
-use common::{streamshield, wait_no_process_naming, Cluster};
+use common::{promtool_check, streamshield, wait_no_process_naming, Cluster};
 
 fn get(url: &str, token: Option<&str>) -> String {
     let client = reqwest::blocking::Client::builder()
@@ -23,29 +21,6 @@ fn get(url: &str, token: Option<&str>) -> String {
         req = req.bearer_auth(t);
     }
     req.send().and_then(|r| r.text()).unwrap_or_default()
-}
-
-fn promtool_check(page: &str, what: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/prereqs installs Debian's prometheus package)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics on the {what}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -275,11 +275,26 @@ fn review(s: &Shared, target: Target, body: &[u8]) -> Response {
         }
         Ok((request, object)) => {
             let answer = decide(s, target, &request, object.as_ref());
-            axum::Json(answer.into_review()).into_response()
+            axum::Json(wire_review(answer)).into_response()
         }
     };
     s.duration.observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The review as the API server documents it: `response.patch` is `[]byte`, so base64 in JSON. kube-core serializes
+/// it as an array of numbers, which Go's decoder happens to accept; other readers (proxies, tests, tools) do not.
+fn wire_review(answer: AdmissionResponse) -> Value {
+    use base64::Engine;
+    let patch = answer.patch.clone();
+    let mut v = serde_json::to_value(answer.into_review()).unwrap_or(Value::Null);
+    if let (Some(p), Some(r)) = (patch, v.get_mut("response").and_then(Value::as_object_mut)) {
+        r.insert(
+            "patch".into(),
+            Value::String(base64::engine::general_purpose::STANDARD.encode(p)),
+        );
+    }
+    v
 }
 
 /// Why a body is not a review the webhook can answer.

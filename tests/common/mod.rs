@@ -3,10 +3,12 @@
 // Each test crate uses a different subset of these.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod control_plane;
 pub mod standalone;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_streamshield");
@@ -134,4 +136,28 @@ pub async fn announce_stop(
     )
     .await
     .unwrap();
+}
+
+/// Fails unless `promtool check metrics` finds nothing to say about the metrics page `page` (of `what`).
+pub fn promtool_check(page: &str, what: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/prereqs installs Debian's prometheus package)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics on the {what}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,0 +1,908 @@
+//! The admission webhook (`streamshield webhook`), first on its own (reviews over TLS, requests that are not
+//! reviews, objects that do not parse, certificate rotation, bad configuration), then behind a real kube-apiserver
+//! and etcd (built and cached by `scripts/kube-tools`) with the Flink Kubernetes Operator's real CRDs:
+//! operator-shaped JobManager and TaskManager pods are injected only where opted in, an injected pod is left alone,
+//! an annotated FlinkDeployment gets the plugin's keys and a bad annotation is a warning to its author, and with the
+//! webhook down pods are still admitted. Every process is stopped by pid when a test ends, also after a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
+use serde_json::{json, Value};
+
+mod common;
+
+use common::control_plane::{write, Ca, ControlPlane, Proc};
+use common::{promtool_check, BIN};
+
+const IMAGE: &str = "registry.example/streamshield:test";
+
+/// A running `streamshield webhook` with its addresses and certificate files.
+struct Webhook {
+    proc: Proc,
+    admission: String,
+    http: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Webhook {
+    /// Starts the webhook on free loopback ports with a certificate for 127.0.0.1 from `ca`.
+    fn start(dir: &Path, ca: &Ca, extra: &[&str]) -> Webhook {
+        let (cert_pem, key_pem) = ca.issue(&["127.0.0.1"]);
+        let cert = dir.join("webhook.crt");
+        let key = dir.join("webhook.key");
+        write(&cert, &cert_pem);
+        write(&key, &key_pem);
+        let info = dir.join("webhook.json");
+        let _ = std::fs::remove_file(&info);
+        let proc = Proc::spawn(
+            "streamshield webhook",
+            Command::new(BIN)
+                .arg("webhook")
+                .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+                .arg("--tls-cert-file")
+                .arg(&cert)
+                .arg("--tls-key-file")
+                .arg(&key)
+                .args(["--image", IMAGE])
+                .arg("--info-file")
+                .arg(&info)
+                .args(extra)
+                .env("RUST_LOG", "streamshield=debug"),
+            &dir.join("webhook.log"),
+        );
+        let start = Instant::now();
+        let v: Value = loop {
+            if let Some(v) = std::fs::read(&info)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                break v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the webhook did not write {} within 20 s:\n{}",
+                info.display(),
+                std::fs::read_to_string(dir.join("webhook.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Webhook {
+            proc,
+            admission: v["admission"].as_str().unwrap().to_string(),
+            http: v["http"].as_str().unwrap().to_string(),
+            cert,
+            key,
+        }
+    }
+
+    fn metrics(&self) -> String {
+        reqwest::blocking::get(format!("{}/metrics", self.http))
+            .and_then(|r| r.text())
+            .expect("the webhook's /metrics")
+    }
+}
+
+/// One sample of `family` whose labels include every `labels` pair (0 when absent).
+fn sample(page: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(family) && !l.starts_with('#'))
+        .filter(|l| {
+            let name_end = l.find(['{', ' ']).unwrap_or(l.len());
+            &l[..name_end] == family
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn https_client(ca_pem: &str) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// A TaskManager (or JobManager) pod as Flink's native Kubernetes integration, and so the operator, creates it.
+fn flink_pod(name: &str, component: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {"app": "orders", "component": component, "type": "flink-native-kubernetes"}
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "flink-main-container",
+                "image": "flink:1.20",
+                "args": ["bash", "-c", format!("kubernetes-{component}.sh")],
+                "volumeMounts": [{"name": "flink-config-volume", "mountPath": "/opt/flink/conf"}]
+            }],
+            "volumes": [{"name": "flink-config-volume", "configMap": {"name": "flink-config-orders"}}]
+        }
+    })
+}
+
+fn review(uid: &str, operation: &str, namespace: &str, object: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": operation,
+            "namespace": namespace,
+            "userInfo": {"username": "system:serviceaccount:flink:flink-operator"},
+            "object": object,
+            "dryRun": false
+        }
+    })
+}
+
+/// The JSON patch of a review's response, decoded (empty when there is none).
+fn patch_of(response: &Value) -> Vec<Value> {
+    match response["response"]["patch"].as_str() {
+        None => vec![],
+        Some(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        }
+    }
+}
+
+#[test]
+fn the_webhook_answers_reviews_over_tls_never_refuses_an_object_and_reloads_its_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("webhook-test-ca");
+    let w = Webhook::start(tmp.path(), &ca, &[]);
+    let client = https_client(&ca.pem());
+    let post = |path: &str, body: Vec<u8>| {
+        let r = client
+            .post(format!("{}{path}", w.admission))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .expect("the webhook answers");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let json_body = |v: &Value| serde_json::to_vec(v).unwrap();
+
+    // A TaskManager through the namespace path: injected, with the request's uid.
+    let (status, r) = post(
+        "/mutate/pods/namespace",
+        json_body(&review(
+            "u-1",
+            "CREATE",
+            "flink",
+            flink_pod("orders-taskmanager-1-1", "taskmanager"),
+        )),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(r["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(r["response"]["uid"], "u-1");
+    assert_eq!(r["response"]["allowed"], true);
+    assert_eq!(r["response"]["patchType"], "JSONPatch");
+    let patch = patch_of(&r);
+    assert!(
+        patch.iter().all(|op| op["op"] == "add"),
+        "the patch only adds: {patch:?}"
+    );
+    let mut pod = flink_pod("orders-taskmanager-1-1", "taskmanager");
+    let ops: json_patch::Patch = serde_json::from_value(Value::Array(patch)).unwrap();
+    json_patch::patch(&mut pod, &ops).expect("the patch applies to the pod sent");
+    assert_eq!(pod["spec"]["shareProcessNamespace"], true, "{pod:#}");
+    assert_eq!(
+        pod["spec"]["initContainers"][1]["name"],
+        "streamshield-agent"
+    );
+
+    // The same pod through the label path, without the pod's own label: unchanged.
+    let (status, r) = post(
+        "/mutate/pods",
+        json_body(&review(
+            "u-2",
+            "CREATE",
+            "flink",
+            flink_pod("orders-taskmanager-1-2", "taskmanager"),
+        )),
+    );
+    assert_eq!(
+        (status, r["response"]["allowed"].clone()),
+        (200, json!(true))
+    );
+    assert!(r["response"]["patch"].is_null());
+
+    // An object that does not parse as a pod: admitted unchanged, with a warning naming the problem.
+    let mut broken = flink_pod("orders-taskmanager-1-3", "taskmanager");
+    broken["spec"]["containers"] = json!("not a list");
+    let (status, r) = post(
+        "/mutate/pods/namespace",
+        json_body(&review("u-3", "CREATE", "flink", broken)),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(r["response"]["uid"], "u-3");
+    assert_eq!(r["response"]["allowed"], true);
+    assert!(r["response"]["patch"].is_null());
+    let warning = r["response"]["warnings"][0].as_str().unwrap_or("");
+    assert!(warning.contains("did not inject"), "a warning says so: {r}");
+
+    // Not an AdmissionReview v1: HTTP 400 and a message saying what was expected.
+    let (status, r) = post("/mutate/pods", b"{not json".to_vec());
+    assert_eq!(status, 400);
+    assert_eq!(r["response"]["allowed"], false);
+    let mut old = review("u-4", "CREATE", "flink", flink_pod("p", "taskmanager"));
+    old["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let (status, r) = post("/mutate/pods", json_body(&old));
+    assert_eq!(status, 400);
+    let message = r["response"]["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("admissionReviewVersions"),
+        "the message names the fix: {r}"
+    );
+    // A body larger than any review: refused without being buffered whole.
+    let (status, _) = post("/mutate/pods", vec![b' '; 5 << 20]);
+    assert_eq!(status, 413);
+    // A client that speaks plain HTTP to the TLS port, then a proper client: still served.
+    {
+        use std::io::{Read, Write};
+        let addr = w.admission.trim_start_matches("https://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+    }
+    let (status, _) = post(
+        "/mutate/pods/namespace",
+        json_body(&review(
+            "u-5",
+            "CREATE",
+            "flink",
+            flink_pod("orders-jobmanager-1", "jobmanager"),
+        )),
+    );
+    assert_eq!(status, 200);
+
+    let page = w.metrics();
+    promtool_check(&page, "webhook's /metrics");
+    let admissions = "streamshield_webhook_admissions_total";
+    assert_eq!(
+        sample(
+            &page,
+            admissions,
+            &[("resource", "pods"), ("outcome", "injected")]
+        ),
+        2.0,
+        "{page}"
+    );
+    assert_eq!(
+        sample(
+            &page,
+            admissions,
+            &[("outcome", "unchanged"), ("reason", "not-opted-in")]
+        ),
+        1.0
+    );
+    assert_eq!(sample(&page, admissions, &[("outcome", "error")]), 1.0);
+    let bad = "streamshield_webhook_bad_requests_total";
+    assert_eq!(sample(&page, bad, &[("reason", "not-json")]), 1.0);
+    assert_eq!(sample(&page, bad, &[("reason", "wrong-version")]), 1.0);
+
+    // Rotation: a certificate from another CA replaces the files; within the reload period the webhook serves it.
+    let ca2 = Ca::new("webhook-test-ca-2");
+    let (cert2, key2) = ca2.issue(&["127.0.0.1"]);
+    // The key first, then the certificate: a reload between the two sees a mismatch and keeps the old pair.
+    write(&w.key, &key2);
+    write(&w.cert, &cert2);
+    let new_client = https_client(&ca2.pem());
+    let start = Instant::now();
+    loop {
+        let ok = new_client
+            .get(format!("{}/mutate/pods", w.admission))
+            .send()
+            .is_ok();
+        if ok {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the rotated certificate was not served within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "rotated certificate served after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(sample(&w.metrics(), "streamshield_webhook_tls_reloads_total", &[]) >= 1.0);
+    // A broken certificate file: the old certificate stays, the failure is counted.
+    write(
+        &w.cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    );
+    let start = Instant::now();
+    while sample(
+        &w.metrics(),
+        "streamshield_webhook_tls_reload_failures_total",
+        &[],
+    ) < 1.0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a broken certificate file was not noticed within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        new_client
+            .get(format!("{}/mutate/pods", w.admission))
+            .send()
+            .is_ok(),
+        "the last good certificate is still served"
+    );
+}
+
+#[test]
+fn bad_webhook_configuration_is_refused_before_it_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("webhook-config-ca");
+    let (cert, key) = ca.issue(&["127.0.0.1"]);
+    let cert_file = tmp.path().join("tls.crt");
+    let key_file = tmp.path().join("tls.key");
+    write(&cert_file, &cert);
+    write(&key_file, &key);
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("webhook")
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        eprintln!("$ streamshield webhook {}\n{stderr}", args.join(" "));
+        (out.status.code(), stderr)
+    };
+    let c = cert_file.to_str().unwrap();
+    let k = key_file.to_str().unwrap();
+
+    let (code, err) = run(&["--tls-cert-file", c, "--tls-key-file", k]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("image"), "names the missing key: {err}");
+
+    let file = tmp.path().join("webhook.yaml");
+    write(
+        &file,
+        &format!("tls-cert-file: {c}\ntls-key-file: {k}\nimage: x\nimagee: y\n"),
+    );
+    let (code, err) = run(&["--config", file.to_str().unwrap()]);
+    assert_eq!(code, Some(64));
+    assert!(
+        err.contains("imagee") && err.contains("webhook.yaml"),
+        "{err}"
+    );
+
+    let missing = tmp.path().join("absent.crt");
+    let (code, err) = run(&[
+        "--tls-cert-file",
+        missing.to_str().unwrap(),
+        "--tls-key-file",
+        k,
+        "--image",
+        "x",
+    ]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("absent.crt"), "{err}");
+
+    // A key that is not the certificate's.
+    let (_, other_key) = ca.issue(&["127.0.0.1"]);
+    let other = tmp.path().join("other.key");
+    write(&other, &other_key);
+    let (code, err) = run(&[
+        "--tls-cert-file",
+        c,
+        "--tls-key-file",
+        other.to_str().unwrap(),
+        "--image",
+        "x",
+    ]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("match"), "{err}");
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let (code, err) = run(&[
+        "--tls-cert-file",
+        c,
+        "--tls-key-file",
+        k,
+        "--image",
+        "x",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(64));
+    assert!(err.contains(&port.to_string()), "{err}");
+}
+
+/// Creates `object` (JSON) of kind `K` in `namespace` (None: cluster-scoped).
+async fn create<K>(client: &kube::Client, namespace: Option<&str>, object: Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace.unwrap_or("default"));
+    let k: K = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &k)
+        .await
+        .unwrap_or_else(|e| panic!("create {k:?}: {e}"))
+}
+
+async fn create_cluster<K>(client: &kube::Client, object: Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let k: K = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &k)
+        .await
+        .unwrap_or_else(|e| panic!("create {k:?}: {e}"))
+}
+
+fn injected(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref().unwrap();
+    let agents = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.name == "streamshield-agent")
+        .count();
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("streamshield.io/injected"));
+    assert!(agents <= 1, "one agent at most: {pod:?}");
+    assert_eq!(agents == 1, annotated, "the annotation says what was done");
+    agents == 1
+}
+
+/// The webhook entries the chart registers (helm/streamshield), pointed at a webhook on loopback.
+fn webhook_configuration(admission: &str, ca_pem: &str) -> Value {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let flink = json!({"matchExpressions": [
+        {"key": "component", "operator": "In", "values": ["jobmanager", "taskmanager"]},
+        {"key": "type", "operator": "In", "values": ["flink-native-kubernetes", "flink-standalone-kubernetes"]}
+    ]});
+    let pod_rules = json!([{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]);
+    let entry = |name: &str, path: &str, rules: &Value, ns: Value, obj: Value| {
+        json!({
+            "name": name,
+            "clientConfig": {"url": format!("{admission}{path}"), "caBundle": ca},
+            "rules": rules,
+            "namespaceSelector": ns,
+            "objectSelector": obj,
+            "failurePolicy": "Ignore",
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"],
+            "reinvocationPolicy": "Never"
+        })
+    };
+    let mut by_label = flink.clone();
+    by_label["matchExpressions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"key": "streamshield.io/inject", "operator": "In", "values": ["enabled"]}));
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "streamshield-test"},
+        "webhooks": [
+            entry("namespace.pods.streamshield.io", "/mutate/pods/namespace", &pod_rules,
+                  json!({"matchLabels": {"streamshield.io/inject": "enabled"}}), flink),
+            entry("label.pods.streamshield.io", "/mutate/pods", &pod_rules,
+                  json!({"matchExpressions": [{"key": "streamshield.io/inject", "operator": "NotIn", "values": ["enabled"]}]}),
+                  by_label),
+            entry("flinkdeployments.streamshield.io", "/mutate/flinkdeployments",
+                  &json!([{"operations": ["CREATE", "UPDATE"], "apiGroups": ["flink.apache.org"], "apiVersions": ["*"], "resources": ["flinkdeployments"]}]),
+                  json!({}), json!({}))
+        ]
+    })
+}
+
+fn flink_deployment(name: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "flink.apache.org/v1beta1",
+        "kind": "FlinkDeployment",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "image": "flink:1.20",
+            "flinkVersion": "v1_20",
+            "serviceAccount": "flink",
+            "flinkConfiguration": {"taskmanager.numberOfTaskSlots": "2"},
+            "jobManager": {"resource": {"memory": "1024m", "cpu": 1}},
+            "taskManager": {"resource": {"memory": "1024m", "cpu": 1}},
+            "job": {"jarURI": "local:///opt/flink/examples/streaming/StateMachineExample.jar", "parallelism": 2, "upgradeMode": "stateless"}
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injection_behind_a_real_api_server() {
+    let cp = tokio::task::spawn_blocking(ControlPlane::start)
+        .await
+        .unwrap();
+    let client = cp.client().await;
+
+    // The operator's CRDs, as its API jar carries them.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let text =
+        std::fs::read_to_string(cp.crds.join("flinkdeployments.flink.apache.org-v1.yml")).unwrap();
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text).unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let c = crds.get("flinkdeployments.flink.apache.org").await.unwrap();
+        let established = c
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the CRD was not established"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let dir = cp.dir.path().to_path_buf();
+    let mut w = tokio::task::block_in_place(|| {
+        Webhook::start(
+            &dir,
+            &cp.ca,
+            &[
+                "--coordinator",
+                "streamshield-coordinator.streamshield.svc:9251",
+                "--token-secret",
+                "streamshield-agent-token",
+            ],
+        )
+    });
+    create_cluster::<MutatingWebhookConfiguration>(
+        &client,
+        webhook_configuration(&w.admission, &cp.ca.pem()),
+    )
+    .await;
+
+    // Two namespaces: one opted in by its label, one not. No controller manager runs, so their default service
+    // accounts are made here.
+    for (ns, labels) in [
+        ("flink-in", json!({"streamshield.io/inject": "enabled"})),
+        ("flink-out", json!({})),
+    ] {
+        create_cluster::<Namespace>(&client, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}})).await;
+        for sa in ["default", "flink"] {
+            create::<ServiceAccount>(
+                &client,
+                Some(ns),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}),
+            )
+            .await;
+        }
+    }
+    // Registration takes effect within the API server's webhook configuration refresh; wait for the first pod to be
+    // injected (a pod created before is admitted unchanged and so is deleted again).
+    let pods_in: Api<Pod> = Api::namespaced(client.clone(), "flink-in");
+    let start = Instant::now();
+    let tm = loop {
+        let p = create::<Pod>(
+            &client,
+            Some("flink-in"),
+            flink_pod("orders-taskmanager-1-1", "taskmanager"),
+        )
+        .await;
+        if injected(&p) {
+            break p;
+        }
+        pods_in
+            .delete(
+                "orders-taskmanager-1-1",
+                &kube::api::DeleteParams::default(),
+            )
+            .await
+            .unwrap();
+        while pods_in
+            .get_opt("orders-taskmanager-1-1")
+            .await
+            .unwrap()
+            .is_some()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no pod injected within 30 s; webhook log:\n{}",
+            std::fs::read_to_string(dir.join("webhook.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // What the API server stored: the agent as a native sidecar, the jar's init container first, the socket and the
+    // plugin directory mounted into Flink's container, and the process namespace shared.
+    let spec = tm.spec.clone().unwrap();
+    assert_eq!(spec.share_process_namespace, Some(true));
+    let init = spec.init_containers.clone().unwrap();
+    assert_eq!(
+        init.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["streamshield-plugin", "streamshield-agent"]
+    );
+    assert_eq!(init[1].restart_policy.as_deref(), Some("Always"));
+    assert_eq!(init[1].image.as_deref(), Some(IMAGE));
+    assert!(init[1].startup_probe.is_some() && init[1].liveness_probe.is_some());
+    let env = |name: &str| {
+        init[1]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .map(|e| e.value.clone().unwrap_or_default())
+    };
+    assert_eq!(env("STREAMSHIELD_AGENT_ROLES").as_deref(), Some("tm"));
+    assert_eq!(
+        env("STREAMSHIELD_AGENT_COORDINATOR").as_deref(),
+        Some("streamshield-coordinator.streamshield.svc:9251")
+    );
+    let main = &spec.containers[0];
+    assert!(main
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path == "/opt/flink/plugins/streamshield"));
+    assert!(main
+        .env
+        .iter()
+        .flatten()
+        .any(|e| e.name == "STREAMSHIELD_AGENT_ADDRESS"));
+    // The service account admission ran before the webhook; its token volume is still there.
+    assert!(spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name.starts_with("kube-api-access-")));
+
+    // A JobManager in the same namespace: its agent watches role jm.
+    let jm = create::<Pod>(
+        &client,
+        Some("flink-in"),
+        flink_pod("orders-jm", "jobmanager"),
+    )
+    .await;
+    assert!(injected(&jm));
+    // Not Flink's pods (no type label), a pod that opted out, and the opted-out namespace: left alone.
+    let mut other = flink_pod("not-flink", "taskmanager");
+    other["metadata"]["labels"] = json!({"app": "web", "component": "taskmanager"});
+    assert!(!injected(
+        &create::<Pod>(&client, Some("flink-in"), other).await
+    ));
+    let mut out = flink_pod("opted-out", "taskmanager");
+    out["metadata"]["labels"]["streamshield.io/inject"] = json!("disabled");
+    assert!(!injected(
+        &create::<Pod>(&client, Some("flink-in"), out).await
+    ));
+    assert!(!injected(
+        &create::<Pod>(
+            &client,
+            Some("flink-out"),
+            flink_pod("orders-taskmanager-1-1", "taskmanager")
+        )
+        .await
+    ));
+    // In the other namespace, a pod whose own label opts it in (what an enabled FlinkDeployment's pods carry).
+    let mut labelled = flink_pod("orders-taskmanager-1-2", "taskmanager");
+    labelled["metadata"]["labels"]["streamshield.io/inject"] = json!("enabled");
+    assert!(injected(
+        &create::<Pod>(&client, Some("flink-out"), labelled).await
+    ));
+    // An already injected pod (a copy of the stored one) is created as it is: one agent, not two.
+    let mut again = serde_json::to_value(&tm).unwrap();
+    again["metadata"] = json!({"name": "copy", "labels": tm.metadata.labels, "annotations": tm.metadata.annotations});
+    again["spec"]["volumes"] = Value::Array(
+        again["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| !v["name"].as_str().unwrap().starts_with("kube-api-access-"))
+            .cloned()
+            .collect(),
+    );
+    for list in ["containers", "initContainers"] {
+        for c in again["spec"][list].as_array_mut().unwrap() {
+            if let Some(m) = c["volumeMounts"].as_array_mut() {
+                m.retain(|m| !m["name"].as_str().unwrap().starts_with("kube-api-access-"));
+            }
+        }
+    }
+    let copy = create::<Pod>(&client, Some("flink-in"), again).await;
+    assert!(injected(&copy));
+    assert_eq!(
+        copy.spec
+            .as_ref()
+            .unwrap()
+            .init_containers
+            .as_ref()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A FlinkDeployment annotated enabled: the plugin's keys and the pods' label; a malformed annotation is a warning
+    // its author sees (kubectl prints the API server's Warning headers). Sent raw to read the headers.
+    let http = tokio::task::block_in_place(|| https_client(&cp.ca.pem()));
+    let fd_url = format!(
+        "{}/apis/flink.apache.org/v1beta1/namespaces/flink-out/flinkdeployments",
+        cp.url
+    );
+    let token = "streamshield-test-admin";
+    let body = flink_deployment(
+        "orders",
+        json!({"streamshield.io/enabled": "true", "streamshield.io/failover": "sometimes"}),
+    );
+    let (status, warnings, stored) = tokio::task::spawn_blocking({
+        let http = http.clone();
+        let fd_url = fd_url.clone();
+        move || {
+            let r = http
+                .post(&fd_url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .unwrap();
+            let warnings: Vec<String> = r
+                .headers()
+                .get_all("warning")
+                .iter()
+                .map(|v| v.to_str().unwrap_or("").to_string())
+                .collect();
+            (r.status().as_u16(), warnings, r.json::<Value>().unwrap())
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{stored}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("streamshield.io/failover")),
+        "the bad annotation is a warning: {warnings:?}"
+    );
+    let conf = &stored["spec"]["flinkConfiguration"];
+    assert_eq!(
+        conf["metrics.reporter.streamshield.factory.class"],
+        "io.streamshield.plugin.StreamShieldMetricReporterFactory"
+    );
+    assert_eq!(
+        conf["taskmanager.numberOfTaskSlots"], "2",
+        "the user's keys are kept"
+    );
+    assert_eq!(
+        conf["jobmanager.failure-enrichers"],
+        "io.streamshield.plugin.StreamShieldFailureEnricher"
+    );
+    assert_eq!(
+        stored["spec"]["podTemplate"]["metadata"]["labels"]["streamshield.io/inject"],
+        "enabled"
+    );
+    let generation = stored["metadata"]["generation"].clone();
+    // Changing a policy annotation changes no spec: the operator does not upgrade (restart) the job for it.
+    let fds: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "flink-out",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "flink.apache.org",
+            "v1beta1",
+            "FlinkDeployment",
+        )),
+    );
+    let mut fd = fds.get("orders").await.unwrap();
+    fd.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("streamshield.io/failover".into(), "observe".into());
+    let updated = fds
+        .replace("orders", &PostParams::default(), &fd)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(updated.metadata.generation).unwrap(),
+        generation,
+        "an annotation change is not a spec change"
+    );
+    // Not enabled: untouched.
+    let plain = tokio::task::spawn_blocking(move || {
+        http.post(&fd_url)
+            .bearer_auth(token)
+            .json(&flink_deployment("plain", json!({})))
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(plain["spec"]["flinkConfiguration"]
+        .get("metrics.reporter.streamshield.factory.class")
+        .is_none());
+
+    let page = tokio::task::block_in_place(|| w.metrics());
+    promtool_check(&page, "webhook's /metrics");
+    assert!(
+        sample(
+            &page,
+            "streamshield_webhook_admissions_total",
+            &[("resource", "pods"), ("outcome", "injected")]
+        ) >= 3.0,
+        "{page}"
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "streamshield_webhook_admissions_total",
+            &[("resource", "flinkdeployments"), ("outcome", "injected")]
+        ),
+        1.0,
+        "{page}"
+    );
+
+    // The webhook down: pods are still admitted (failurePolicy Ignore), unchanged, without waiting for a timeout.
+    tokio::task::block_in_place(|| w.proc.stop());
+    let started = Instant::now();
+    let p = create::<Pod>(
+        &client,
+        Some("flink-in"),
+        flink_pod("orders-taskmanager-2-1", "taskmanager"),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(!injected(&p));
+    eprintln!(
+        "pod admitted with the webhook down in {:.3} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "admitted before the webhook's timeout: {took:?}"
+    );
+}
