@@ -260,6 +260,26 @@ mod tests {
     }
 
     #[test]
+    fn every_key_is_in_the_configuration_reference() {
+        let doc = include_str!("../../docs/configuration.md");
+        let keys = conf::documented_keys::<WebhookConfig>();
+        assert_eq!(keys.len(), 16, "{keys:?}");
+        for (key, env) in keys {
+            assert_eq!(
+                env,
+                format!(
+                    "STREAMSHIELD_WEBHOOK_{}",
+                    key.to_uppercase().replace('-', "_")
+                )
+            );
+            assert!(
+                doc.contains(&format!("| `{key}` | `{env}` |")),
+                "docs/configuration.md lacks the webhook's {key} ({env})"
+            );
+        }
+    }
+
+    #[test]
     fn a_minimal_file_is_three_lines() {
         let s = parse("image: r/streamshield:1\ntls-cert-file: /c.pem\ntls-key-file: /k.pem\n")
             .unwrap();
