@@ -335,18 +335,16 @@ fn the_webhook_answers_reviews_over_tls_never_refuses_an_object_and_reloads_its_
         start.elapsed().as_secs_f64()
     );
     assert!(sample(&w.metrics(), "streamshield_webhook_tls_reloads_total", &[]) >= 1.0);
-    // A broken certificate file: the old certificate stays, the failure is counted.
+    // A broken certificate file: the old certificate stays, the failure is counted (the key-then-certificate write
+    // above may already have counted one, so the count must grow from here).
+    let failures = "streamshield_webhook_tls_reload_failures_total";
+    let before = sample(&w.metrics(), failures, &[]);
     write(
         &w.cert,
         "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
     );
     let start = Instant::now();
-    while sample(
-        &w.metrics(),
-        "streamshield_webhook_tls_reload_failures_total",
-        &[],
-    ) < 1.0
-    {
+    while sample(&w.metrics(), failures, &[]) <= before {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "a broken certificate file was not noticed within 30 s"
@@ -496,48 +494,194 @@ fn injected(pod: &Pod) -> bool {
     agents == 1
 }
 
-/// The webhook entries the chart registers (helm/streamshield), pointed at a webhook on loopback.
+/// Runs the cached `helm` with `args` in the repository; (success, stdout, stderr).
+fn helm(args: &[&str]) -> (bool, String, String) {
+    let bin = common::control_plane::kube_tools().join("bin/helm");
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run helm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `helm template` of the chart with `sets`, as JSON objects.
+fn render(sets: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "template",
+        "t",
+        "helm/streamshield",
+        "--namespace",
+        "streamshield",
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (ok, out, err) = helm(&args);
+    assert!(ok, "helm template failed: {err}");
+    serde_yaml_ng::Deserializer::from_str(&out)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The chart's MutatingWebhookConfiguration, its entries pointed at a webhook on loopback (the API server here has
+/// no Service network) with the test's CA: the test registers exactly what `helm install` registers.
 fn webhook_configuration(admission: &str, ca_pem: &str) -> Value {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let flink = json!({"matchExpressions": [
-        {"key": "component", "operator": "In", "values": ["jobmanager", "taskmanager"]},
-        {"key": "type", "operator": "In", "values": ["flink-native-kubernetes", "flink-standalone-kubernetes"]}
-    ]});
-    let pod_rules = json!([{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]);
-    let entry = |name: &str, path: &str, rules: &Value, ns: Value, obj: Value| {
-        json!({
-            "name": name,
-            "clientConfig": {"url": format!("{admission}{path}"), "caBundle": ca},
-            "rules": rules,
-            "namespaceSelector": ns,
-            "objectSelector": obj,
-            "failurePolicy": "Ignore",
-            "sideEffects": "None",
-            "timeoutSeconds": 5,
-            "admissionReviewVersions": ["v1"],
-            "reinvocationPolicy": "Never"
-        })
-    };
-    let mut by_label = flink.clone();
-    by_label["matchExpressions"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"key": "streamshield.io/inject", "operator": "In", "values": ["enabled"]}));
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "streamshield-test"},
-        "webhooks": [
-            entry("namespace.pods.streamshield.io", "/mutate/pods/namespace", &pod_rules,
-                  json!({"matchLabels": {"streamshield.io/inject": "enabled"}}), flink),
-            entry("label.pods.streamshield.io", "/mutate/pods", &pod_rules,
-                  json!({"matchExpressions": [{"key": "streamshield.io/inject", "operator": "NotIn", "values": ["enabled"]}]}),
-                  by_label),
-            entry("flinkdeployments.streamshield.io", "/mutate/flinkdeployments",
-                  &json!([{"operations": ["CREATE", "UPDATE"], "apiGroups": ["flink.apache.org"], "apiVersions": ["*"], "resources": ["flinkdeployments"]}]),
-                  json!({}), json!({}))
+    let objects = render(&[]);
+    let mut mwc = of_kind(&objects, "MutatingWebhookConfiguration")[0].clone();
+    for w in mwc["webhooks"].as_array_mut().unwrap() {
+        let path = w["clientConfig"]["service"]["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        w["clientConfig"] = json!({"url": format!("{admission}{path}"), "caBundle": ca});
+    }
+    mwc
+}
+
+#[test]
+fn the_chart_lints_and_renders_what_the_webhook_reads() {
+    let (ok, out, err) = helm(&["lint", "--strict", "helm/streamshield"]);
+    assert!(ok, "helm lint: {out}{err}");
+    let objects = render(&[]);
+    let kinds: std::collections::BTreeSet<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "Deployment",
+            "MutatingWebhookConfiguration",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+            "ServiceAccount"
         ]
-    })
+    );
+    let mwc = of_kind(&objects, "MutatingWebhookConfiguration")[0];
+    let secret = of_kind(&objects, "Secret")[0];
+    for w in mwc["webhooks"].as_array().unwrap() {
+        assert_eq!(w["failurePolicy"], "Ignore", "{w}");
+        assert_eq!(w["timeoutSeconds"], 5);
+        assert_eq!(w["sideEffects"], "None");
+        assert_eq!(w["admissionReviewVersions"], json!(["v1"]));
+        assert_eq!(
+            w["clientConfig"]["caBundle"], secret["data"]["ca.crt"],
+            "the CA that signed the Secret"
+        );
+    }
+    // Every variable the Deployment sets is one the webhook reads.
+    // (docs/configuration.md lists exactly the webhook's keys: a unit test in src/kube/config.rs checks that.)
+    let reference = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    let deployment = of_kind(&objects, "Deployment")[0];
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    for e in env {
+        let name = e["name"].as_str().unwrap();
+        assert!(
+            name.starts_with("STREAMSHIELD_WEBHOOK_")
+                && reference.contains(&format!(" | `{name}` | ")),
+            "{name} is not a webhook key"
+        );
+    }
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+
+    // cert-manager: a Certificate and its CA injected by cert-manager; no Secret from the chart.
+    let cm = render(&["webhook.tls.certManager.enabled=true"]);
+    assert!(of_kind(&cm, "Secret").is_empty());
+    assert_eq!(of_kind(&cm, "Certificate").len(), 1);
+    assert_eq!(
+        of_kind(&cm, "Issuer").len(),
+        1,
+        "self-signed when no issuer is named"
+    );
+    let mwc = of_kind(&cm, "MutatingWebhookConfiguration")[0];
+    assert_eq!(
+        mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "streamshield/t-streamshield-webhook"
+    );
+    let named = render(&[
+        "webhook.tls.certManager.enabled=true",
+        "webhook.tls.certManager.issuerRef.name=corp-ca",
+        "webhook.tls.certManager.issuerRef.kind=ClusterIssuer",
+    ]);
+    assert!(of_kind(&named, "Issuer").is_empty());
+    assert_eq!(
+        of_kind(&named, "Certificate")[0]["spec"]["issuerRef"]["kind"],
+        "ClusterIssuer"
+    );
+    // Options.
+    let one = render(&["webhook.replicas=1", "serviceMonitor.enabled=true"]);
+    assert!(
+        of_kind(&one, "PodDisruptionBudget").is_empty(),
+        "no PDB for one replica"
+    );
+    assert_eq!(of_kind(&one, "ServiceMonitor").len(), 1);
+
+    // Bad values: named, nothing rendered.
+    for (set, expect) in [
+        ("inject.coordinator=c:9251", "inject.tokenSecret"),
+        ("webhook.failurePolicy=Sometimes", "failurePolicy"),
+        ("webhook.timeoutSeconds=60", "timeoutSeconds"),
+        ("webhook.replicas=two", "replicas"),
+    ] {
+        let (ok, _, err) = helm(&["template", "t", "helm/streamshield", "--set", set]);
+        assert!(!ok && err.contains(expect), "--set {set}: {err}");
+    }
+
+    // Every value is in the reference.
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/helm-values.md"))
+            .unwrap();
+    let values: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/streamshield/values.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v.as_object() {
+            Some(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&p, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let mut keys = vec![];
+    leaves("", &values, &mut keys);
+    for k in keys {
+        assert!(
+            doc.contains(&format!("| `{k}` |")),
+            "docs/helm-values.md lacks {k}"
+        );
+    }
 }
 
 fn flink_deployment(name: &str, annotations: Value) -> Value {
@@ -905,4 +1049,106 @@ async fn injection_behind_a_real_api_server() {
         took < Duration::from_secs(5),
         "admitted before the webhook's timeout: {took:?}"
     );
+
+    // `helm install` of the chart into the real API server: what it registers is there, with the CA of the Secret
+    // it made. Nothing runs the webhook's pods here (no kubelet), so the registered Service has no endpoints: pods are
+    // still admitted, unchanged, within the entry's timeout. `helm uninstall` takes the registration away again.
+    let kubeconfig = cp.kubeconfig.to_str().unwrap().to_string();
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        helm(&[
+            "install",
+            "ss",
+            "helm/streamshield",
+            "--namespace",
+            "streamshield",
+            "--create-namespace",
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+    });
+    assert!(ok, "helm install: {out}{err}");
+    eprintln!(
+        "$ helm install ss helm/streamshield --namespace streamshield --create-namespace\n{out}"
+    );
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let registered = mwcs.get("ss-streamshield-webhook").await.unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "streamshield");
+    let tls = secrets.get("ss-streamshield-webhook-tls").await.unwrap();
+    let ca = tls.data.unwrap()["ca.crt"].0.clone();
+    for w in registered.webhooks.unwrap() {
+        assert_eq!(
+            w.client_config.ca_bundle.unwrap().0,
+            ca,
+            "the CA of the chart's Secret"
+        );
+        assert_eq!(
+            w.client_config.service.unwrap().name,
+            "ss-streamshield-webhook"
+        );
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "streamshield");
+    assert_eq!(
+        deployments
+            .get("ss-streamshield-webhook")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(2)
+    );
+    // An upgrade keeps the certificate (the Secret is looked up, not made again).
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        helm(&[
+            "upgrade",
+            "ss",
+            "helm/streamshield",
+            "--namespace",
+            "streamshield",
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+    });
+    assert!(ok, "helm upgrade: {out}{err}");
+    let again = secrets.get("ss-streamshield-webhook-tls").await.unwrap();
+    assert_eq!(
+        again.data.unwrap()["ca.crt"].0,
+        ca,
+        "the upgrade kept the CA"
+    );
+    let started = Instant::now();
+    let p = create::<Pod>(
+        &client,
+        Some("flink-in"),
+        flink_pod("orders-taskmanager-3-1", "taskmanager"),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(!injected(&p));
+    eprintln!(
+        "pod admitted with the chart's webhook registered but not running in {:.3} s (timeoutSeconds 5)",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(12),
+        "bounded by the timeout: {took:?}"
+    );
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        helm(&[
+            "uninstall",
+            "ss",
+            "--namespace",
+            "streamshield",
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+    });
+    assert!(ok, "helm uninstall: {out}{err}");
+    assert!(mwcs
+        .get_opt("ss-streamshield-webhook")
+        .await
+        .unwrap()
+        .is_none());
 }
