@@ -7,6 +7,7 @@
 //! for state, not for timing.
 
 pub mod conf;
+pub mod plugin;
 
 use std::collections::BTreeMap;
 use std::path::Path;

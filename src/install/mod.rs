@@ -15,6 +15,7 @@ use clap::{Args, ValueEnum};
 use thiserror::Error;
 
 use crate::flink::conf::{self, FlinkConf, Format};
+use crate::flink::plugin;
 use edit::Want;
 
 /// The Flink versions the plugin is built and tested for (docs/flink-versions.md).
@@ -189,34 +190,17 @@ pub fn supported(version: &str) -> bool {
 /// The keys install merges, in the order they appear in the block.
 pub fn wanted(args: &InstallArgs) -> Vec<(&'static str, Want)> {
     let agent = format!("unix:{}", args.agent_socket.display());
+    let set = |(k, v): (&'static str, &str)| (k, Want::Set(v.into()));
     let mut w = vec![
+        set(plugin::METRIC_REPORTER),
+        set(plugin::REPORTER_INTERVAL),
+        (plugin::METRIC_AGENT_ADDRESS, Want::Set(agent.clone())),
+        set(plugin::PLANNED_STOP_WAIT),
+        set(plugin::TRACE_REPORTER),
+        (plugin::TRACE_AGENT_ADDRESS, Want::Set(agent)),
         (
-            "metrics.reporter.streamshield.factory.class",
-            Want::Set("io.streamshield.plugin.StreamShieldMetricReporterFactory".into()),
-        ),
-        (
-            "metrics.reporter.streamshield.interval",
-            Want::Set("1 s".into()),
-        ),
-        (
-            "metrics.reporter.streamshield.agent-address",
-            Want::Set(agent.clone()),
-        ),
-        (
-            "metrics.reporter.streamshield.planned-stop-wait-ms",
-            Want::Set("10000".into()),
-        ),
-        (
-            "traces.reporter.streamshield.factory.class",
-            Want::Set("io.streamshield.plugin.StreamShieldTraceReporterFactory".into()),
-        ),
-        (
-            "traces.reporter.streamshield.agent-address",
-            Want::Set(agent),
-        ),
-        (
-            "jobmanager.failure-enrichers",
-            Want::InList("io.streamshield.plugin.StreamShieldFailureEnricher".into()),
+            plugin::FAILURE_ENRICHERS,
+            Want::InList(plugin::FAILURE_ENRICHER.into()),
         ),
         (
             "streamshield.failover",

@@ -20,6 +20,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::coordinator::policy::keys::{self as policy_keys, Source};
+use crate::flink::plugin;
 
 /// The annotation and label prefix on Kubernetes (the job keys' `streamshield.` becomes `streamshield.io/`).
 pub const ANNOTATION_PREFIX: &str = "streamshield.io/";
@@ -402,23 +403,14 @@ fn diff<T: serde::Serialize>(before: &T, after: &T) -> Result<json_patch::Patch,
 /// configuration of its JobManager and TaskManagers; the agent address comes from the pod's environment.
 pub fn plugin_keys() -> [(&'static str, &'static str); 4] {
     [
-        (
-            "metrics.reporter.streamshield.factory.class",
-            "io.streamshield.plugin.StreamShieldMetricReporterFactory",
-        ),
-        ("metrics.reporter.streamshield.interval", "1 s"),
-        (
-            "traces.reporter.streamshield.factory.class",
-            "io.streamshield.plugin.StreamShieldTraceReporterFactory",
-        ),
-        (
-            "metrics.reporter.streamshield.planned-stop-wait-ms",
-            "10000",
-        ),
+        plugin::METRIC_REPORTER,
+        plugin::REPORTER_INTERVAL,
+        plugin::TRACE_REPORTER,
+        plugin::PLANNED_STOP_WAIT,
     ]
 }
-const FAILURE_ENRICHERS: &str = "jobmanager.failure-enrichers";
-const ENRICHER: &str = "io.streamshield.plugin.StreamShieldFailureEnricher";
+const FAILURE_ENRICHERS: &str = plugin::FAILURE_ENRICHERS;
+const ENRICHER: &str = plugin::FAILURE_ENRICHER;
 
 /// The patch for a FlinkDeployment: with `streamshield.io/enabled: "true"` its `spec.flinkConfiguration` gets the
 /// plugin's keys (a key the user set is kept, with a warning) and its pod template the opt-in label, so that the
@@ -487,7 +479,7 @@ pub fn flink_deployment(object: &Value) -> Result<Outcome, Error> {
         None => {
             conf.insert(FAILURE_ENRICHERS.into(), Value::String(ENRICHER.into()));
         }
-        Some(Value::String(list)) if list.split([',', ';']).any(|e| e.trim() == ENRICHER) => {}
+        Some(Value::String(list)) if plugin::list_names(list, ENRICHER) => {}
         Some(Value::String(list)) => {
             let joined = if list.trim().is_empty() {
                 ENRICHER.to_string()
