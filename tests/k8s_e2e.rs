@@ -1152,3 +1152,49 @@ async fn injection_behind_a_real_api_server() {
         .unwrap()
         .is_none());
 }
+
+#[test]
+fn the_init_container_s_plugin_jar_copy_is_whole_or_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let jar = tmp.path().join("streamshield-plugin.jar");
+    std::fs::write(&jar, b"PK\x03\x04 a jar's bytes").unwrap();
+    let to = tmp.path().join("plugins/streamshield");
+    let out = Command::new(BIN)
+        .args(["plugin-jar", "--from"])
+        .arg(&jar)
+        .arg("--to")
+        .arg(&to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(to.join("streamshield-plugin.jar")).unwrap(),
+        std::fs::read(&jar).unwrap()
+    );
+    let names: Vec<_> = std::fs::read_dir(&to)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "no temporary file left behind: {names:?}");
+    // Not the StreamShield image: the missing jar is named, the exit code says failure.
+    let out = Command::new(BIN)
+        .args([
+            "plugin-jar",
+            "--from",
+            "/nonexistent/streamshield-plugin.jar",
+            "--to",
+        ])
+        .arg(&to)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("/nonexistent/streamshield-plugin.jar"),
+        "{err}"
+    );
+}
