@@ -1009,6 +1009,23 @@ async fn injection_behind_a_real_api_server() {
     assert!(plain["spec"]["flinkConfiguration"]
         .get("metrics.reporter.streamshield.factory.class")
         .is_none());
+    // In the opted-in namespace a FlinkDeployment needs no annotation: its pods get the agent, so Flink gets the keys.
+    let fds_in: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "flink-in",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "flink.apache.org",
+            "v1beta1",
+            "FlinkDeployment",
+        )),
+    );
+    let fd_in: DynamicObject =
+        serde_json::from_value(flink_deployment("in-ns", json!({}))).unwrap();
+    let stored_in = fds_in.create(&PostParams::default(), &fd_in).await.unwrap();
+    assert_eq!(
+        stored_in.data["spec"]["flinkConfiguration"]["metrics.reporter.streamshield.factory.class"],
+        "io.streamshield.plugin.StreamShieldMetricReporterFactory"
+    );
 
     let page = tokio::task::block_in_place(|| w.metrics());
     promtool_check(&page, "webhook's /metrics");
@@ -1026,7 +1043,7 @@ async fn injection_behind_a_real_api_server() {
             "streamshield_webhook_admissions_total",
             &[("resource", "flinkdeployments"), ("outcome", "injected")]
         ),
-        1.0,
+        2.0,
         "{page}"
     );
 

@@ -412,13 +412,14 @@ pub fn plugin_keys() -> [(&'static str, &'static str); 4] {
 const FAILURE_ENRICHERS: &str = plugin::FAILURE_ENRICHERS;
 const ENRICHER: &str = plugin::FAILURE_ENRICHER;
 
-/// The patch for a FlinkDeployment: with `streamshield.io/enabled: "true"` its `spec.flinkConfiguration` gets the
+/// The patch for a FlinkDeployment: with `streamshield.io/enabled: "true"` (or without the annotation in a namespace
+/// labelled `streamshield.io/inject: enabled`: `namespace_opted_in`; `"false"` opts out there) its `spec.flinkConfiguration` gets the
 /// plugin's keys (a key the user set is kept, with a warning) and its pod template the opt-in label, so that the
 /// pods the operator creates are injected. Nothing is changed once both are there: an unchanged spec does not make
 /// the operator upgrade the job. Its `streamshield.io/<key>` annotations are checked against the policy keys and
 /// each problem is a warning (the coordinator reads them from the FlinkDeployment; they are not copied into the
 /// spec, so changing one never restarts the job).
-pub fn flink_deployment(object: &Value) -> Result<Outcome, Error> {
+pub fn flink_deployment(object: &Value, namespace_opted_in: bool) -> Result<Outcome, Error> {
     let malformed = |message: String| Error::Malformed {
         kind: "FlinkDeployment",
         message,
@@ -434,7 +435,8 @@ pub fn flink_deployment(object: &Value) -> Result<Outcome, Error> {
         };
     let mut warnings = annotation_warnings(&annotations);
     let enabled = match annotations.get(ENABLED_ANNOTATION).map(|v| v.trim()) {
-        None => false,
+        // In a namespace labelled streamshield.io/inject: enabled its pods get the agent, so Flink needs the keys.
+        None => namespace_opted_in,
         Some("true") => true,
         Some("false") => false,
         Some(other) => {

@@ -5,7 +5,9 @@
 //! - `POST /mutate/pods/namespace`: Flink pods of namespaces labelled `streamshield.io/inject: enabled` (the
 //!   webhook entry with that namespace selector calls this path);
 //! - `POST /mutate/flinkdeployments`: the plugin's keys and the opt-in label for FlinkDeployments annotated
-//!   `streamshield.io/enabled: "true"`, and warnings for malformed `streamshield.io/<key>` annotations.
+//!   `streamshield.io/enabled: "true"`, and warnings for malformed `streamshield.io/<key>` annotations;
+//! - `POST /mutate/flinkdeployments/namespace`: the same for every FlinkDeployment of a labelled namespace (unless
+//!   annotated `"false"`), whose pods get the agent and so need the keys.
 //!
 //! It never blocks a pod: whatever goes wrong with an object (it does not parse, a patch cannot be made) the object
 //! is admitted unchanged, with a warning to whoever created it, a log line and `streamshield_webhook_admissions_total
@@ -64,14 +66,14 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Pods { namespace_opted_in: bool },
-    FlinkDeployments,
+    FlinkDeployments { namespace_opted_in: bool },
 }
 
 impl Target {
     fn resource(self) -> &'static str {
         match self {
             Target::Pods { .. } => "pods",
-            Target::FlinkDeployments => "flinkdeployments",
+            Target::FlinkDeployments { .. } => "flinkdeployments",
         }
     }
 }
@@ -154,6 +156,10 @@ impl BoundWebhook {
             .route("/mutate/pods", post(pods_by_label))
             .route("/mutate/pods/namespace", post(pods_by_namespace))
             .route("/mutate/flinkdeployments", post(flink_deployments))
+            .route(
+                "/mutate/flinkdeployments/namespace",
+                post(flink_deployments_by_namespace),
+            )
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self.shared.clone());
         tasks.spawn(
@@ -255,7 +261,23 @@ async fn pods_by_namespace(State(s): State<Arc<Shared>>, body: Bytes) -> Respons
 }
 
 async fn flink_deployments(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
-    review(&s, Target::FlinkDeployments, &body)
+    review(
+        &s,
+        Target::FlinkDeployments {
+            namespace_opted_in: false,
+        },
+        &body,
+    )
+}
+
+async fn flink_deployments_by_namespace(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    review(
+        &s,
+        Target::FlinkDeployments {
+            namespace_opted_in: true,
+        },
+        &body,
+    )
 }
 
 /// Answers one review. Only a request that is not an AdmissionReview v1 is refused; every object is admitted.
@@ -360,7 +382,7 @@ fn decide(
     let namespace = request.namespace.as_deref().unwrap_or("");
     let relevant = match target {
         Target::Pods { .. } => request.operation == Operation::Create,
-        Target::FlinkDeployments => {
+        Target::FlinkDeployments { .. } => {
             matches!(request.operation, Operation::Create | Operation::Update)
         }
     };
@@ -370,7 +392,9 @@ fn decide(
     };
     let outcome = match target {
         Target::Pods { namespace_opted_in } => inject::pod(object, namespace_opted_in, &s.inject),
-        Target::FlinkDeployments => inject::flink_deployment(object),
+        Target::FlinkDeployments { namespace_opted_in } => {
+            inject::flink_deployment(object, namespace_opted_in)
+        }
     };
     let name = object
         .pointer("/metadata/name")

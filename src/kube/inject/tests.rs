@@ -229,7 +229,7 @@ fn deployment(annotations: Value) -> Value {
 #[test]
 fn an_enabled_flinkdeployment_gets_the_plugin_keys_and_the_pod_label_once() {
     let fd = deployment(json!({ENABLED_ANNOTATION: "true", "streamshield.io/failover": "true"}));
-    let out = flink_deployment(&fd).unwrap();
+    let out = flink_deployment(&fd, false).unwrap();
     let Outcome::Patch { ref warnings, .. } = out else {
         panic!("{out:?}")
     };
@@ -254,7 +254,7 @@ fn an_enabled_flinkdeployment_gets_the_plugin_keys_and_the_pod_label_once() {
         "enabled"
     );
     assert_eq!(
-        flink_deployment(&v).unwrap(),
+        flink_deployment(&v, false).unwrap(),
         Outcome::Unchanged {
             skip: Skip::UpToDate,
             warnings: vec![]
@@ -269,7 +269,7 @@ fn annotations_are_checked_against_the_policy_keys() {
         "streamshield.io/hang-tolerance": "soon",
         "streamshield.io/gc-tolerance": "40 s",
     }));
-    let Outcome::Unchanged { skip, warnings } = flink_deployment(&fd).unwrap() else {
+    let Outcome::Unchanged { skip, warnings } = flink_deployment(&fd, false).unwrap() else {
         panic!()
     };
     assert_eq!(skip, Skip::NotEnabled);
@@ -284,7 +284,7 @@ fn annotations_are_checked_against_the_policy_keys() {
         "{warnings:?}"
     );
     let bad = deployment(json!({ENABLED_ANNOTATION: "yes"}));
-    let Outcome::Unchanged { warnings, .. } = flink_deployment(&bad).unwrap() else {
+    let Outcome::Unchanged { warnings, .. } = flink_deployment(&bad, false).unwrap() else {
         panic!()
     };
     assert!(warnings[0].contains("is not \"true\""), "{warnings:?}");
@@ -294,7 +294,7 @@ fn annotations_are_checked_against_the_policy_keys() {
 fn a_user_s_own_values_are_kept_and_named() {
     let mut fd = deployment(json!({ENABLED_ANNOTATION: "true"}));
     fd["spec"]["flinkConfiguration"]["metrics.reporter.streamshield.interval"] = json!("10 s");
-    let out = flink_deployment(&fd).unwrap();
+    let out = flink_deployment(&fd, false).unwrap();
     let Outcome::Patch { ref warnings, .. } = out else {
         panic!()
     };
@@ -312,6 +312,36 @@ fn a_user_s_own_values_are_kept_and_named() {
         json!({"metadata": enabled, "spec": {"flinkConfiguration": []}}),
         json!({"metadata": enabled, "spec": {"podTemplate": {"metadata": {"labels": 7}}}}),
     ] {
-        assert!(flink_deployment(&bad).is_err(), "{bad}");
+        assert!(flink_deployment(&bad, false).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn a_flinkdeployment_in_an_opted_in_namespace_needs_no_annotation() {
+    let fd = json!({
+        "apiVersion": "flink.apache.org/v1beta1",
+        "kind": "FlinkDeployment",
+        "metadata": {"name": "orders"},
+        "spec": {"flinkConfiguration": {"taskmanager.numberOfTaskSlots": "2"}}
+    });
+    assert!(matches!(
+        flink_deployment(&fd, true).unwrap(),
+        Outcome::Patch { .. }
+    ));
+    assert!(matches!(
+        flink_deployment(&fd, false).unwrap(),
+        Outcome::Unchanged {
+            skip: Skip::NotEnabled,
+            ..
+        }
+    ));
+    let mut off = fd.clone();
+    off["metadata"]["annotations"] = json!({"streamshield.io/enabled": "false"});
+    assert!(matches!(
+        flink_deployment(&off, true).unwrap(),
+        Outcome::Unchanged {
+            skip: Skip::NotEnabled,
+            ..
+        }
+    ));
 }
