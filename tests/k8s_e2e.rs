@@ -260,8 +260,18 @@ fn the_webhook_answers_reviews_over_tls_never_refuses_an_object_and_reloads_its_
         "the message names the fix: {r}"
     );
     // A body larger than any review: refused without being buffered whole.
-    let (status, _) = post("/mutate/pods", vec![b' '; 5 << 20]);
-    assert_eq!(status, 413);
+    let r = client
+        .post(format!("{}/mutate/pods", w.admission))
+        .body(vec![b' '; 5 << 20])
+        .send()
+        .expect("the webhook answers");
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close"),
+        "the client is told not to reuse the connection"
+    );
+    drop(r);
     // A client that speaks plain HTTP to the TLS port, then a proper client: still served.
     {
         use std::io::{Read, Write};

@@ -161,6 +161,9 @@ impl BoundWebhook {
                 post(flink_deployments_by_namespace),
             )
             .layer(DefaultBodyLimit::max(MAX_BODY))
+            // A refused body is left unread and the connection closed after the answer: say so, so that the client
+            // does not send its next request into a connection that is going away.
+            .layer(axum::middleware::map_response(close_after_413))
             .with_state(self.shared.clone());
         tasks.spawn(
             "admission",
@@ -238,6 +241,16 @@ async fn serve_tls(
             }
         });
     }
+}
+
+async fn close_after_413(mut r: Response) -> Response {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }
 
 async fn pods_by_label(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
