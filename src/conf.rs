@@ -200,6 +200,37 @@ pub fn documented_keys<T: clap::Args>() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Checks that configuration struct `T` has `count` keys, that each key's environment variable is `env_prefix` and
+/// the key in upper snake case, and that docs/configuration.md (`doc`) holds `row(key, env)` for each; `daemon` names
+/// the daemon in failures.
+#[cfg(test)]
+pub fn assert_keys_documented<T: clap::Args>(
+    doc: &str,
+    daemon: &str,
+    env_prefix: &str,
+    count: usize,
+    row: impl Fn(&str, &str) -> String,
+) {
+    let keys = documented_keys::<T>();
+    assert_eq!(keys.len(), count, "{keys:?}");
+    for (key, env) in keys {
+        assert_eq!(
+            env,
+            format!("{env_prefix}{}", key.to_uppercase().replace('-', "_"))
+        );
+        assert!(
+            doc.contains(&row(&key, &env)),
+            "docs/configuration.md lacks the {daemon}'s {key} ({env})"
+        );
+    }
+}
+
+/// The row of a key in docs/configuration.md's tables: its name, then its environment variable.
+#[cfg(test)]
+pub fn key_row(key: &str, env: &str) -> String {
+    format!("| `{key}` | `{env}` |")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -333,22 +333,13 @@ mod tests {
 
     #[test]
     fn every_key_is_in_the_configuration_reference() {
-        let doc = include_str!("../../docs/configuration.md");
-        let keys = conf::documented_keys::<AgentConfig>();
-        assert_eq!(keys.len(), 18, "{keys:?}");
-        for (key, env) in keys {
-            assert_eq!(
-                env,
-                format!(
-                    "STREAMSHIELD_AGENT_{}",
-                    key.to_uppercase().replace('-', "_")
-                )
-            );
-            assert!(
-                doc.contains(&format!("| `{key}` | `{env}` |")),
-                "docs/configuration.md lacks the agent's {key} ({env})"
-            );
-        }
+        conf::assert_keys_documented::<AgentConfig>(
+            include_str!("../../docs/configuration.md"),
+            "agent",
+            "STREAMSHIELD_AGENT_",
+            18,
+            conf::key_row,
+        );
     }
 
     #[test]

@@ -261,22 +261,13 @@ mod tests {
 
     #[test]
     fn every_key_is_in_the_configuration_reference() {
-        let doc = include_str!("../../docs/configuration.md");
-        let keys = conf::documented_keys::<WebhookConfig>();
-        assert_eq!(keys.len(), 16, "{keys:?}");
-        for (key, env) in keys {
-            assert_eq!(
-                env,
-                format!(
-                    "STREAMSHIELD_WEBHOOK_{}",
-                    key.to_uppercase().replace('-', "_")
-                )
-            );
-            assert!(
-                doc.contains(&format!("| `{key}` | `{env}` |")),
-                "docs/configuration.md lacks the webhook's {key} ({env})"
-            );
-        }
+        conf::assert_keys_documented::<WebhookConfig>(
+            include_str!("../../docs/configuration.md"),
+            "webhook",
+            "STREAMSHIELD_WEBHOOK_",
+            16,
+            conf::key_row,
+        );
     }
 
     #[test]
