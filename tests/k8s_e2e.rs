@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 mod common;
 
 use common::control_plane::{write, Ca, ControlPlane, Proc};
-use common::{promtool_check, BIN};
+use common::standalone::wait_for;
+use common::{promtool_check, streamshield, BIN};
 
 const IMAGE: &str = "registry.example/streamshield:test";
 
@@ -326,20 +327,12 @@ fn the_webhook_answers_reviews_over_tls_never_refuses_an_object_and_reloads_its_
     write(&w.cert, &cert2);
     let new_client = https_client(&ca2.pem());
     let start = Instant::now();
-    loop {
-        let ok = new_client
+    wait_for(Duration::from_secs(30), "the rotated certificate", || {
+        new_client
             .get(format!("{}/mutate/pods", w.admission))
             .send()
-            .is_ok();
-        if ok {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the rotated certificate was not served within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+            .ok()
+    });
     eprintln!(
         "rotated certificate served after {:.1} s",
         start.elapsed().as_secs_f64()
@@ -353,14 +346,11 @@ fn the_webhook_answers_reviews_over_tls_never_refuses_an_object_and_reloads_its_
         &w.cert,
         "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
     );
-    let start = Instant::now();
-    while sample(&w.metrics(), failures, &[]) <= before {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "a broken certificate file was not noticed within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_for(
+        Duration::from_secs(30),
+        "the broken certificate file to be noticed",
+        || (sample(&w.metrics(), failures, &[]) > before).then_some(()),
+    );
     assert!(
         new_client
             .get(format!("{}/mutate/pods", w.admission))
@@ -380,14 +370,11 @@ fn bad_webhook_configuration_is_refused_before_it_serves() {
     write(&cert_file, &cert);
     write(&key_file, &key);
     let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .arg("webhook")
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        eprintln!("$ streamshield webhook {}\n{stderr}", args.join(" "));
-        (out.status.code(), stderr)
+        let out = streamshield(&[&["webhook"], args].concat());
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let c = cert_file.to_str().unwrap();
     let k = key_file.to_str().unwrap();
@@ -541,6 +528,17 @@ fn render(sets: &[&str]) -> Vec<Value> {
 
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// Creates a TaskManager pod `name` in the opted-in namespace, checks it was admitted without injection and returns
+/// how long its admission took (`when` says under which conditions, for the log).
+async fn admitted_unchanged(client: &kube::Client, name: &str, when: &str) -> Duration {
+    let started = Instant::now();
+    let p = create::<Pod>(client, Some("flink-in"), flink_pod(name, "taskmanager")).await;
+    let took = started.elapsed();
+    assert!(!injected(&p));
+    eprintln!("pod admitted {when} in {:.3} s", took.as_secs_f64());
+    took
 }
 
 /// The chart's MutatingWebhookConfiguration, its entries pointed at a webhook on loopback (the API server here has
@@ -1059,19 +1057,7 @@ async fn injection_behind_a_real_api_server() {
 
     // The webhook down: pods are still admitted (failurePolicy Ignore), unchanged, without waiting for a timeout.
     tokio::task::block_in_place(|| w.proc.stop());
-    let started = Instant::now();
-    let p = create::<Pod>(
-        &client,
-        Some("flink-in"),
-        flink_pod("orders-taskmanager-2-1", "taskmanager"),
-    )
-    .await;
-    let took = started.elapsed();
-    assert!(!injected(&p));
-    eprintln!(
-        "pod admitted with the webhook down in {:.3} s",
-        took.as_secs_f64()
-    );
+    let took = admitted_unchanged(&client, "orders-taskmanager-2-1", "with the webhook down").await;
     assert!(
         took < Duration::from_secs(5),
         "admitted before the webhook's timeout: {took:?}"
@@ -1145,19 +1131,12 @@ async fn injection_behind_a_real_api_server() {
         ca,
         "the upgrade kept the CA"
     );
-    let started = Instant::now();
-    let p = create::<Pod>(
+    let took = admitted_unchanged(
         &client,
-        Some("flink-in"),
-        flink_pod("orders-taskmanager-3-1", "taskmanager"),
+        "orders-taskmanager-3-1",
+        "with the chart's webhook registered but not running (timeoutSeconds 5)",
     )
     .await;
-    let took = started.elapsed();
-    assert!(!injected(&p));
-    eprintln!(
-        "pod admitted with the chart's webhook registered but not running in {:.3} s (timeoutSeconds 5)",
-        took.as_secs_f64()
-    );
     assert!(
         took < Duration::from_secs(12),
         "bounded by the timeout: {took:?}"
@@ -1186,13 +1165,8 @@ fn the_init_container_s_plugin_jar_copy_is_whole_or_an_error() {
     let jar = tmp.path().join("streamshield-plugin.jar");
     std::fs::write(&jar, b"PK\x03\x04 a jar's bytes").unwrap();
     let to = tmp.path().join("plugins/streamshield");
-    let out = Command::new(BIN)
-        .args(["plugin-jar", "--from"])
-        .arg(&jar)
-        .arg("--to")
-        .arg(&to)
-        .output()
-        .unwrap();
+    let (jar_arg, to_arg) = (jar.to_str().unwrap(), to.to_str().unwrap());
+    let out = streamshield(&["plugin-jar", "--from", jar_arg, "--to", to_arg]);
     assert!(
         out.status.success(),
         "{}",
@@ -1208,16 +1182,13 @@ fn the_init_container_s_plugin_jar_copy_is_whole_or_an_error() {
         .collect();
     assert_eq!(names.len(), 1, "no temporary file left behind: {names:?}");
     // Not the StreamShield image: the missing jar is named, the exit code says failure.
-    let out = Command::new(BIN)
-        .args([
-            "plugin-jar",
-            "--from",
-            "/nonexistent/streamshield-plugin.jar",
-            "--to",
-        ])
-        .arg(&to)
-        .output()
-        .unwrap();
+    let out = streamshield(&[
+        "plugin-jar",
+        "--from",
+        "/nonexistent/streamshield-plugin.jar",
+        "--to",
+        to_arg,
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
