@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
@@ -20,7 +19,9 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::control_plane::{write, Ca, ControlPlane, Proc};
+use common::control_plane::{
+    create, create_cluster, flink_deployment, flink_pod, write, Ca, ControlPlane, Proc,
+};
 use common::standalone::wait_for;
 use common::{promtool_check, streamshield, BIN};
 
@@ -116,28 +117,6 @@ fn https_client(ca_pem: &str) -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
-}
-
-/// A TaskManager (or JobManager) pod as Flink's native Kubernetes integration, and so the operator, creates it.
-fn flink_pod(name: &str, component: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "labels": {"app": "orders", "component": component, "type": "flink-native-kubernetes"}
-        },
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "flink-main-container",
-                "image": "flink:1.20",
-                "args": ["bash", "-c", format!("kubernetes-{component}.sh")],
-                "volumeMounts": [{"name": "flink-config-volume", "mountPath": "/opt/flink/conf"}]
-            }],
-            "volumes": [{"name": "flink-config-volume", "configMap": {"name": "flink-config-orders"}}]
-        }
-    })
 }
 
 fn review(uid: &str, operation: &str, namespace: &str, object: Value) -> Value {
@@ -440,39 +419,6 @@ fn bad_webhook_configuration_is_refused_before_it_serves() {
     assert!(err.contains(&port.to_string()), "{err}");
 }
 
-/// Creates `object` (JSON) of kind `K` in `namespace` (None: cluster-scoped).
-async fn create<K>(client: &kube::Client, namespace: Option<&str>, object: Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace.unwrap_or("default"));
-    let k: K = serde_json::from_value(object).unwrap();
-    api.create(&PostParams::default(), &k)
-        .await
-        .unwrap_or_else(|e| panic!("create {k:?}: {e}"))
-}
-
-async fn create_cluster<K>(client: &kube::Client, object: Value) -> K
-where
-    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::all(client.clone());
-    let k: K = serde_json::from_value(object).unwrap();
-    api.create(&PostParams::default(), &k)
-        .await
-        .unwrap_or_else(|e| panic!("create {k:?}: {e}"))
-}
-
 fn injected(pod: &Pod) -> bool {
     let spec = pod.spec.as_ref().unwrap();
     let agents = spec
@@ -692,23 +638,6 @@ fn the_chart_lints_and_renders_what_the_webhook_reads() {
     }
 }
 
-fn flink_deployment(name: &str, annotations: Value) -> Value {
-    json!({
-        "apiVersion": "flink.apache.org/v1beta1",
-        "kind": "FlinkDeployment",
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": {
-            "image": "flink:1.20",
-            "flinkVersion": "v1_20",
-            "serviceAccount": "flink",
-            "flinkConfiguration": {"taskmanager.numberOfTaskSlots": "2"},
-            "jobManager": {"resource": {"memory": "1024m", "cpu": 1}},
-            "taskManager": {"resource": {"memory": "1024m", "cpu": 1}},
-            "job": {"jarURI": "local:///opt/flink/examples/streaming/StateMachineExample.jar", "parallelism": 2, "upgradeMode": "stateless"}
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injection_behind_a_real_api_server() {
     let cp = tokio::task::spawn_blocking(ControlPlane::start)
@@ -717,29 +646,7 @@ async fn injection_behind_a_real_api_server() {
     let client = cp.client().await;
 
     // The operator's CRDs, as its API jar carries them.
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let text =
-        std::fs::read_to_string(cp.crds.join("flinkdeployments.flink.apache.org-v1.yml")).unwrap();
-    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text).unwrap();
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    let start = Instant::now();
-    loop {
-        let c = crds.get("flinkdeployments.flink.apache.org").await.unwrap();
-        let established = c
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the CRD was not established"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cp.install_flink_crd(&client).await;
 
     let dir = cp.dir.path().to_path_buf();
     let mut w = tokio::task::block_in_place(|| {

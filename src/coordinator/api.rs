@@ -26,6 +26,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/taskmanagers", get(taskmanagers))
         .route("/v1/events", get(events))
         .route("/v1/decisions", get(decisions))
+        .route("/v1/kubernetes", get(kubernetes))
         .route("/metrics", get(metrics_page))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
@@ -184,6 +185,11 @@ async fn decisions(State(shared): State<Arc<Shared>>) -> Json<Vec<Decision>> {
     Json(shared.model().decisions.iter().cloned().collect())
 }
 
+/// What the coordinator sees of Kubernetes (null when it does not watch it).
+async fn kubernetes(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(shared.model().kube.clone())
+}
+
 async fn metrics_page(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
@@ -279,6 +285,41 @@ pub fn render(shared: &Shared) -> String {
             "streamshield_coordinator_agent_connections_total",
             &[("result", r)],
             *n as f64,
+        );
+    }
+    if let Some(k) = &m.kube {
+        t.family(
+            "streamshield_coordinator_kubernetes_watch_errors_total",
+            "counter",
+            "Kubernetes watches that failed and were retried, by resource.",
+        );
+        for (r, n) in &k.watch_errors {
+            t.sample(
+                "streamshield_coordinator_kubernetes_watch_errors_total",
+                &[("resource", r)],
+                *n as f64,
+            );
+        }
+        t.family(
+            "streamshield_coordinator_kubernetes_events_total",
+            "counter",
+            "Decisions written as Kubernetes Events, by result.",
+        )
+        .sample(
+            "streamshield_coordinator_kubernetes_events_total",
+            &[("result", "written")],
+            k.notices_written as f64,
+        )
+        .sample(
+            "streamshield_coordinator_kubernetes_events_total",
+            &[("result", "failed")],
+            k.notices_failed as f64,
+        );
+        t.single(
+            "streamshield_coordinator_kubernetes_permissions_missing",
+            "gauge",
+            "Permissions the coordinator lacks (each turns a Kubernetes feature off; its log names them).",
+            k.missing.len() as f64,
         );
     }
     drop(m);

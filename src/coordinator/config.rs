@@ -71,6 +71,23 @@ pub struct CoordinatorConfig {
     /// Policy: with failover, checkpoint running jobs before a held SIGTERM goes on [default: true].
     #[arg(long, env = "STREAMSHIELD_COORDINATOR_PLANNED_STOP")]
     pub planned_stop: Option<bool>,
+    /// Watch Kubernetes (the cluster's pods, their nodes and events, its FlinkDeployment) through the API server of
+    /// $KUBECONFIG or the pod's service account [default: false].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_KUBERNETES")]
+    pub kubernetes: Option<bool>,
+    /// The Flink cluster's namespace [default: the coordinator pod's own namespace].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_KUBERNETES_NAMESPACE")]
+    pub kubernetes_namespace: Option<String>,
+    /// The FlinkDeployment's name (Flink's kubernetes.cluster-id, the pods' `app` label); required with kubernetes.
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_KUBERNETES_CLUSTER_ID")]
+    pub kubernetes_cluster_id: Option<String>,
+    /// Fence a TaskManager whose agent is unreachable by deleting its pod with no grace period [default: true].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_KUBERNETES_FENCE_DELETE")]
+    pub kubernetes_fence_delete: Option<bool>,
+    /// Taint keys that announce a node's termination (comma-separated; a drain's cordon always counts)
+    /// [default: the cluster autoscaler's, Karpenter's, the AWS termination handler's and GKE's notices].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_KUBERNETES_DRAIN_TAINTS")]
+    pub kubernetes_drain_taints: Option<String>,
 }
 
 crate::overlay!(CoordinatorConfig {
@@ -88,7 +105,27 @@ crate::overlay!(CoordinatorConfig {
     refill_max_wait,
     recovery_checkpoint,
     planned_stop,
+    kubernetes,
+    kubernetes_namespace,
+    kubernetes_cluster_id,
+    kubernetes_fence_delete,
+    kubernetes_drain_taints,
 });
+
+/// Taint keys (or key prefixes, ending in `/`) that announce a node's termination: the cluster autoscaler's
+/// scale-down, Karpenter's disruption, the AWS node termination handler's notices, GKE's preemption notice.
+pub const DEFAULT_DRAIN_TAINTS: &str = "ToBeDeletedByClusterAutoscaler,karpenter.sh/disrupted,aws-node-termination-handler/,cloud.google.com/impending-node-termination";
+/// Where a pod's service account says which namespace it runs in.
+const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// What the coordinator watches on Kubernetes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeSettings {
+    pub namespace: String,
+    pub cluster_id: String,
+    pub fence_by_delete: bool,
+    pub drain_taints: Vec<String>,
+}
 
 /// The coordinator's settings, resolved and validated.
 #[derive(Debug, Clone)]
@@ -103,6 +140,8 @@ pub struct CoordinatorSettings {
     pub info_file: Option<PathBuf>,
     /// The coordinator's level of the policy.
     pub policy: PolicyConfig,
+    /// Watch Kubernetes (none: off).
+    pub kubernetes: Option<KubeSettings>,
 }
 
 impl CoordinatorConfig {
@@ -160,7 +199,62 @@ impl CoordinatorConfig {
                 file,
             ));
         }
+        let kubernetes = if self.kubernetes.unwrap_or(false) {
+            let namespace = match self.kubernetes_namespace {
+                Some(n) => n,
+                None => std::fs::read_to_string(POD_NAMESPACE_FILE)
+                    .map(|n| n.trim().to_string())
+                    .map_err(|_| {
+                        invalid(
+                            "kubernetes-namespace",
+                            format!(
+                                "is required outside a pod ({POD_NAMESPACE_FILE} is not there)"
+                            ),
+                            file,
+                        )
+                    })?,
+            };
+            let cluster_id = required(
+                self.kubernetes_cluster_id,
+                "kubernetes-cluster-id",
+                "STREAMSHIELD_COORDINATOR_KUBERNETES_CLUSTER_ID",
+                file,
+            )?;
+            for (key, v) in [
+                ("kubernetes-namespace", &namespace),
+                ("kubernetes-cluster-id", &cluster_id),
+            ] {
+                let ok = !v.is_empty()
+                    && v.len() <= 63
+                    && v.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !ok {
+                    return Err(invalid(
+                        key,
+                        format!("must be a Kubernetes name (lower-case letters, digits, '-'; at most 63), got {v:?}"),
+                        file,
+                    ));
+                }
+            }
+            Some(KubeSettings {
+                namespace,
+                cluster_id,
+                fence_by_delete: self.kubernetes_fence_delete.unwrap_or(true),
+                drain_taints: self
+                    .kubernetes_drain_taints
+                    .as_deref()
+                    .unwrap_or(DEFAULT_DRAIN_TAINTS)
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            })
+        } else {
+            None
+        };
         Ok(CoordinatorSettings {
+            kubernetes,
             agents_listen,
             api_listen: self.api_listen.unwrap_or_else(|| {
                 DEFAULT_API_LISTEN
@@ -206,7 +300,7 @@ mod tests {
             doc,
             "coordinator",
             "STREAMSHIELD_COORDINATOR_",
-            14,
+            19,
             |key, env| {
                 if KEYS.iter().any(|k| k.name == key) {
                     format!("`{key}`")
@@ -257,6 +351,24 @@ mod tests {
             err("agent-token-file: a\napi-token-file: b\nfailover: maybe\n").contains("line 3")
         );
         assert!(err("poll: 1s\n").contains("unknown field `poll`"));
+        let base = "agent-token-file: a\napi-token-file: b\nkubernetes: true\n";
+        assert!(err(&format!("{base}kubernetes-namespace: flink\n"))
+            .contains("kubernetes-cluster-id is required"));
+        assert!(err(&format!(
+            "{base}kubernetes-namespace: Flink_Jobs\nkubernetes-cluster-id: a\n"
+        ))
+        .contains("must be a Kubernetes name"));
+        let c: CoordinatorConfig = conf::parse(&format!(
+            "{base}kubernetes-namespace: flink\nkubernetes-cluster-id: orders\nkubernetes-drain-taints: ' a , b/ ,'\n"
+        ))
+        .unwrap();
+        let k = c.resolve(None).unwrap().kubernetes.unwrap();
+        assert_eq!(k.drain_taints, ["a", "b/"]);
+        assert!(k.fence_by_delete);
+        assert_eq!(
+            (k.namespace.as_str(), k.cluster_id.as_str()),
+            ("flink", "orders")
+        );
     }
 }
 

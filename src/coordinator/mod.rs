@@ -11,6 +11,7 @@ pub mod agents;
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod kube;
 pub mod model;
 pub mod policy;
 pub mod poller;
@@ -48,6 +49,8 @@ pub enum Error {
     Epoch { path: String, problem: String },
     #[error(transparent)]
     Stopped(#[from] daemon::TaskDied),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -70,6 +73,8 @@ pub struct BoundCoordinator {
     shared: Arc<Shared>,
     agents: tokio::net::TcpListener,
     api: tokio::net::TcpListener,
+    /// The API server's client, when the coordinator watches Kubernetes.
+    kube: Option<::kube::Client>,
 }
 
 impl BoundCoordinator {
@@ -89,17 +94,29 @@ impl BoundCoordinator {
                 addr: cfg.api_listen.to_string(),
                 source,
             })?;
+        let kube = match &cfg.kubernetes {
+            Some(_) => Some(kube::client().await?),
+            None => None,
+        };
         let epoch = next_epoch(cfg.epoch_file.as_deref())?;
-        let model = Mutex::new(Model::new(&cfg.flink_rest, cfg.policy.clone(), epoch));
+        let mut model = Model::new(&cfg.flink_rest, cfg.policy.clone(), epoch);
+        if let Some(k) = &cfg.kubernetes {
+            model.kube_enable(model::kube::KubeView::new(
+                &k.namespace,
+                &k.cluster_id,
+                k.fence_by_delete,
+            ));
+        }
         Ok(BoundCoordinator {
             shared: Arc::new(Shared {
                 cfg,
                 agent_token,
                 api_token,
-                model,
+                model: Mutex::new(model),
             }),
             agents,
             api,
+            kube,
         })
     }
 
@@ -121,6 +138,7 @@ impl BoundCoordinator {
             shared,
             agents,
             api,
+            kube,
         } = self;
         tracing::info!(
             agents = %agents.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -143,6 +161,12 @@ impl BoundCoordinator {
             resume::run(shared.clone(), stop.clone()),
         );
         tasks.spawn("api", api::serve(shared.clone(), api, stop.clone()));
+        if let (Some(client), Some(k)) = (kube, shared.cfg.kubernetes.clone()) {
+            tasks.spawn(
+                "kubernetes",
+                kube::run(shared.clone(), client, k, stop.clone()),
+            );
+        }
         tasks.spawn("policy clock", policy_clock(shared.clone(), stop));
         Ok(tasks.run().await?)
     }

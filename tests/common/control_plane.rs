@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+use serde_json::{json, Value};
 
 /// The directory `scripts/kube-tools` cached the binaries and CRDs in (building them if needed, minutes when cold).
 pub fn kube_tools() -> PathBuf {
@@ -278,6 +281,34 @@ impl ControlPlane {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Installs the operator's FlinkDeployment CRD (as its API jar carries it) and waits until it is established.
+    pub async fn install_flink_crd(&self, client: &kube::Client) {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let text =
+            std::fs::read_to_string(self.crds.join("flinkdeployments.flink.apache.org-v1.yml"))
+                .unwrap();
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+        let start = Instant::now();
+        loop {
+            let c = crds.get("flinkdeployments.flink.apache.org").await.unwrap();
+            let established = c
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the CRD was not established"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// A kube-rs client for the admin.
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
@@ -291,4 +322,77 @@ impl ControlPlane {
 pub fn write(path: &Path, text: &str) {
     let mut f = std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     f.write_all(text.as_bytes()).unwrap();
+}
+
+/// A TaskManager (or JobManager) pod as Flink's native Kubernetes integration, and so the operator, creates it.
+pub fn flink_pod(name: &str, component: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {"app": "orders", "component": component, "type": "flink-native-kubernetes"}
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "flink-main-container",
+                "image": "flink:1.20",
+                "args": ["bash", "-c", format!("kubernetes-{component}.sh")],
+                "volumeMounts": [{"name": "flink-config-volume", "mountPath": "/opt/flink/conf"}]
+            }],
+            "volumes": [{"name": "flink-config-volume", "configMap": {"name": "flink-config-orders"}}]
+        }
+    })
+}
+
+/// Creates `object` (JSON) of kind `K` in `namespace` (None: cluster-scoped).
+pub async fn create<K>(client: &kube::Client, namespace: Option<&str>, object: Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace.unwrap_or("default"));
+    let k: K = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &k)
+        .await
+        .unwrap_or_else(|e| panic!("create {k:?}: {e}"))
+}
+
+pub async fn create_cluster<K>(client: &kube::Client, object: Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let k: K = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &k)
+        .await
+        .unwrap_or_else(|e| panic!("create {k:?}: {e}"))
+}
+
+/// A FlinkDeployment as a user writes it for the operator.
+pub fn flink_deployment(name: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "flink.apache.org/v1beta1",
+        "kind": "FlinkDeployment",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "image": "flink:1.20",
+            "flinkVersion": "v1_20",
+            "serviceAccount": "flink",
+            "flinkConfiguration": {"taskmanager.numberOfTaskSlots": "2"},
+            "jobManager": {"resource": {"memory": "1024m", "cpu": 1}},
+            "taskManager": {"resource": {"memory": "1024m", "cpu": 1}},
+            "job": {"jarURI": "local:///opt/flink/examples/streaming/StateMachineExample.jar", "parallelism": 2, "upgradeMode": "stateless"}
+        }
+    })
 }

@@ -97,6 +97,12 @@ impl Model {
                     ..self.command(&target, a, act.reason.clone())
                 };
                 self.outbox.entry(target).or_default().push(cmd);
+                // An agent that cannot be reached cannot fence: on Kubernetes the pod is deleted as well.
+                if matches!(a, Action::Fence | Action::Isolate) {
+                    if let Some(order) = self.fence_pod(&act.resource_id, id) {
+                        self.kube_order(order);
+                    }
+                }
             }
             self.log_decision(d);
         }
@@ -137,6 +143,7 @@ impl Model {
     /// Keeps a decision in the bounded log, counts it and records it as an event.
     pub(super) fn log_decision(&mut self, d: Decision) {
         *self.decisions_total.entry((d.trigger, d.mode)).or_default() += 1;
+        self.kube_decision_notice(&d);
         let detail = serde_json::to_value(&d).unwrap_or_default();
         let resource_id = d.resource_id.clone();
         if self.decisions.len() >= super::DECISION_LOG {
@@ -237,6 +244,7 @@ impl Model {
                 resource_id: rid,
                 jobs: wanted,
                 deadline_ms: now_ms() + max_wait - STOP_RELEASE_MARGIN_MS,
+                release: true,
             });
         } else {
             self.release_stop(&rid, StopOutcome::Skipped, "no checkpoint taken".into());
@@ -266,7 +274,9 @@ impl Model {
             now_ms(),
             serde_json::json!({"decision": req.decision, "outcome": outcome, "detail": detail}),
         );
-        self.release_stop(&req.resource_id, outcome, detail.to_string());
+        if req.release {
+            self.release_stop(&req.resource_id, outcome, detail.to_string());
+        }
     }
 
     /// Queues the `stop-ready` order that lets a TaskManager's plugin stop its process.

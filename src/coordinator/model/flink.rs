@@ -15,7 +15,14 @@ impl Model {
             return;
         }
         self.cluster_read = true;
-        let resolved = keys::resolve(&[(Source::Cluster, &settings)], &self.base);
+        let annotations = self.annotation_settings();
+        let resolved = keys::resolve(
+            &[
+                (Source::Annotation, &annotations),
+                (Source::Cluster, &settings),
+            ],
+            &self.base,
+        );
         self.record(
             "flink",
             None,
@@ -144,8 +151,13 @@ impl Model {
     /// changed, gets an event saying which policy it runs under (and which keys were ignored, why).
     fn job_policy(&mut self, j: &mut super::JobView) {
         let cluster = self.flink.cluster_settings.clone();
+        let annotations = self.annotation_settings();
         let resolved = keys::resolve(
-            &[(Source::Job, &j.settings), (Source::Cluster, &cluster)],
+            &[
+                (Source::Annotation, &annotations),
+                (Source::Job, &j.settings),
+                (Source::Cluster, &cluster),
+            ],
             &self.base,
         );
         let old = self
@@ -175,6 +187,24 @@ impl Model {
             );
         }
         j.policy = Some(resolved);
+    }
+
+    /// A policy level changed outside Flink (the FlinkDeployment's annotations): the cluster's and every job's
+    /// policy are resolved again now, each change recorded.
+    pub(super) fn policies_changed(&mut self) {
+        let annotations = self.annotation_settings();
+        self.flink.cluster_policy = Some(keys::resolve(
+            &[
+                (Source::Annotation, &annotations),
+                (Source::Cluster, &self.flink.cluster_settings),
+            ],
+            &self.base,
+        ));
+        let mut jobs = self.flink.jobs.clone();
+        for j in jobs.iter_mut() {
+            self.job_policy(j);
+        }
+        self.flink.jobs = jobs;
     }
 
     /// Flink ran every vertex of a job again after a decision's incident: its recovery time, by Flink's clock (for

@@ -5,6 +5,7 @@
 
 pub mod decide;
 pub mod flink;
+pub mod kube;
 pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -40,6 +41,9 @@ pub struct StopRequest {
     pub jobs: Vec<String>,
     /// Give up on the checkpoints at this time (unix ms), so the release reaches the plugin before it stops anyway.
     pub deadline_ms: i64,
+    /// Release a held stop when done (false: the checkpoints come before a stop that no plugin holds, e.g. a node
+    /// being drained on Kubernetes).
+    pub release: bool,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +84,8 @@ pub struct Model {
     stopping: BTreeSet<String>,
     /// The cluster's configuration has been read at least once.
     cluster_read: bool,
+    /// What Kubernetes shows of the cluster's pods and nodes (none: the coordinator does not watch Kubernetes).
+    pub kube: Option<kube::KubeView>,
 }
 
 impl Model {

@@ -2,7 +2,7 @@ use super::*;
 use crate::coordinator::policy::{keys, PolicyConfig, Source};
 use crate::protocol::{Action, StopOutcome};
 
-fn status(rid: &str, liveness: Liveness, watches: Role) -> AgentStatus {
+pub(super) fn status(rid: &str, liveness: Liveness, watches: Role) -> AgentStatus {
     AgentStatus {
         resource_id: rid.into(),
         watches,
@@ -33,7 +33,7 @@ fn liveness(rid: &str, to: Liveness) -> AgentEvent {
     )
 }
 
-fn tm(id: &str, slots: i64, free: i64) -> TaskManagerView {
+pub(super) fn tm(id: &str, slots: i64, free: i64) -> TaskManagerView {
     TaskManagerView {
         id: id.into(),
         slots,
@@ -43,14 +43,14 @@ fn tm(id: &str, slots: i64, free: i64) -> TaskManagerView {
     }
 }
 
-fn acting() -> PolicyConfig {
+pub(super) fn acting() -> PolicyConfig {
     PolicyConfig {
         failover: true,
         ..PolicyConfig::default()
     }
 }
 
-fn job(id: &str, on: &[&str], settings: &[(&str, &str)]) -> JobView {
+pub(super) fn job(id: &str, on: &[&str], settings: &[(&str, &str)]) -> JobView {
     JobView {
         id: id.into(),
         name: format!("job-{id}"),

@@ -1,4 +1,5 @@
-//! The policy's settings and where each comes from. Every key exists at three levels, most specific first: a job's
+//! The policy's settings and where each comes from. Every key exists at up to four levels, most specific first: on
+//! Kubernetes the FlinkDeployment's `streamshield.io/<key>` annotations, a job's
 //! own configuration (`streamshield.<key>` as Flink's REST API shows it for that job), the Flink cluster's
 //! configuration (`streamshield.<key>` in config.yaml, from `/jobmanager/config`), and the coordinator's own
 //! configuration (`<key>`), whose defaults are written once, in [`KEYS`] and [`PolicyConfig::default`]. The same keys
@@ -108,12 +109,26 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
+    /// The FlinkDeployment's `streamshield.io/<key>` annotations (Kubernetes; read live).
+    Annotation,
     /// The job's own configuration.
     Job,
     /// The Flink cluster's configuration.
     Cluster,
     /// The coordinator's configuration (or its default).
     Coordinator,
+}
+
+impl Source {
+    /// In words, for decisions.
+    pub fn text(self) -> &'static str {
+        match self {
+            Source::Annotation => "FlinkDeployment annotation",
+            Source::Job => "job configuration",
+            Source::Cluster => "cluster configuration",
+            Source::Coordinator => "coordinator default",
+        }
+    }
 }
 
 /// A key whose value could not be used (it is ignored; the next level's value applies).
@@ -147,11 +162,7 @@ impl Resolved {
 
     /// "failover on (job configuration)" and the like, for decisions.
     pub fn describe(&self) -> String {
-        let from = match self.failover_source() {
-            Source::Job => "job configuration",
-            Source::Cluster => "cluster configuration",
-            Source::Coordinator => "coordinator default",
-        };
+        let from = self.failover_source().text();
         format!(
             "failover {} ({from} streamshield.failover), hang tolerance {} ms, GC tolerance {} ms",
             if self.config.failover {

@@ -49,6 +49,16 @@ pub enum Trigger {
     TmStopping,
     JmDead,
     AgentLost,
+    /// Kubernetes: a TaskManager pod is being deleted (by a person, a controller or an eviction) or is gone.
+    PodDeleted,
+    /// Kubernetes: the kubelet evicted a TaskManager pod (node pressure).
+    PodEvicted,
+    /// Kubernetes: a TaskManager container was OOM-killed.
+    PodOomKilled,
+    /// Kubernetes: the node of a TaskManager pod is not Ready.
+    NodeNotReady,
+    /// Kubernetes: the node of a TaskManager pod is cordoned or tainted for termination (drain, spot notice).
+    NodeDraining,
 }
 
 impl Trigger {
@@ -62,6 +72,11 @@ impl Trigger {
             Trigger::TmStopping => "tm-stopping",
             Trigger::JmDead => "jm-dead",
             Trigger::AgentLost => "agent-lost",
+            Trigger::PodDeleted => "pod-deleted",
+            Trigger::PodEvicted => "pod-evicted",
+            Trigger::PodOomKilled => "pod-oom-killed",
+            Trigger::NodeNotReady => "node-not-ready",
+            Trigger::NodeDraining => "node-draining",
         }
     }
 
@@ -194,7 +209,7 @@ impl TmPolicy {
                         "{} ({}, {})",
                         j.job_name,
                         short(&j.job_id),
-                        source_text(j.source)
+                        Source::text(j.source)
                     )
                 })
                 .collect::<Vec<_>>()
@@ -235,14 +250,6 @@ impl TmPolicy {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
-}
-
-fn source_text(s: Source) -> &'static str {
-    match s {
-        Source::Job => "job configuration",
-        Source::Cluster => "cluster configuration",
-        Source::Coordinator => "coordinator default",
-    }
 }
 
 /// What the policy knows of one TaskManager beyond its liveness.
