@@ -20,78 +20,13 @@ use serde_json::{json, Value};
 mod common;
 
 use common::control_plane::{
-    create, create_cluster, flink_deployment, flink_pod, write, ControlPlane, Proc,
+    apply_rbac, coordinator_rbac, create, create_cluster, flink_deployment, flink_pod,
+    kubeconfig_for, ControlPlane, Proc,
 };
 use common::BIN;
 
 const NS: &str = "flink";
 const NODE: &str = "kwok-node-1";
-
-/// The coordinator's permissions, as docs/install-kubernetes.md lists them (the chart's RBAC has the same rules).
-fn coordinator_rbac(sa: &str) -> [Value; 4] {
-    [
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": sa, "namespace": NS},
-            "rules": [
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
-                {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
-                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-                {"apiGroups": ["flink.apache.org"], "resources": ["flinkdeployments"], "verbs": ["get", "list", "watch"]}
-            ]
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": sa, "namespace": NS},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": NS}]
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": sa},
-            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": sa},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": NS}]
-        }),
-    ]
-}
-
-/// A kubeconfig for service account `sa` (a token from the TokenRequest API).
-async fn kubeconfig_for(cp: &ControlPlane, client: &kube::Client, sa: &str) -> std::path::PathBuf {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
-    sas.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": sa}})).unwrap(),
-    )
-    .await
-    .unwrap();
-    let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
-    let resp: Value = sas
-        .create_subresource("token", sa, &PostParams::default(), &req)
-        .await
-        .unwrap();
-    let token = resp["status"]["token"]
-        .as_str()
-        .expect("a token")
-        .to_string();
-    let path = cp.dir.path().join(format!("{sa}.kubeconfig"));
-    write(
-        &path,
-        &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    \
-             certificate-authority: {}\nusers:\n- name: {sa}\n  user:\n    token: {token}\n\
-             contexts:\n- name: test\n  context:\n    cluster: test\n    user: {sa}\n\
-             current-context: test\n",
-            cp.url,
-            cp.dir.path().join("ca.crt").display()
-        ),
-    );
-    path
-}
 
 /// A running `streamshield coordinator` watching the `orders` FlinkDeployment.
 struct Coordinator {
@@ -275,32 +210,8 @@ async fn the_coordinator_decides_on_pods_and_nodes_and_writes_events() {
     create_cluster::<Namespace>(&client, json!({"metadata": {"name": NS}})).await;
     // No controller manager makes a namespace's default service account here.
     create::<ServiceAccount>(&client, Some(NS), json!({"metadata": {"name": "default"}})).await;
-    for o in coordinator_rbac("streamshield-coordinator") {
-        let kind = o["kind"].as_str().unwrap().to_string();
-        let api: Api<DynamicObject> = match kind.as_str() {
-            "Role" | "RoleBinding" => Api::namespaced_with(
-                client.clone(),
-                NS,
-                &ApiResource::from_gvk(&GroupVersionKind::gvk(
-                    "rbac.authorization.k8s.io",
-                    "v1",
-                    &kind,
-                )),
-            ),
-            _ => Api::all_with(
-                client.clone(),
-                &ApiResource::from_gvk(&GroupVersionKind::gvk(
-                    "rbac.authorization.k8s.io",
-                    "v1",
-                    &kind,
-                )),
-            ),
-        };
-        api.create(&PostParams::default(), &serde_json::from_value(o).unwrap())
-            .await
-            .unwrap();
-    }
-    let kubeconfig = kubeconfig_for(&cp, &client, "streamshield-coordinator").await;
+    apply_rbac(&client, &coordinator_rbac(NS, "streamshield-coordinator")).await;
+    let kubeconfig = kubeconfig_for(&cp, &client, NS, "streamshield-coordinator").await;
 
     // kwok keeps a fake node Ready and runs the pods bound to it (phase Running; a deleted pod is removed).
     // kwok's own stages, cached by scripts/kube-tools.
@@ -565,7 +476,7 @@ async fn the_coordinator_decides_on_pods_and_nodes_and_writes_events() {
     drop(c);
 
     // An account with fewer permissions: each missing one is named with the feature that is off; the rest runs.
-    let limited = kubeconfig_for(&cp, &client, "limited").await;
+    let limited = kubeconfig_for(&cp, &client, NS, "limited").await;
     let role = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "limited", "namespace": NS},
@@ -577,21 +488,7 @@ async fn the_coordinator_decides_on_pods_and_nodes_and_writes_events() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "limited"},
         "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": NS}]
     });
-    for o in [role, binding] {
-        let kind = o["kind"].as_str().unwrap().to_string();
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            NS,
-            &ApiResource::from_gvk(&GroupVersionKind::gvk(
-                "rbac.authorization.k8s.io",
-                "v1",
-                &kind,
-            )),
-        );
-        api.create(&PostParams::default(), &serde_json::from_value(o).unwrap())
-            .await
-            .unwrap();
-    }
+    apply_rbac(&client, &[role, binding]).await;
     let c = tokio::task::block_in_place(|| Coordinator::start(&dir, "limited", &limited));
     let start = Instant::now();
     let k = loop {

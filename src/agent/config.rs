@@ -66,7 +66,8 @@ pub struct AgentConfig {
     #[arg(long, env = "STREAMSHIELD_AGENT_HTTP")]
     #[serde(default, with = "conf::from_str")]
     pub http: Option<SocketAddr>,
-    /// The coordinator's agent address (host:port); without it the agent watches and exports metrics only.
+    /// The coordinator's agent address (host:port), or the addresses of its replicas (comma-separated, tried in
+    /// turn); without it the agent watches and exports metrics only.
     #[arg(long, env = "STREAMSHIELD_AGENT_COORDINATOR")]
     pub coordinator: Option<String>,
     /// The coordinator's agent token (a file). Required with coordinator.
@@ -163,6 +164,7 @@ pub struct AgentSettings {
     pub socket_gid: Option<u32>,
     pub secret_file: Option<PathBuf>,
     pub http: SocketAddr,
+    /// As configured (one address or several, comma-separated): [`AgentSettings::coordinator_addrs`].
     pub coordinator: Option<String>,
     pub token_file: Option<PathBuf>,
     pub roles: Vec<Role>,
@@ -175,6 +177,18 @@ pub struct AgentSettings {
     pub stall_timeout: Duration,
     pub max_processes: usize,
     pub info_file: Option<PathBuf>,
+}
+
+impl AgentSettings {
+    /// The coordinator's addresses, in the order they are tried (empty: no coordinator).
+    pub fn coordinator_addrs(&self) -> Vec<String> {
+        self.coordinator
+            .iter()
+            .flat_map(|c| c.split(','))
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect()
+    }
 }
 
 /// The host's name (the agent's default id).
@@ -246,6 +260,20 @@ impl AgentConfig {
                 "a tcp: listener needs a secret file (created if missing)",
                 file,
             ));
+        }
+        if let Some(c) = &self.coordinator {
+            if c.split(',').any(|a| {
+                let a = a.trim();
+                a.is_empty()
+                    || a.rsplit_once(':')
+                        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            }) {
+                return Err(invalid(
+                    "coordinator",
+                    format!("must be host:port, or several separated by commas, got {c:?}"),
+                    file,
+                ));
+            }
         }
         let token_file = match (&self.coordinator, self.token_file) {
             (Some(_), t) => Some(required(
@@ -368,6 +396,15 @@ mod tests {
                 .unwrap_err()
         };
         assert!(err("coordinator: c:1\n").contains("token-file is required"));
+        assert!(
+            err("coordinator: c:1,,d:2\ntoken-file: /t\n").contains("several separated by commas")
+        );
+        assert!(err("coordinator: c\ntoken-file: /t\n").contains("must be host:port"));
+        let two: AgentConfig = conf::parse("coordinator: a:1, b:2\ntoken-file: /t\n").unwrap();
+        assert_eq!(
+            two.resolve(None).unwrap().coordinator_addrs(),
+            ["a:1", "b:2"]
+        );
         assert!(err("listen: tcp:127.0.0.1:1\n").contains("secret-file"));
         assert!(err("listen: udp:x\n").contains("unix:/path or tcp:host:port"));
         assert!(err("socket-mode: '0666'\n").contains("socket-group"));

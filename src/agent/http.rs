@@ -154,7 +154,19 @@ pub fn render(shared: &Shared) -> String {
         &[("agent", agent)],
         f64::from(u8::from(inner.uplink_connected)),
     );
+    t.single(
+        "streamshield_agent_coordinator_epoch",
+        "gauge",
+        "The highest coordinator epoch (fencing token) this agent has seen; orders below it are refused.",
+        inner.max_epoch as f64,
+    );
     let c = &inner.counters;
+    t.single(
+        "streamshield_agent_coordinator_deposed_total",
+        "counter",
+        "Coordinators this agent left at the handshake because their epoch was lower than one already seen.",
+        c.uplink_deposed as f64,
+    );
     t.family(
         "streamshield_agent_plugin_connections_total",
         "counter",

@@ -162,6 +162,7 @@ async fn connection(
         roles: shared.cfg.roles.clone(),
         server: format!("streamshield-agent {}", env!("CARGO_PKG_VERSION")),
         heartbeat_interval_ms: shared.cfg.heartbeat_interval.as_millis() as u64,
+        epoch: None,
     };
     let checked = handshake::accept_checked(&mut framed, &policy, HANDSHAKE_TIMEOUT, |h| {
         check_identity(shared, peer, h)

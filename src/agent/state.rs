@@ -28,6 +28,8 @@ pub struct Counters {
     pub frames: BTreeMap<&'static str, u64>,
     pub events_dropped: u64,
     pub uplink_connects: u64,
+    /// Coordinators left because their epoch was lower than one already seen (deposed leaders).
+    pub uplink_deposed: u64,
     /// Commands by action and outcome.
     pub commands: BTreeMap<(&'static str, &'static str), u64>,
 }

@@ -1,6 +1,12 @@
 //! The agent's link to the coordinator: an authenticated handshake (the agent's id and the coordinator's token),
 //! then an AGENT_STATUS for every watched process every status interval and AGENT_EVENT for everything that happened (liveness transitions first-hand, Flink failures and spans). Reconnects
 //! with back-off; events wait in a bounded buffer meanwhile and are delivered at least once.
+//!
+//! `coordinator` may name several addresses (the replicas of a highly available coordinator): the agent tries
+//! them in turn, sticks to the one that welcomes it and moves on when a link breaks or a replica sends it away (a
+//! follower does); the back-off grows only after a whole round failed. A coordinator whose WELCOME carries an
+//! epoch lower than one this agent has already seen is a deposed leader: the agent leaves it at once (its orders
+//! would be refused anyway), and a higher one raises the agent's fencing floor before any order arrives.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,16 +23,26 @@ use crate::protocol::{FrameCodec, Hello, Message, Role, PROTOCOL_VERSION};
 /// No frame from a coordinator that sends heartbeats for this long: the link counts as broken.
 pub const UPLINK_SILENCE: Duration = Duration::from_secs(2);
 
+/// The longest pause between two rounds over the coordinator's addresses.
+pub const UPLINK_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const UPLINK_BACKOFF_MIN: Duration = Duration::from_millis(100);
+
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), String> {
-    let Some(addr) = shared.cfg.coordinator.clone() else {
+    let addrs = shared.cfg.coordinator_addrs();
+    if addrs.is_empty() {
         return Ok(());
-    };
-    let mut backoff = Duration::from_millis(100);
-    let mut last_problem = String::new();
+    }
+    let mut backoff = UPLINK_BACKOFF_MIN;
+    let mut last_problem: Vec<String> = vec![String::new(); addrs.len()];
+    let mut next = 0;
+    // Failed attempts since the last welcome: a whole round of them pauses.
+    let mut failed = 0;
     loop {
+        let addr = &addrs[next];
+        let mut welcomed = false;
         let result = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            r = session(&shared, &addr, &shutdown) => r,
+            r = session(&shared, addr, &mut welcomed, &shutdown) => r,
         };
         {
             let mut inner = shared.lock();
@@ -38,23 +54,34 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(),
         match result {
             Ok(()) => return Ok(()),
             Err(problem) => {
-                if problem != last_problem {
+                if problem != last_problem[next] {
                     tracing::warn!(coordinator = %addr, %problem, "Coordinator link down; retrying");
-                    last_problem = problem;
+                    last_problem[next] = problem;
                 }
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
+        if welcomed {
+            // A link that was up: the next attempt (this address again first if it is the only one) is immediate.
+            failed = 0;
+            backoff = UPLINK_BACKOFF_MIN;
+        } else {
+            failed += 1;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        next = (next + 1) % addrs.len();
+        if failed > 0 && failed % addrs.len() == 0 {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(UPLINK_BACKOFF_MAX);
+        }
     }
 }
 
 async fn session(
     shared: &Arc<Shared>,
     addr: &str,
+    welcomed: &mut bool,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
@@ -71,11 +98,22 @@ async fn session(
         flink_version: String::new(),
         secret: shared.token.clone(),
     };
-    handshake::connect(&mut framed, hello, Duration::from_secs(5))
+    let welcome = handshake::connect(&mut framed, hello, Duration::from_secs(5))
         .await
         .map_err(|e| e.to_string())?;
     {
         let mut inner = shared.lock();
+        if let Some(epoch) = welcome.epoch {
+            if epoch < inner.max_epoch {
+                inner.counters.uplink_deposed += 1;
+                return Err(format!(
+                    "deposed coordinator: its epoch {epoch} is lower than {} already seen; trying the next address",
+                    inner.max_epoch
+                ));
+            }
+            inner.max_epoch = epoch;
+        }
+        *welcomed = true;
         inner.uplink_connected = true;
         inner.counters.uplink_connects += 1;
         inner.uplink_down_since = None;
@@ -83,7 +121,7 @@ async fn session(
             w.self_fenced = false;
         }
     }
-    tracing::info!(coordinator = %addr, "Connected to the coordinator");
+    tracing::info!(coordinator = %addr, epoch = ?welcome.epoch, "Connected to the coordinator");
     let mut tick = tokio::time::interval(shared.cfg.status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Liveness transitions should not wait for the next status tick: look for new events often.

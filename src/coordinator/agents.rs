@@ -76,19 +76,35 @@ async fn connection(
         roles: vec![Role::Agent],
         server: format!("streamshield-coordinator {}", env!("CARGO_PKG_VERSION")),
         heartbeat_interval_ms: 200,
+        epoch: Some(shared.model().epoch),
     };
-    let hello = match handshake::accept(&mut framed, &policy, Duration::from_secs(5)).await {
-        Ok(h) => h,
-        Err(e) => {
-            *shared
-                .model()
-                .agent_connections
-                .entry(e.label())
-                .or_default() += 1;
-            tracing::warn!(%peer, reason = %e, "Refusing agent connection");
-            return;
-        }
-    };
+    // A follower sends agents away (to the next address they know): only the leader orders.
+    let leading = shared.leadership.borrow().clone();
+    let hello =
+        match handshake::accept_checked(&mut framed, &policy, Duration::from_secs(5), |_| {
+            if leading.leading {
+                Ok(())
+            } else {
+                Err(format!(
+                    "not the leader: this coordinator ({}) follows; {} leads",
+                    leading.identity,
+                    leading.holder.as_deref().unwrap_or("nobody yet")
+                ))
+            }
+        })
+        .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                *shared
+                    .model()
+                    .agent_connections
+                    .entry(e.label())
+                    .or_default() += 1;
+                tracing::warn!(%peer, reason = %e, "Refusing agent connection");
+                return;
+            }
+        };
     let agent = hello.resource_id.clone();
     let conn = {
         let mut m = shared.model();

@@ -27,10 +27,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/decisions", get(decisions))
         .route("/v1/kubernetes", get(kubernetes))
+        .route("/v1/leader", get(leader))
         .route("/metrics", get(metrics_page))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(authed)
         .with_state(shared)
 }
@@ -185,6 +187,27 @@ async fn decisions(State(shared): State<Arc<Shared>>) -> Json<Vec<Decision>> {
     Json(shared.model().decisions.iter().cloned().collect())
 }
 
+/// 200 while this coordinator leads, 503 while it follows: a Service whose pods are ready only while leading sends
+/// agents to the leader. Open, like `/healthz`.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let l = shared.leadership.borrow().clone();
+    let code = if l.leading {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::json!({"leading": l.leading, "holder": l.holder})),
+    )
+        .into_response()
+}
+
+/// This coordinator's part in the election.
+async fn leader(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(shared.leadership.borrow().clone())
+}
+
 /// What the coordinator sees of Kubernetes (null when it does not watch it).
 async fn kubernetes(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(shared.model().kube.clone())
@@ -275,6 +298,12 @@ pub fn render(shared: &Shared) -> String {
         "This coordinator's epoch: the fencing token its orders carry.",
     );
     t.sample("streamshield_coordinator_epoch", &[], m.epoch as f64);
+    t.single(
+        "streamshield_coordinator_leader",
+        "gauge",
+        "1 while this coordinator leads (holds the Lease, or runs without ha-lease), 0 while it follows.",
+        f64::from(u8::from(shared.leading())),
+    );
     t.family(
         "streamshield_coordinator_agent_connections_total",
         "counter",

@@ -88,6 +88,25 @@ pub struct CoordinatorConfig {
     /// [default: the cluster autoscaler's, Karpenter's, the AWS termination handler's and GKE's notices].
     #[arg(long, env = "STREAMSHIELD_COORDINATOR_KUBERNETES_DRAIN_TAINTS")]
     pub kubernetes_drain_taints: Option<String>,
+    /// High availability: coordinators elect a leader through a coordination.k8s.io Lease in the kubernetes
+    /// namespace, whose transitions are the epoch (needs kubernetes; excludes epoch-file) [default: false].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_HA_LEASE")]
+    pub ha_lease: Option<bool>,
+    /// The Lease's name [default: streamshield-coordinator-<kubernetes-cluster-id>].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_HA_LEASE_NAME")]
+    pub ha_lease_name: Option<String>,
+    /// This coordinator's identity in the election [default: $POD_NAME, else the host name].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_HA_IDENTITY")]
+    pub ha_identity: Option<String>,
+    /// How long a silent leader keeps the Lease (whole seconds, at least 1 s) [default: 3 s].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_HA_LEASE_DURATION", value_parser = conf::parse_duration)]
+    #[serde(default, with = "conf::duration")]
+    pub ha_lease_duration: Option<Duration>,
+    /// How often the leader renews and followers look (at least 100 ms, under a third of the duration)
+    /// [default: 500 ms].
+    #[arg(long, env = "STREAMSHIELD_COORDINATOR_HA_RETRY_PERIOD", value_parser = conf::parse_duration)]
+    #[serde(default, with = "conf::duration")]
+    pub ha_retry_period: Option<Duration>,
 }
 
 crate::overlay!(CoordinatorConfig {
@@ -110,7 +129,15 @@ crate::overlay!(CoordinatorConfig {
     kubernetes_cluster_id,
     kubernetes_fence_delete,
     kubernetes_drain_taints,
+    ha_lease,
+    ha_lease_name,
+    ha_identity,
+    ha_lease_duration,
+    ha_retry_period,
 });
+
+pub const DEFAULT_HA_LEASE_DURATION: Duration = Duration::from_secs(3);
+pub const DEFAULT_HA_RETRY_PERIOD: Duration = Duration::from_millis(500);
 
 /// Taint keys (or key prefixes, ending in `/`) that announce a node's termination: the cluster autoscaler's
 /// scale-down, Karpenter's disruption, the AWS node termination handler's notices, GKE's preemption notice.
@@ -142,6 +169,8 @@ pub struct CoordinatorSettings {
     pub policy: PolicyConfig,
     /// Watch Kubernetes (none: off).
     pub kubernetes: Option<KubeSettings>,
+    /// Elect a leader through a Lease (none: this coordinator leads alone).
+    pub ha: Option<super::lease::LeaseSettings>,
 }
 
 impl CoordinatorConfig {
@@ -253,7 +282,73 @@ impl CoordinatorConfig {
         } else {
             None
         };
+        let ha = if self.ha_lease.unwrap_or(false) {
+            let Some(k) = &kubernetes else {
+                return Err(invalid(
+                    "ha-lease",
+                    "needs kubernetes: true (the Lease lives in the kubernetes namespace); outside Kubernetes run one coordinator with an epoch-file (docs/install-standalone.md)",
+                    file,
+                ));
+            };
+            if self.epoch_file.is_some() {
+                return Err(invalid(
+                    "ha-lease",
+                    "excludes epoch-file: the Lease's transitions are the epoch",
+                    file,
+                ));
+            }
+            let duration = self.ha_lease_duration.unwrap_or(DEFAULT_HA_LEASE_DURATION);
+            if duration < Duration::from_secs(1) || duration.subsec_nanos() != 0 {
+                return Err(invalid(
+                    "ha-lease-duration",
+                    format!("must be whole seconds, at least 1 s (the Lease stores seconds), got {duration:?}"),
+                    file,
+                ));
+            }
+            let retry = at_least(
+                self.ha_retry_period.unwrap_or(DEFAULT_HA_RETRY_PERIOD),
+                Duration::from_millis(100),
+                "ha-retry-period",
+                file,
+            )?;
+            if retry * 3 > duration {
+                return Err(invalid(
+                    "ha-retry-period",
+                    format!("must be under a third of ha-lease-duration ({retry:?} vs {duration:?}), so the leader renews several times before it could lose the Lease"),
+                    file,
+                ));
+            }
+            let identity = self
+                .ha_identity
+                .or_else(|| std::env::var("POD_NAME").ok())
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "ha-identity",
+                        "is required (no POD_NAME or host name)",
+                        file,
+                    )
+                })?;
+            Some(super::lease::LeaseSettings {
+                namespace: k.namespace.clone(),
+                name: self
+                    .ha_lease_name
+                    .unwrap_or_else(|| format!("streamshield-coordinator-{}", k.cluster_id)),
+                identity,
+                duration,
+                retry,
+            })
+        } else {
+            None
+        };
         Ok(CoordinatorSettings {
+            ha,
             kubernetes,
             agents_listen,
             api_listen: self.api_listen.unwrap_or_else(|| {
@@ -300,7 +395,7 @@ mod tests {
             doc,
             "coordinator",
             "STREAMSHIELD_COORDINATOR_",
-            19,
+            24,
             |key, env| {
                 if KEYS.iter().any(|k| k.name == key) {
                     format!("`{key}`")
@@ -369,6 +464,34 @@ mod tests {
             (k.namespace.as_str(), k.cluster_id.as_str()),
             ("flink", "orders")
         );
+        let kube = format!("{base}kubernetes-namespace: flink\nkubernetes-cluster-id: orders\n");
+        assert!(
+            err("agent-token-file: a\napi-token-file: b\nha-lease: true\n")
+                .contains("needs kubernetes: true")
+        );
+        assert!(
+            err(&format!("{kube}ha-lease: true\nepoch-file: /e\n")).contains("excludes epoch-file")
+        );
+        assert!(err(&format!(
+            "{kube}ha-lease: true\nha-lease-duration: 1500ms\n"
+        ))
+        .contains("whole seconds"));
+        assert!(
+            err(&format!("{kube}ha-lease: true\nha-retry-period: 2s\n")).contains("under a third")
+        );
+        let c: CoordinatorConfig =
+            conf::parse(&format!("{kube}ha-lease: true\nha-identity: coord-a\n")).unwrap();
+        let ha = c.resolve(None).unwrap().ha.unwrap();
+        assert_eq!(ha.name, "streamshield-coordinator-orders");
+        assert_eq!(
+            (ha.identity.as_str(), ha.duration, ha.retry),
+            (
+                "coord-a",
+                DEFAULT_HA_LEASE_DURATION,
+                DEFAULT_HA_RETRY_PERIOD
+            )
+        );
+        assert_eq!(ha.renew_deadline(), Duration::from_secs(2));
     }
 }
 

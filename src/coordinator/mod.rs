@@ -12,6 +12,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod kube;
+pub mod lease;
 pub mod model;
 pub mod policy;
 pub mod poller;
@@ -60,9 +61,25 @@ pub struct Shared {
     pub agent_token: String,
     pub api_token: String,
     model: Mutex<Model>,
+    /// This coordinator's part in the election (always leading without `ha-lease`).
+    pub leadership: tokio::sync::watch::Sender<lease::Leadership>,
 }
 
 impl Shared {
+    /// Whether this coordinator leads now (it accepts agents and acts only then).
+    pub fn leading(&self) -> bool {
+        self.leadership.borrow().leading
+    }
+
+    /// Waits until this coordinator leads (at once without `ha-lease`); false if `stop` comes first.
+    pub async fn until_leading(&self, stop: &CancellationToken) -> bool {
+        let mut rx = self.leadership.subscribe();
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            r = rx.wait_for(|l| l.leading) => r.is_ok(),
+        }
+    }
+
     /// The model; std mutex, held only for bookkeeping, never across an await.
     pub fn model(&self) -> MutexGuard<'_, Model> {
         self.model.lock().unwrap_or_else(|p| p.into_inner())
@@ -98,7 +115,21 @@ impl BoundCoordinator {
             Some(_) => Some(kube::client().await?),
             None => None,
         };
-        let epoch = next_epoch(cfg.epoch_file.as_deref())?;
+        // With a Lease, the epoch is the Lease's transitions, known once it is held (0 until then: no order).
+        let epoch = match &cfg.ha {
+            Some(_) => 0,
+            None => next_epoch(cfg.epoch_file.as_deref())?,
+        };
+        let leadership = tokio::sync::watch::Sender::new(lease::Leadership {
+            leading: cfg.ha.is_none(),
+            epoch: cfg.ha.is_none().then_some(epoch),
+            identity: cfg
+                .ha
+                .as_ref()
+                .map_or_else(String::new, |h| h.identity.clone()),
+            holder: None,
+            since_ms: cfg.ha.is_none().then(crate::host::clock::now_ms),
+        });
         let mut model = Model::new(&cfg.flink_rest, cfg.policy.clone(), epoch);
         if let Some(k) = &cfg.kubernetes {
             model.kube_enable(model::kube::KubeView::new(
@@ -113,6 +144,7 @@ impl BoundCoordinator {
                 agent_token,
                 api_token,
                 model: Mutex::new(model),
+                leadership,
             }),
             agents,
             api,
@@ -141,6 +173,7 @@ impl BoundCoordinator {
             kube,
         } = self;
         tracing::info!(
+            ha = ?shared.cfg.ha.as_ref().map(|h| (&h.name, &h.identity)),
             agents = %agents.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             api = %api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             flink = %shared.cfg.flink_rest,
@@ -155,21 +188,68 @@ impl BoundCoordinator {
             agents::serve(shared.clone(), agents, stop.clone()),
         );
         tasks.spawn("flink poller", poller::run(shared.clone(), stop.clone()));
-        tasks.spawn("planned stops", stopper::run(shared.clone(), stop.clone()));
-        tasks.spawn(
-            "recovery checkpoints",
-            resume::run(shared.clone(), stop.clone()),
-        );
         tasks.spawn("api", api::serve(shared.clone(), api, stop.clone()));
-        if let (Some(client), Some(k)) = (kube, shared.cfg.kubernetes.clone()) {
-            tasks.spawn(
-                "kubernetes",
-                kube::run(shared.clone(), client, k, stop.clone()),
-            );
+        // What acts runs only while this coordinator leads: a follower serves the read API and polls Flink.
+        let s = shared.clone();
+        let st = stop.clone();
+        tasks.spawn("planned stops", async move {
+            if !s.until_leading(&st).await {
+                return Ok(());
+            }
+            stopper::run(s, st).await
+        });
+        let s = shared.clone();
+        let st = stop.clone();
+        tasks.spawn("recovery checkpoints", async move {
+            if !s.until_leading(&st).await {
+                return Ok(());
+            }
+            resume::run(s, st).await
+        });
+        if let Some(client) = &kube {
+            if let Some(k) = shared.cfg.kubernetes.clone() {
+                let (s, st, c) = (shared.clone(), stop.clone(), client.clone());
+                tasks.spawn("kubernetes", async move {
+                    if !s.until_leading(&st).await {
+                        return Ok(());
+                    }
+                    kube::run(s, c, k, st).await
+                });
+            }
+            if let Some(h) = shared.cfg.ha.clone() {
+                tasks.spawn(
+                    "leader election",
+                    lease::campaign(client.clone(), h, shared.leadership.clone(), stop.clone()),
+                );
+                tasks.spawn("leadership", take_the_lead(shared.clone(), stop.clone()));
+            }
         }
         tasks.spawn("policy clock", policy_clock(shared.clone(), stop));
         Ok(tasks.run().await?)
     }
+}
+
+/// Once the Lease is held: the model takes the Lease's epoch for its orders and records the change.
+async fn take_the_lead(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), String> {
+    if !shared.until_leading(&stop).await {
+        return Ok(());
+    }
+    let l = shared.leadership.borrow().clone();
+    let epoch = l.epoch.unwrap_or(0);
+    {
+        let mut m = shared.model();
+        m.epoch = epoch;
+        m.record(
+            "coordinator",
+            None,
+            "leading",
+            crate::host::clock::now_ms(),
+            serde_json::json!({"identity": l.identity, "epoch": epoch}),
+        );
+    }
+    // A daemon's tasks run until it stops; losing the Lease ends the election task, which stops the daemon.
+    stop.cancelled().await;
+    Ok(())
 }
 
 /// Tolerances are re-evaluated this often: a fence is ordered at most this long after its deadline.

@@ -59,6 +59,8 @@ pub struct AcceptPolicy {
     /// Our name, sent in WELCOME.
     pub server: String,
     pub heartbeat_interval_ms: u64,
+    /// Sent in WELCOME: the coordinator's epoch.
+    pub epoch: Option<u64>,
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -151,6 +153,7 @@ where
                 protocol: PROTOCOL_VERSION,
                 server: policy.server.clone(),
                 heartbeat_interval_ms: policy.heartbeat_interval_ms,
+                epoch: policy.epoch,
             })
             .to_frame(),
         )
@@ -197,6 +200,7 @@ mod tests {
             roles: vec![Role::Tm, Role::Jm],
             server: "test".into(),
             heartbeat_interval_ms: 100,
+            epoch: None,
         }
     }
 

@@ -55,6 +55,10 @@ pub struct Welcome {
     pub protocol: u32,
     pub server: String,
     pub heartbeat_interval_ms: u64,
+    /// A coordinator's epoch (its fencing token): an agent that has seen a newer one refuses this coordinator (a
+    /// deposed leader) before any order. Absent from plugins' sockets and from coordinators before 2026-12-07.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::{json, Value};
 
@@ -395,4 +398,98 @@ pub fn flink_deployment(name: &str, annotations: Value) -> Value {
             "job": {"jarURI": "local:///opt/flink/examples/streaming/StateMachineExample.jar", "parallelism": 2, "upgradeMode": "stateless"}
         }
     })
+}
+
+/// The coordinator's permissions, as docs/install-kubernetes.md lists them (the chart's RBAC has the same rules).
+pub fn coordinator_rbac(ns: &str, sa: &str) -> [Value; 4] {
+    [
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": sa, "namespace": ns},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+                {"apiGroups": ["flink.apache.org"], "resources": ["flinkdeployments"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+            ]
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": sa, "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": sa},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": sa},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+        }),
+    ]
+}
+
+/// A kubeconfig for service account `sa` of namespace `ns` (a token from the TokenRequest API).
+pub async fn kubeconfig_for(
+    cp: &ControlPlane,
+    client: &kube::Client,
+    ns: &str,
+    sa: &str,
+) -> PathBuf {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    sas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": sa}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
+    let resp: Value = sas
+        .create_subresource("token", sa, &PostParams::default(), &req)
+        .await
+        .unwrap();
+    let token = resp["status"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let path = cp.dir.path().join(format!("{sa}.kubeconfig"));
+    write(
+        &path,
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    \
+             certificate-authority: {}\nusers:\n- name: {sa}\n  user:\n    token: {token}\n\
+             contexts:\n- name: test\n  context:\n    cluster: test\n    user: {sa}\n\
+             current-context: test\n",
+            cp.url,
+            cp.dir.path().join("ca.crt").display()
+        ),
+    );
+    path
+}
+
+/// Creates RBAC objects (Role, RoleBinding: in their metadata's namespace; ClusterRole, ClusterRoleBinding).
+pub async fn apply_rbac(client: &kube::Client, objects: &[Value]) {
+    for o in objects {
+        let kind = o["kind"].as_str().unwrap().to_string();
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "rbac.authorization.k8s.io",
+            "v1",
+            &kind,
+        ));
+        let api: Api<DynamicObject> = match o["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(o.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
 }

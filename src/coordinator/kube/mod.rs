@@ -124,46 +124,62 @@ impl Feature {
     }
 }
 
+/// Whether this coordinator may `verb` `group/resource` (in `namespace`, or cluster-wide), by a
+/// SelfSubjectAccessReview; a review that fails counts as not allowed.
+pub async fn allowed(
+    client: &Client,
+    group: &str,
+    resource: &str,
+    verb: &str,
+    namespace: Option<&str>,
+) -> bool {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                verb: Some(verb.to_string()),
+                namespace: namespace.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &review).await {
+        Ok(r) => r.status.is_some_and(|s| s.allowed),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot ask the API server about a permission; taking it as missing");
+            false
+        }
+    }
+}
+
+/// `verb group/resource in namespace ns` (or `(cluster-wide)`), as the coordinator names a permission.
+pub fn permission_text(verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> String {
+    let group = if group.is_empty() { "core" } else { group };
+    match namespace {
+        Some(ns) => format!("{verb} {group}/{resource} in namespace {ns}"),
+        None => format!("{verb} {group}/{resource} (cluster-wide)"),
+    }
+}
+
 /// The permissions this coordinator lacks, each as `verb group/resource [in namespace]: what is off`.
 pub async fn missing_permissions(
     client: &Client,
     namespace: &str,
 ) -> (BTreeSet<Feature>, Vec<String>) {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut off = BTreeSet::new();
     let mut said = Vec::new();
     for f in Feature::ALL {
         let (group, resource, verbs, namespaced) = f.needs();
+        let ns = namespaced.then_some(namespace);
         for verb in verbs {
-            let review = SelfSubjectAccessReview {
-                spec: SelfSubjectAccessReviewSpec {
-                    resource_attributes: Some(ResourceAttributes {
-                        group: Some(group.into()),
-                        resource: Some(resource.into()),
-                        verb: Some(verb.to_string()),
-                        namespace: namespaced.then(|| namespace.to_string()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let allowed = match api.create(&PostParams::default(), &review).await {
-                Ok(r) => r.status.is_some_and(|s| s.allowed),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot ask the API server about a permission; taking it as missing");
-                    false
-                }
-            };
-            if !allowed {
-                let group = if group.is_empty() { "core" } else { group };
-                let scope = if namespaced {
-                    format!(" in namespace {namespace}")
-                } else {
-                    " (cluster-wide)".into()
-                };
+            if !allowed(client, group, resource, verb, ns).await {
                 said.push(format!(
-                    "{verb} {group}/{resource}{scope}: {} is off",
+                    "{}: {} is off",
+                    permission_text(verb, group, resource, ns),
                     f.what()
                 ));
                 off.insert(f);
