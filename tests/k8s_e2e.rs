@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 mod common;
 
+use common::chart::{helm, of_kind, render};
 use common::control_plane::{
     create, create_cluster, flink_deployment, flink_pod, write, Ca, ControlPlane, Proc,
 };
@@ -438,44 +439,6 @@ fn injected(pod: &Pod) -> bool {
 }
 
 /// Runs the cached `helm` with `args` in the repository; (success, stdout, stderr).
-fn helm(args: &[&str]) -> (bool, String, String) {
-    let bin = common::control_plane::kube_tools().join("bin/helm");
-    let out = Command::new(bin)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run helm");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `helm template` of the chart with `sets`, as JSON objects.
-fn render(sets: &[&str]) -> Vec<Value> {
-    let mut args = vec![
-        "template",
-        "t",
-        "helm/streamshield",
-        "--namespace",
-        "streamshield",
-    ];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    let (ok, out, err) = helm(&args);
-    assert!(ok, "helm template failed: {err}");
-    serde_yaml_ng::Deserializer::from_str(&out)
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .filter(|v: &Value| !v.is_null())
-        .collect()
-}
-
-fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|o| o["kind"] == kind).collect()
-}
-
 /// Creates a TaskManager pod `name` in the opted-in namespace, checks it was admitted without injection and returns
 /// how long its admission took (`when` says under which conditions, for the log).
 async fn admitted_unchanged(client: &kube::Client, name: &str, when: &str) -> Duration {

@@ -17,9 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::Api;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
 use serde_json::{json, Value};
 use streamshield::agent::{AgentConfig, BoundAgent, RestartMode};
 use streamshield::coordinator::client::Client;
@@ -31,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 
+use common::chart::{helm, of_kind, render};
 use common::control_plane::{
     apply_rbac, coordinator_rbac, create, create_cluster, kubeconfig_for, ControlPlane, Proc,
 };
@@ -53,41 +57,68 @@ struct Coordinator {
 }
 
 impl Coordinator {
+    /// Started the way the first test runs them: flags, shared token files in `dir`, failover on.
     fn start(dir: &Path, identity: &'static str, kubeconfig: &Path) -> Coordinator {
+        let flink = format!("http://127.0.0.1:{}", common::control_plane::free_port());
+        let args: Vec<String> = [
+            "--agents-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            // The replicas share the tokens (in the chart: one Secret).
+            "--agent-token-file",
+            &dir.join("agent.token").display().to_string(),
+            "--api-token-file",
+            &dir.join("api.token").display().to_string(),
+            // No Flink here: the cluster-level policy is the configuration's.
+            "--flink-rest",
+            &flink,
+            "--failover",
+            "true",
+            "--hang-tolerance",
+            HANG_TOLERANCE,
+            "--kubernetes",
+            "true",
+            "--kubernetes-namespace",
+            NS,
+            "--kubernetes-cluster-id",
+            "orders",
+            "--ha-lease",
+            "true",
+            "--ha-identity",
+            identity,
+        ]
+        .map(String::from)
+        .to_vec();
+        Coordinator::start_with(
+            dir,
+            identity,
+            kubeconfig,
+            &args,
+            &dir.join("api.token"),
+            &[],
+        )
+    }
+
+    /// `streamshield coordinator <args>` as `identity` (its log and info file in `dir`), its API token in `api_token`.
+    fn start_with(
+        dir: &Path,
+        identity: &'static str,
+        kubeconfig: &Path,
+        args: &[String],
+        api_token: &Path,
+        env: &[(&str, &str)],
+    ) -> Coordinator {
         let info = dir.join(format!("{identity}.json"));
         let log = dir.join(format!("{identity}.log"));
         let proc = Proc::spawn(
             "streamshield coordinator",
             Command::new(BIN)
                 .arg("coordinator")
-                .args([
-                    "--agents-listen",
-                    "127.0.0.1:0",
-                    "--api-listen",
-                    "127.0.0.1:0",
-                ])
-                // The replicas share the tokens (in the chart: one Secret).
-                .arg("--agent-token-file")
-                .arg(dir.join("agent.token"))
-                .arg("--api-token-file")
-                .arg(dir.join("api.token"))
-                // No Flink here: the cluster-level policy is the configuration's.
-                .args([
-                    "--flink-rest",
-                    &format!("http://127.0.0.1:{}", common::control_plane::free_port()),
-                ])
-                .args(["--failover", "true", "--hang-tolerance", HANG_TOLERANCE])
-                .args([
-                    "--kubernetes",
-                    "true",
-                    "--kubernetes-namespace",
-                    NS,
-                    "--kubernetes-cluster-id",
-                    "orders",
-                ])
-                .args(["--ha-lease", "true", "--ha-identity", identity])
+                .args(args)
                 .arg("--info-file")
                 .arg(&info)
+                .envs(env.iter().copied())
                 .env("KUBECONFIG", kubeconfig)
                 .env("RUST_LOG", "streamshield=info"),
             &log,
@@ -108,7 +139,7 @@ impl Coordinator {
             std::thread::sleep(Duration::from_millis(50));
         };
         let api = v["api"].as_str().unwrap().to_string();
-        let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
+        let token = std::fs::read_to_string(api_token).unwrap();
         Coordinator {
             proc,
             identity,
@@ -133,8 +164,13 @@ impl Coordinator {
     }
 
     async fn leader(&self) -> Value {
+        self.get("/v1/leader").await
+    }
+
+    /// An API path, with the token.
+    async fn get(&self, path: &str) -> Value {
         reqwest::Client::new()
-            .get(format!("{}/v1/leader", self.api))
+            .get(format!("{}{path}", self.api))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -263,6 +299,7 @@ async fn a_follower_takes_over_an_open_incident_and_a_deposed_leader_is_refused(
     let mut plugin = fake_plugin(&dir.join("plugin.sock"), pid).await;
     let start = Instant::now();
     let mut seq = 0;
+    let mut last_beat;
     loop {
         seq += 1;
         futures_util::SinkExt::send(
@@ -271,6 +308,7 @@ async fn a_follower_takes_over_an_open_incident_and_a_deposed_leader_is_refused(
         )
         .await
         .unwrap();
+        last_beat = Instant::now();
         let v = a.client.cluster().await.unwrap();
         if v.process("tm-1")
             .and_then(|p| p.status.as_ref())
@@ -358,6 +396,8 @@ async fn a_follower_takes_over_an_open_incident_and_a_deposed_leader_is_refused(
     };
     let fenced_after_kill = killed.elapsed();
     let fenced_after_stop = stopped.elapsed();
+    // The tolerance runs from the last sign of life (the last heartbeat), which came just before the stop.
+    let fenced_after_beat = last_beat.elapsed();
     let fences: Vec<_> = ds
         .iter()
         .filter(|d| d.command.as_deref() == Some("fence"))
@@ -365,13 +405,18 @@ async fn a_follower_takes_over_an_open_incident_and_a_deposed_leader_is_refused(
     assert_eq!(fences.len(), 1, "{ds:#?}");
     assert_eq!(fences[0].fencing_token, Some(2));
     assert!(
-        fenced_after_stop >= Duration::from_secs(6),
-        "not before the tolerance: {fenced_after_stop:?}"
+        fenced_after_beat >= Duration::from_secs(6),
+        "not before the tolerance: {fenced_after_beat:?} after the last heartbeat"
     );
-    assert!(
-        streamshield::host::procfs::stat(pid).is_none_or(|s| s.gone()),
-        "the stopped process was fenced"
-    );
+    // SIGKILL is sent; the process is gone a moment later (a zombie of this test until reaped).
+    let start = Instant::now();
+    while !streamshield::host::procfs::stat(pid).is_none_or(|s| s.gone()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the stopped process was not fenced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Statuses keep arriving: still one fence; the agent carried out exactly one.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ds = b.client.decisions().await.unwrap();
@@ -392,7 +437,7 @@ async fn a_follower_takes_over_an_open_incident_and_a_deposed_leader_is_refused(
         Some(2.0)
     );
     eprintln!(
-        "HA: leader SIGKILLed; follower leading after {to_lead:.2?}, fence after {fenced_after_kill:.2?} (tolerance {HANG_TOLERANCE} from the stop: {fenced_after_stop:.2?})"
+        "HA: leader SIGKILLed; follower leading after {to_lead:.2?}, fence after {fenced_after_kill:.2?} (tolerance {HANG_TOLERANCE}: {fenced_after_beat:.2?} after the last heartbeat, {fenced_after_stop:.2?} after the stop)"
     );
     assert!(
         to_lead < Duration::from_secs(5),
@@ -443,4 +488,254 @@ async fn a_follower_takes_over_an_open_incident_and_a_deposed_leader_is_refused(
         Some(0.0)
     );
     drop(target);
+}
+
+/// Creates every object of a rendering that lives in `ns` or is cluster-scoped RBAC: the API server validates them.
+async fn create_rendered(client: &kube::Client, objects: &[Value], ns: &str) -> Vec<String> {
+    let mut made = vec![];
+    for o in objects {
+        let kind = o["kind"].as_str().unwrap();
+        let cluster_scoped = matches!(kind, "ClusterRole" | "ClusterRoleBinding");
+        if !cluster_scoped && o["metadata"]["namespace"] != ns {
+            continue;
+        }
+        let (group, version) = match o["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", o["apiVersion"].as_str().unwrap()),
+        };
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = if cluster_scoped {
+            Api::all_with(client.clone(), &ar)
+        } else {
+            Api::namespaced_with(client.clone(), ns, &ar)
+        };
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(o.clone()).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the API server refuses the chart's {kind}: {e}\n{o:#}"));
+        made.push(format!(
+            "{kind}/{}",
+            o["metadata"]["name"].as_str().unwrap()
+        ));
+    }
+    made
+}
+
+/// The chart's coordinator for one FlinkDeployment: its objects are accepted by a real API server, and two
+/// coordinators started with exactly the chart's configuration, under the chart's service account and RBAC, elect a
+/// leader (the pod name the chart passes is the identity), watch the FlinkDeployment with no permission missing, and
+/// hand over at once when the leader stops cleanly (it gives the Lease up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_s_coordinator_runs_under_its_own_rbac_and_hands_over() {
+    let objects = render(&[
+        "coordinator.clusters[0].name=orders",
+        "coordinator.clusters[0].namespace=flink",
+        "coordinator.config.failover=true",
+    ]);
+    let deployment = of_kind(&objects, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "streamshield-coordinator-orders")
+        .expect("a coordinator Deployment")
+        .clone();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        pod["containers"][0]["readinessProbe"]["httpGet"]["path"],
+        "/readyz"
+    );
+    assert_eq!(pod["containers"][0]["env"][0]["name"], "POD_NAME");
+    let webhook = of_kind(&objects, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "t-streamshield-webhook")
+        .unwrap()
+        .clone();
+    let env = webhook["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        value("STREAMSHIELD_WEBHOOK_COORDINATOR"),
+        Some(json!("streamshield-coordinator-{cluster-id}:9250")),
+        "each injected agent reaches its own cluster's coordinator"
+    );
+    assert_eq!(
+        value("STREAMSHIELD_WEBHOOK_TOKEN_SECRET"),
+        Some(json!("streamshield-agent-token"))
+    );
+    // Bad values are named.
+    for (set, expect) in [
+        ("coordinator.clusters[0].namespace=flink", "name"),
+        (
+            "coordinator.clusters[0].name=Orders_1",
+            "is not a FlinkDeployment name",
+        ),
+        ("coordinator.leaseDuration=1500ms", "leaseDuration"),
+    ] {
+        let (ok, _, err) = helm(&["template", "t", "helm/streamshield", "--set", set]);
+        assert!(!ok && err.contains(expect), "--set {set}: {err}");
+    }
+
+    let cp = tokio::task::spawn_blocking(ControlPlane::start)
+        .await
+        .unwrap();
+    let client = cp.client().await;
+    cp.install_flink_crd(&client).await;
+    let dir = cp.dir.path().to_path_buf();
+    create_cluster::<Namespace>(&client, json!({"metadata": {"name": NS}})).await;
+    let made = create_rendered(&client, &objects, NS).await;
+    for want in [
+        "Role/streamshield-coordinator-orders",
+        "PodDisruptionBudget/streamshield-coordinator-orders",
+        "Service/streamshield-coordinator-orders",
+        "Secret/streamshield-agent-token",
+        "ClusterRoleBinding/t-streamshield-coordinator-nodes",
+    ] {
+        assert!(made.iter().any(|m| m == want), "{want} not in {made:?}");
+    }
+    let fd: Value = json!({
+        "apiVersion": "flink.apache.org/v1beta1", "kind": "FlinkDeployment",
+        "metadata": {"name": "orders", "namespace": NS},
+        "spec": {"flinkVersion": "v1_20", "image": "flink:1.20"}
+    });
+    let fds: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "flink.apache.org",
+            "v1beta1",
+            "FlinkDeployment",
+        )),
+    );
+    fds.create(&PostParams::default(), &serde_json::from_value(fd).unwrap())
+        .await
+        .unwrap();
+
+    // The chart's configuration, with only the paths and addresses of this machine changed.
+    let cm = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "streamshield-coordinator-orders")
+        .unwrap();
+    let mut config: serde_json::Map<String, Value> =
+        serde_yaml_ng::from_str(cm["data"]["coordinator.yaml"].as_str().unwrap()).unwrap();
+    let secret = |name: &str| -> String {
+        let s = of_kind(&objects, "Secret")
+            .into_iter()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(s["data"]["token"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    common::control_plane::write(
+        &dir.join("chart-agent.token"),
+        &secret("streamshield-agent-token"),
+    );
+    common::control_plane::write(
+        &dir.join("chart-api.token"),
+        &secret("streamshield-coordinator-orders-api-token"),
+    );
+    for (k, v) in [
+        ("agents-listen", "127.0.0.1:0".to_string()),
+        ("api-listen", "127.0.0.1:0".to_string()),
+        (
+            "agent-token-file",
+            dir.join("chart-agent.token").display().to_string(),
+        ),
+        (
+            "api-token-file",
+            dir.join("chart-api.token").display().to_string(),
+        ),
+        (
+            "flink-rest",
+            format!("http://127.0.0.1:{}", common::control_plane::free_port()),
+        ),
+    ] {
+        assert!(config.contains_key(k), "the chart sets {k}");
+        config.insert(k.into(), json!(v));
+    }
+    let file = dir.join("coordinator.yaml");
+    common::control_plane::write(&file, &serde_yaml_ng::to_string(&config).unwrap());
+    let kubeconfig = kubeconfig_for(&cp, &client, NS, "streamshield-coordinator-orders").await;
+    let args = ["--config".to_string(), file.display().to_string()];
+    let token = dir.join("chart-api.token");
+    let mut first = tokio::task::block_in_place(|| {
+        Coordinator::start_with(
+            &dir,
+            "pod-a",
+            &kubeconfig,
+            &args,
+            &token,
+            &[("POD_NAME", "orders-coord-a")],
+        )
+    });
+    first.until_ready_is(200, Duration::from_secs(10)).await;
+    let second = tokio::task::block_in_place(|| {
+        Coordinator::start_with(
+            &dir,
+            "pod-b",
+            &kubeconfig,
+            &args,
+            &token,
+            &[("POD_NAME", "orders-coord-b")],
+        )
+    });
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+    let lease = leases.get(LEASE).await.unwrap().spec.unwrap();
+    assert_eq!(
+        lease.holder_identity.as_deref(),
+        Some("orders-coord-a"),
+        "the pod's name is its identity"
+    );
+    let start = Instant::now();
+    let k = loop {
+        let k = first.get("/v1/kubernetes").await;
+        if !k["regarding"].is_null() {
+            break k;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the FlinkDeployment is not seen: {k:#}\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        k["missing"],
+        json!([]),
+        "the chart's RBAC is all the coordinator uses: {k:#}"
+    );
+    assert!(
+        !first.log().contains("permission missing"),
+        "{}",
+        first.log()
+    );
+    second.until_ready_is(503, Duration::from_secs(5)).await;
+
+    // A clean stop (a rollout, a drain) gives the Lease up: the other replica leads within about a retry period.
+    first.proc.stop();
+    let stopped = Instant::now();
+    let took = second.until_ready_is(200, Duration::from_secs(10)).await;
+    eprintln!(
+        "HA: clean hand-over in {:.2} s (stop to ready)",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "a clean hand-over waits for no expiry: {took:?}"
+    );
+    let lease = leases.get(LEASE).await.unwrap().spec.unwrap();
+    assert_eq!(
+        (lease.holder_identity.as_deref(), lease.lease_transitions),
+        (Some("orders-coord-b"), Some(2))
+    );
 }

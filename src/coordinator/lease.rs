@@ -81,22 +81,17 @@ pub async fn campaign(
 ) -> Result<(), String> {
     // Without these the election cannot work at all: say so and stop, rather than follow forever.
     let mut missing = Vec::new();
+    const GROUP: &str = "coordination.k8s.io";
     for verb in LEASE_VERBS {
-        if !super::kube::allowed(
-            &client,
-            "coordination.k8s.io",
-            "leases",
-            verb,
-            Some(&s.namespace),
-        )
-        .await
-        {
-            missing.push(super::kube::permission_text(
-                verb,
-                "coordination.k8s.io",
-                "leases",
-                Some(&s.namespace),
-            ));
+        // create cannot be granted for one name; get and update can (the chart grants only this Lease).
+        let name = (verb != "create").then_some(s.name.as_str());
+        let ns = Some(s.namespace.as_str());
+        if !super::kube::allowed(&client, GROUP, "leases", verb, ns, name).await {
+            let what = super::kube::permission_text(verb, GROUP, "leases", ns);
+            missing.push(match name {
+                Some(n) => format!("{what} (Lease {n})"),
+                None => what,
+            });
         }
     }
     if !missing.is_empty() {

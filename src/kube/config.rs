@@ -49,8 +49,9 @@ pub struct WebhookConfig {
     /// The injected agent's HTTP port (/metrics, /healthz, the probes) [default: 9252].
     #[arg(long, env = "STREAMSHIELD_WEBHOOK_AGENT_HTTP_PORT")]
     pub agent_http_port: Option<u16>,
-    /// The coordinator's agent address the injected agents report to (host:port); none: they watch and export
-    /// metrics only.
+    /// The coordinator's agent address the injected agents report to (host:port); `{cluster-id}` in it becomes the
+    /// pod's Flink cluster id (its `app` label: each FlinkDeployment has its own coordinator); none: they watch and
+    /// export metrics only.
     #[arg(long, env = "STREAMSHIELD_WEBHOOK_COORDINATOR")]
     pub coordinator: Option<String>,
     /// A Secret (in each opted-in namespace) whose key `token` is the coordinator's agent token. Required with

@@ -261,7 +261,8 @@ pub fn pod(object: &Value, namespace_opted_in: bool, s: &InjectSettings) -> Resu
     }
     let init = spec.init_containers.get_or_insert_with(Vec::new);
     init.push(plugin_container(s));
-    init.push(agent_container(s, component, &socket, uid));
+    let cluster_id = labels.get("app").map(String::as_str).unwrap_or_default();
+    init.push(agent_container(s, component, cluster_id, &socket, uid));
     let annotations = changed
         .metadata
         .annotations
@@ -311,7 +312,16 @@ fn plugin_container(s: &InjectSettings) -> Container {
 
 /// The agent as a native sidecar (an init container that keeps running: Kubernetes 1.29 and later), so that it is
 /// up before Flink starts and stops after it.
-fn agent_container(s: &InjectSettings, c: Component, socket: &str, uid: i64) -> Container {
+/// Where a coordinator address says the pod's Flink cluster: each FlinkDeployment has its own coordinator.
+pub const CLUSTER_ID_PLACEHOLDER: &str = "{cluster-id}";
+
+fn agent_container(
+    s: &InjectSettings,
+    c: Component,
+    cluster_id: &str,
+    socket: &str,
+    uid: i64,
+) -> Container {
     let mut env = vec![
         EnvVar {
             name: "STREAMSHIELD_AGENT_ID".into(),
@@ -335,7 +345,10 @@ fn agent_container(s: &InjectSettings, c: Component, socket: &str, uid: i64) -> 
     ];
     let mut mounts = vec![mount(RUN_VOLUME, &s.socket_dir, false)];
     if let Some(coordinator) = &s.coordinator {
-        env.push(plain_env("STREAMSHIELD_AGENT_COORDINATOR", coordinator));
+        env.push(plain_env(
+            "STREAMSHIELD_AGENT_COORDINATOR",
+            &coordinator.replace(CLUSTER_ID_PLACEHOLDER, cluster_id),
+        ));
     }
     if s.token_secret.is_some() {
         env.push(plain_env(

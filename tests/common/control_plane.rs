@@ -434,7 +434,7 @@ pub fn coordinator_rbac(ns: &str, sa: &str) -> [Value; 4] {
     ]
 }
 
-/// A kubeconfig for service account `sa` of namespace `ns` (a token from the TokenRequest API).
+/// A kubeconfig for service account `sa` of namespace `ns`, made when missing (a token from the TokenRequest API).
 pub async fn kubeconfig_for(
     cp: &ControlPlane,
     client: &kube::Client,
@@ -442,12 +442,18 @@ pub async fn kubeconfig_for(
     sa: &str,
 ) -> PathBuf {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    sas.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": sa}})).unwrap(),
-    )
-    .await
-    .unwrap();
+    // The account may exist already (a chart made it).
+    match sas
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": sa}})).unwrap(),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create service account {sa}: {e}"),
+    }
     let req = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
     let resp: Value = sas
         .create_subresource("token", sa, &PostParams::default(), &req)

@@ -38,3 +38,22 @@ app.kubernetes.io/component: webhook
   operator: In
   values: [flink-native-kubernetes, flink-standalone-kubernetes]
 {{- end -}}
+
+{{/* The Secret holding the coordinator's agent token (key `token`), in each Flink namespace. */}}
+{{- define "streamshield.tokenSecret" -}}
+{{- if .Values.inject.tokenSecret -}}
+{{- .Values.inject.tokenSecret -}}
+{{- else if .Values.coordinator.clusters -}}
+streamshield-agent-token
+{{- end -}}
+{{- end -}}
+
+{{/* The coordinator address the injected agents get: the value, else (with coordinator.clusters) the Service of
+     the pod's own cluster's coordinator in the pod's namespace ({cluster-id} is the pod's `app` label). */}}
+{{- define "streamshield.injectCoordinator" -}}
+{{- if .Values.inject.coordinator -}}
+{{- .Values.inject.coordinator -}}
+{{- else if .Values.coordinator.clusters -}}
+{{- printf "streamshield-coordinator-{cluster-id}:%v" .Values.coordinator.agentsPort -}}
+{{- end -}}
+{{- end -}}

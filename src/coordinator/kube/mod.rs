@@ -124,14 +124,15 @@ impl Feature {
     }
 }
 
-/// Whether this coordinator may `verb` `group/resource` (in `namespace`, or cluster-wide), by a
-/// SelfSubjectAccessReview; a review that fails counts as not allowed.
+/// Whether this coordinator may `verb` `group/resource` (in `namespace`, or cluster-wide; the object `name` only,
+/// when given: RBAC may grant one name), by a SelfSubjectAccessReview; a review that fails counts as not allowed.
 pub async fn allowed(
     client: &Client,
     group: &str,
     resource: &str,
     verb: &str,
     namespace: Option<&str>,
+    name: Option<&str>,
 ) -> bool {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let review = SelfSubjectAccessReview {
@@ -141,6 +142,7 @@ pub async fn allowed(
                 resource: Some(resource.into()),
                 verb: Some(verb.to_string()),
                 namespace: namespace.map(str::to_string),
+                name: name.map(str::to_string),
                 ..Default::default()
             }),
             ..Default::default()
@@ -176,7 +178,7 @@ pub async fn missing_permissions(
         let (group, resource, verbs, namespaced) = f.needs();
         let ns = namespaced.then_some(namespace);
         for verb in verbs {
-            if !allowed(client, group, resource, verb, ns).await {
+            if !allowed(client, group, resource, verb, ns, None).await {
                 said.push(format!(
                     "{}: {} is off",
                     permission_text(verb, group, resource, ns),

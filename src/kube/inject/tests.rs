@@ -345,3 +345,26 @@ fn a_flinkdeployment_in_an_opted_in_namespace_needs_no_annotation() {
         }
     ));
 }
+
+#[test]
+fn the_coordinator_address_names_the_pod_s_own_cluster() {
+    let s = InjectSettings {
+        coordinator: Some(format!(
+            "streamshield-coordinator-{CLUSTER_ID_PLACEHOLDER}:9250"
+        )),
+        ..settings()
+    };
+    let pod = tm_pod();
+    let v = apply(&pod, &super::pod(&pod, true, &s).unwrap());
+    let agent = &v["spec"]["initContainers"][1];
+    let coordinator = agent["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "STREAMSHIELD_AGENT_COORDINATOR")
+        .map(|e| e["value"].clone());
+    assert_eq!(
+        coordinator,
+        Some(json!("streamshield-coordinator-orders:9250"))
+    );
+}
