@@ -5,8 +5,7 @@
 //! an annotated FlinkDeployment gets the plugin's keys and a bad annotation is a warning to its author, and with the
 //! webhook down pods are still admitted. Every process is stopped by pid when a test ends, also after a failure.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -21,79 +20,11 @@ mod common;
 
 use common::chart::{helm, of_kind, render};
 use common::control_plane::{
-    create, create_cluster, flink_deployment, flink_pod, write, Ca, ControlPlane, Proc,
+    create, create_cluster, flink_deployment, flink_pod, write, Ca, ControlPlane,
 };
 use common::standalone::wait_for;
-use common::{promtool_check, streamshield, BIN};
-
-const IMAGE: &str = "registry.example/streamshield:test";
-
-/// A running `streamshield webhook` with its addresses and certificate files.
-struct Webhook {
-    proc: Proc,
-    admission: String,
-    http: String,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Webhook {
-    /// Starts the webhook on free loopback ports with a certificate for 127.0.0.1 from `ca`.
-    fn start(dir: &Path, ca: &Ca, extra: &[&str]) -> Webhook {
-        let (cert_pem, key_pem) = ca.issue(&["127.0.0.1"]);
-        let cert = dir.join("webhook.crt");
-        let key = dir.join("webhook.key");
-        write(&cert, &cert_pem);
-        write(&key, &key_pem);
-        let info = dir.join("webhook.json");
-        let _ = std::fs::remove_file(&info);
-        let proc = Proc::spawn(
-            "streamshield webhook",
-            Command::new(BIN)
-                .arg("webhook")
-                .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-                .arg("--tls-cert-file")
-                .arg(&cert)
-                .arg("--tls-key-file")
-                .arg(&key)
-                .args(["--image", IMAGE])
-                .arg("--info-file")
-                .arg(&info)
-                .args(extra)
-                .env("RUST_LOG", "streamshield=debug"),
-            &dir.join("webhook.log"),
-        );
-        let start = Instant::now();
-        let v: Value = loop {
-            if let Some(v) = std::fs::read(&info)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                break v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the webhook did not write {} within 20 s:\n{}",
-                info.display(),
-                std::fs::read_to_string(dir.join("webhook.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Webhook {
-            proc,
-            admission: v["admission"].as_str().unwrap().to_string(),
-            http: v["http"].as_str().unwrap().to_string(),
-            cert,
-            key,
-        }
-    }
-
-    fn metrics(&self) -> String {
-        reqwest::blocking::get(format!("{}/metrics", self.http))
-            .and_then(|r| r.text())
-            .expect("the webhook's /metrics")
-    }
-}
+use common::webhook::{https_client, patch_of, review, Webhook, IMAGE};
+use common::{promtool_check, streamshield};
 
 /// One sample of `family` whose labels include every `labels` pair (0 when absent).
 fn sample(page: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
@@ -110,44 +41,6 @@ fn sample(page: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn https_client(ca_pem: &str) -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
-fn review(uid: &str, operation: &str, namespace: &str, object: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": operation,
-            "namespace": namespace,
-            "userInfo": {"username": "system:serviceaccount:flink:flink-operator"},
-            "object": object,
-            "dryRun": false
-        }
-    })
-}
-
-/// The JSON patch of a review's response, decoded (empty when there is none).
-fn patch_of(response: &Value) -> Vec<Value> {
-    match response["response"]["patch"].as_str() {
-        None => vec![],
-        Some(b64) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .unwrap();
-            serde_json::from_slice(&bytes).unwrap()
-        }
-    }
 }
 
 #[test]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::state::Shared;
 use crate::protocol::handshake;
 use crate::protocol::message::AgentEvent;
-use crate::protocol::{FrameCodec, Hello, Message, Role, PROTOCOL_VERSION};
+use crate::protocol::{FrameCodec, Heartbeat, Hello, Message, Role, PROTOCOL_VERSION};
 
 /// No frame from a coordinator that sends heartbeats for this long: the link counts as broken.
 pub const UPLINK_SILENCE: Duration = Duration::from_secs(2);
@@ -129,6 +129,7 @@ async fn session(
     // A coordinator that sends heartbeats must keep sending them: a link cut silently fails no write for a long
     // time, so silence is how the agent learns it is cut off.
     let mut heard_beat = false;
+    let mut beats = 0;
     let mut last_heard = tokio::time::Instant::now();
     loop {
         if heard_beat && last_heard.elapsed() >= UPLINK_SILENCE {
@@ -139,7 +140,14 @@ async fn session(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {
-                for status in shared.statuses() {
+                let statuses = shared.statuses();
+                if statuses.is_empty() {
+                    // Nothing watched yet (a sidecar starts before Flink): a heartbeat keeps the link alive.
+                    beats += 1;
+                    let beat = Heartbeat { seq: beats, ts_ms: crate::host::clock::now_ms() };
+                    framed.feed(Message::Heartbeat(beat).to_frame()).await.map_err(|e| e.to_string())?;
+                }
+                for status in statuses {
                     framed.feed(Message::AgentStatus(status).to_frame()).await.map_err(|e| e.to_string())?;
                 }
                 tokio::time::timeout(UPLINK_SILENCE, framed.flush())

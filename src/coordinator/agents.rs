@@ -155,6 +155,8 @@ async fn connection(
             Ok(Some(Ok(frame))) => match Message::from_frame(&frame) {
                 Ok(Some(Message::AgentStatus(s))) => shared.model().agent_status(&agent, s),
                 Ok(Some(Message::AgentEvent(ev))) => shared.model().agent_event(&agent, ev),
+                // An agent that watches nothing yet (a sidecar before its Flink process) keeps the link alive.
+                Ok(Some(Message::Heartbeat(_))) => {}
                 Ok(Some(other)) => {
                     tracing::debug!(%peer, kind = other.kind(), "Ignoring a message an agent should not send")
                 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub mod chart;
 pub mod control_plane;
 pub mod standalone;
+pub mod webhook;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_streamshield");
 
