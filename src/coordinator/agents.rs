@@ -80,10 +80,14 @@ async fn connection(
     };
     // A follower sends agents away (to the next address they know): only the leader orders.
     let leading = shared.leadership.borrow().clone();
+    // Leading, and the model already orders with the Lease's epoch (set just after the Lease is taken).
+    let ready = leading.leading && leading.epoch.is_none_or(|e| Some(e) == policy.epoch);
     let hello =
         match handshake::accept_checked(&mut framed, &policy, Duration::from_secs(5), |_| {
-            if leading.leading {
+            if ready {
                 Ok(())
+            } else if leading.leading {
+                Err("taking the lead: try again in a moment".to_string())
             } else {
                 Err(format!(
                     "not the leader: this coordinator ({}) follows; {} leads",
