@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::model::{
     AgentView, Decision, Event, FlinkView, JobView, Model, ProcessView, TaskManagerView,
 };
+use super::policy::{Mode, Trigger};
 use super::Shared;
 use crate::metrics::{self, Text};
 use crate::protocol::handshake::secrets_equal;
@@ -284,12 +285,18 @@ pub fn render(shared: &Shared) -> String {
         "counter",
         "Decisions, by trigger and mode (acted, or observe-only: recorded with what would have been done).",
     );
-    for ((trigger, mode), n) in &m.decisions_total {
-        t.sample(
-            "streamshield_coordinator_decisions_total",
-            &[("kind", trigger.as_str()), ("mode", mode.as_str())],
-            *n as f64,
-        );
+    // Every series from the start (at 0), so that the first decision of a kind is an increase a rule can see.
+    for trigger in Trigger::ALL {
+        for mode in Mode::ALL {
+            t.sample(
+                "streamshield_coordinator_decisions_total",
+                &[("kind", trigger.as_str()), ("mode", mode.as_str())],
+                m.decisions_total
+                    .get(&(trigger, mode))
+                    .copied()
+                    .unwrap_or(0) as f64,
+            );
+        }
     }
     t.histogram(&m.recovery.0);
     t.family(

@@ -62,6 +62,22 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    pub const ALL: [Trigger; 13] = [
+        Trigger::TmDead,
+        Trigger::TmHung,
+        Trigger::TmPaused,
+        Trigger::TmBusyGc,
+        Trigger::TmPartitioned,
+        Trigger::TmStopping,
+        Trigger::JmDead,
+        Trigger::AgentLost,
+        Trigger::PodDeleted,
+        Trigger::PodEvicted,
+        Trigger::PodOomKilled,
+        Trigger::NodeNotReady,
+        Trigger::NodeDraining,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Trigger::TmDead => "tm-dead",
@@ -107,6 +123,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 2] = [Mode::Acted, Mode::ObserveOnly];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Mode::Acted => "acted",
