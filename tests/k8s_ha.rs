@@ -582,6 +582,41 @@ async fn the_chart_s_coordinator_runs_under_its_own_rbac_and_hands_over() {
         assert!(!ok && err.contains(expect), "--set {set}: {err}");
     }
 
+    // Scraping what the dashboards read: the agents (a PodMonitor on the sidecar's port) and the leader (the
+    // Service's only ready endpoint), with the coordinator's API token.
+    let monitored = render(&[
+        "coordinator.clusters[0].name=orders",
+        "coordinator.clusters[0].namespace=flink",
+        "serviceMonitor.enabled=true",
+    ]);
+    let pm = of_kind(&monitored, "PodMonitor");
+    assert_eq!(pm.len(), 1);
+    assert_eq!(
+        pm[0]["spec"]["podMetricsEndpoints"][0]["port"],
+        "ss-metrics"
+    );
+    let sm = of_kind(&monitored, "ServiceMonitor")
+        .into_iter()
+        .find(|m| m["metadata"]["name"] == "streamshield-coordinator-orders")
+        .expect("a ServiceMonitor for the coordinator")
+        .clone();
+    assert_eq!(sm["metadata"]["namespace"], NS);
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["bearerTokenSecret"]["name"],
+        "streamshield-coordinator-orders-api-token"
+    );
+    let service = of_kind(&monitored, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "streamshield-coordinator-orders")
+        .unwrap()
+        .clone();
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(
+            &service["metadata"]["labels"][k], v,
+            "the ServiceMonitor selects the Service by {k}"
+        );
+    }
+
     let cp = tokio::task::spawn_blocking(ControlPlane::start)
         .await
         .unwrap();
