@@ -40,6 +40,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(),
     loop {
         let addr = &addrs[next];
         let mut welcomed = false;
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = session(&shared, addr, &mut welcomed, &shutdown) => r,
@@ -60,8 +61,9 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(),
                 }
             }
         }
-        if welcomed {
-            // A link that was up: the next attempt (this address again first if it is the only one) is immediate.
+        if welcomed && started.elapsed() >= UPLINK_BACKOFF_MAX {
+            // A link that was up a while: the next attempt (this address again if it is the only one) is immediate.
+            // One that broke at once counts as a failure, so a coordinator that welcomes and drops is not hammered.
             failed = 0;
             backoff = UPLINK_BACKOFF_MIN;
         } else {
