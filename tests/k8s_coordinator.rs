@@ -23,120 +23,46 @@ use common::control_plane::{
     apply_rbac, coordinator_rbac, create, create_cluster, flink_deployment, flink_pod,
     kubeconfig_for, ControlPlane, Proc,
 };
+use common::coordinator::Coordinator;
 use common::BIN;
 
 const NS: &str = "flink";
 const NODE: &str = "kwok-node-1";
 
-/// A running `streamshield coordinator` watching the `orders` FlinkDeployment.
-struct Coordinator {
-    /// Stopped (by pid) when dropped.
-    _proc: Proc,
-    api: String,
-    token: String,
-    log: std::path::PathBuf,
-}
-
-impl Coordinator {
-    fn start(dir: &Path, name: &str, kubeconfig: &Path) -> Coordinator {
-        let info = dir.join(format!("{name}.json"));
-        let log = dir.join(format!("{name}.log"));
-        let proc = Proc::spawn(
-            "streamshield coordinator",
-            Command::new(BIN)
-                .arg("coordinator")
-                .args([
-                    "--agents-listen",
-                    "127.0.0.1:0",
-                    "--api-listen",
-                    "127.0.0.1:0",
-                ])
-                .arg("--agent-token-file")
-                .arg(dir.join(format!("{name}-agent.token")))
-                .arg("--api-token-file")
-                .arg(dir.join(format!("{name}-api.token")))
-                // No Flink here: its REST polls fail, which the Kubernetes side does not need.
-                .args([
-                    "--flink-rest",
-                    &format!("http://127.0.0.1:{}", common::control_plane::free_port()),
-                ])
-                .args([
-                    "--kubernetes",
-                    "true",
-                    "--kubernetes-namespace",
-                    NS,
-                    "--kubernetes-cluster-id",
-                    "orders",
-                ])
-                .arg("--info-file")
-                .arg(&info)
-                .env("KUBECONFIG", kubeconfig)
-                .env("RUST_LOG", "streamshield=info"),
-            &log,
-        );
-        let start = Instant::now();
-        let v: Value = loop {
-            if let Some(v) = std::fs::read(&info)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                break v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the coordinator did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Coordinator {
-            _proc: proc,
-            api: v["api"].as_str().unwrap().to_string(),
-            token: std::fs::read_to_string(dir.join(format!("{name}-api.token")))
-                .unwrap()
-                .trim()
-                .to_string(),
-            log,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.api))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for a decision with `trigger` about `resource_id`.
-    async fn decision(&self, trigger: &str, resource_id: &str, within: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let ds = self.get("/v1/decisions").await;
-            if let Some(d) = ds
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|d| d["trigger"] == trigger && d["resource_id"] == resource_id)
-            {
-                return d.clone();
-            }
-            assert!(
-                start.elapsed() < within,
-                "no {trigger} decision about {resource_id} within {within:?}: {ds:#}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+/// A `streamshield coordinator` named `name` watching the `orders` FlinkDeployment under `kubeconfig`.
+fn start_coordinator(dir: &Path, name: &str, kubeconfig: &Path) -> Coordinator {
+    let flink = format!("http://127.0.0.1:{}", common::control_plane::free_port());
+    let args: Vec<String> = [
+        "--agents-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--agent-token-file",
+        &dir.join(format!("{name}-agent.token"))
+            .display()
+            .to_string(),
+        "--api-token-file",
+        &dir.join(format!("{name}-api.token")).display().to_string(),
+        // No Flink here: its REST polls fail, which the Kubernetes side does not need.
+        "--flink-rest",
+        &flink,
+        "--kubernetes",
+        "true",
+        "--kubernetes-namespace",
+        NS,
+        "--kubernetes-cluster-id",
+        "orders",
+    ]
+    .map(String::from)
+    .to_vec();
+    Coordinator::start(
+        dir,
+        name,
+        kubeconfig,
+        &args,
+        &dir.join(format!("{name}-api.token")),
+        &[],
+    )
 }
 
 /// Waits for a Kubernetes Event with `reason` on the FlinkDeployment `orders`.
@@ -290,7 +216,7 @@ async fn the_coordinator_decides_on_pods_and_nodes_and_writes_events() {
         wait_pod_phase(&pods, name, "Running", Duration::from_secs(30)).await;
     }
 
-    let c = tokio::task::block_in_place(|| Coordinator::start(&dir, "coordinator", &kubeconfig));
+    let c = tokio::task::block_in_place(|| start_coordinator(&dir, "coordinator", &kubeconfig));
     // It has every permission it needs: nothing is off.
     let start = Instant::now();
     loop {
@@ -489,7 +415,7 @@ async fn the_coordinator_decides_on_pods_and_nodes_and_writes_events() {
         "subjects": [{"kind": "ServiceAccount", "name": "limited", "namespace": NS}]
     });
     apply_rbac(&client, &[role, binding]).await;
-    let c = tokio::task::block_in_place(|| Coordinator::start(&dir, "limited", &limited));
+    let c = tokio::task::block_in_place(|| start_coordinator(&dir, "limited", &limited));
     let start = Instant::now();
     let k = loop {
         let k = c.get("/v1/kubernetes").await;

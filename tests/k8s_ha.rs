@@ -13,7 +13,7 @@
 //!
 //! Every process is stopped by pid when the test ends, also after a failure.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,6 @@ use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use serde_json::{json, Value};
 use streamshield::agent::{AgentConfig, BoundAgent, RestartMode};
-use streamshield::coordinator::client::Client;
 use streamshield::host::endpoint::Endpoint;
 use streamshield::protocol::handshake::{self, AcceptPolicy};
 use streamshield::protocol::{FrameCodec, Heartbeat, Liveness, Message, Role};
@@ -36,175 +35,57 @@ mod common;
 
 use common::chart::{helm, of_kind, render};
 use common::control_plane::{
-    apply_rbac, coordinator_rbac, create, create_cluster, kubeconfig_for, ControlPlane, Proc,
+    apply_rbac, coordinator_rbac, create, create_cluster, kubeconfig_for, ControlPlane,
 };
-use common::{agent_config, fake_plugin, BIN, TEST_IDENTITY};
+use common::coordinator::Coordinator;
+use common::{agent_config, fake_plugin, TEST_IDENTITY};
 
 const NS: &str = "flink";
 const LEASE: &str = "streamshield-coordinator-orders";
 /// The incident's tolerance: long enough that the first leader is killed while the incident is open.
 const HANG_TOLERANCE: &str = "6s";
 
-/// A `streamshield coordinator` taking part in the election as `identity`.
-struct Coordinator {
-    proc: Proc,
-    identity: &'static str,
-    api: String,
-    agents: String,
-    client: Client,
-    token: String,
-    log: PathBuf,
-}
-
-impl Coordinator {
-    /// Started the way the first test runs them: flags, shared token files in `dir`, failover on.
-    fn start(dir: &Path, identity: &'static str, kubeconfig: &Path) -> Coordinator {
-        let flink = format!("http://127.0.0.1:{}", common::control_plane::free_port());
-        let args: Vec<String> = [
-            "--agents-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            // The replicas share the tokens (in the chart: one Secret).
-            "--agent-token-file",
-            &dir.join("agent.token").display().to_string(),
-            "--api-token-file",
-            &dir.join("api.token").display().to_string(),
-            // No Flink here: the cluster-level policy is the configuration's.
-            "--flink-rest",
-            &flink,
-            "--failover",
-            "true",
-            "--hang-tolerance",
-            HANG_TOLERANCE,
-            "--kubernetes",
-            "true",
-            "--kubernetes-namespace",
-            NS,
-            "--kubernetes-cluster-id",
-            "orders",
-            "--ha-lease",
-            "true",
-            "--ha-identity",
-            identity,
-        ]
-        .map(String::from)
-        .to_vec();
-        Coordinator::start_with(
-            dir,
-            identity,
-            kubeconfig,
-            &args,
-            &dir.join("api.token"),
-            &[],
-        )
-    }
-
-    /// `streamshield coordinator <args>` as `identity` (its log and info file in `dir`), its API token in `api_token`.
-    fn start_with(
-        dir: &Path,
-        identity: &'static str,
-        kubeconfig: &Path,
-        args: &[String],
-        api_token: &Path,
-        env: &[(&str, &str)],
-    ) -> Coordinator {
-        let info = dir.join(format!("{identity}.json"));
-        let log = dir.join(format!("{identity}.log"));
-        let proc = Proc::spawn(
-            "streamshield coordinator",
-            Command::new(BIN)
-                .arg("coordinator")
-                .args(args)
-                .arg("--info-file")
-                .arg(&info)
-                .envs(env.iter().copied())
-                .env("KUBECONFIG", kubeconfig)
-                .env("RUST_LOG", "streamshield=info"),
-            &log,
-        );
-        let start = Instant::now();
-        let v: Value = loop {
-            if let Some(v) = std::fs::read(&info)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                break v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{identity} did not start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let api = v["api"].as_str().unwrap().to_string();
-        let token = std::fs::read_to_string(api_token).unwrap();
-        Coordinator {
-            proc,
-            identity,
-            client: Client::new(&api, token.trim()),
-            token: token.trim().to_string(),
-            agents: v["agents"].as_str().unwrap().to_string(),
-            api,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `/readyz`'s status code (open, no token).
-    async fn ready(&self) -> u16 {
-        reqwest::get(format!("{}/readyz", self.api))
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    }
-
-    async fn leader(&self) -> Value {
-        self.get("/v1/leader").await
-    }
-
-    /// An API path, with the token.
-    async fn get(&self, path: &str) -> Value {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.api))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Waits until `/readyz` answers `code`; how long that took.
-    async fn until_ready_is(&self, code: u16, within: Duration) -> Duration {
-        let start = Instant::now();
-        loop {
-            if self.ready().await == code {
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < within,
-                "{}: /readyz not {code} within {within:?}\n{}",
-                self.identity,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.proc.child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        let _ = self.proc.child.wait();
-    }
+/// A coordinator taking part in the election as `identity`, the way the first test runs them: flags, the tokens
+/// shared in `dir` (in the chart: one Secret), failover on.
+fn replica(dir: &Path, identity: &str, kubeconfig: &Path) -> Coordinator {
+    let flink = format!("http://127.0.0.1:{}", common::control_plane::free_port());
+    let args: Vec<String> = [
+        "--agents-listen",
+        "127.0.0.1:0",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--agent-token-file",
+        &dir.join("agent.token").display().to_string(),
+        "--api-token-file",
+        &dir.join("api.token").display().to_string(),
+        // No Flink here: the cluster-level policy is the configuration's.
+        "--flink-rest",
+        &flink,
+        "--failover",
+        "true",
+        "--hang-tolerance",
+        HANG_TOLERANCE,
+        "--kubernetes",
+        "true",
+        "--kubernetes-namespace",
+        NS,
+        "--kubernetes-cluster-id",
+        "orders",
+        "--ha-lease",
+        "true",
+        "--ha-identity",
+        identity,
+    ]
+    .map(String::from)
+    .to_vec();
+    Coordinator::start(
+        dir,
+        identity,
+        kubeconfig,
+        &args,
+        &dir.join("api.token"),
+        &[],
+    )
 }
 
 struct Sleeper(std::process::Child);
@@ -246,9 +127,9 @@ async fn a_follower_takes_over_an_open_incident_and_a_deposed_leader_is_refused(
     let kubeconfig = kubeconfig_for(&cp, &client, NS, "streamshield-coordinator").await;
 
     // A starts first and leads; B follows.
-    let mut a = tokio::task::block_in_place(|| Coordinator::start(&dir, "coord-a", &kubeconfig));
+    let mut a = tokio::task::block_in_place(|| replica(&dir, "coord-a", &kubeconfig));
     a.until_ready_is(200, Duration::from_secs(10)).await;
-    let mut b = tokio::task::block_in_place(|| Coordinator::start(&dir, "coord-b", &kubeconfig));
+    let mut b = tokio::task::block_in_place(|| replica(&dir, "coord-b", &kubeconfig));
     let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
     let lease = leases.get(LEASE).await.unwrap().spec.unwrap();
     assert_eq!(
@@ -704,7 +585,7 @@ async fn the_chart_s_coordinator_runs_under_its_own_rbac_and_hands_over() {
     let args = ["--config".to_string(), file.display().to_string()];
     let token = dir.join("chart-api.token");
     let mut first = tokio::task::block_in_place(|| {
-        Coordinator::start_with(
+        Coordinator::start(
             &dir,
             "pod-a",
             &kubeconfig,
@@ -715,7 +596,7 @@ async fn the_chart_s_coordinator_runs_under_its_own_rbac_and_hands_over() {
     });
     first.until_ready_is(200, Duration::from_secs(10)).await;
     let second = tokio::task::block_in_place(|| {
-        Coordinator::start_with(
+        Coordinator::start(
             &dir,
             "pod-b",
             &kubeconfig,

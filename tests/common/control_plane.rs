@@ -499,3 +499,24 @@ pub async fn apply_rbac(client: &kube::Client, objects: &[Value]) {
         .unwrap();
     }
 }
+
+/// The JSON a daemon writes to its `--info-file` once it serves, waited for (the assertion names `what` and shows
+/// the end of `log`).
+pub fn wait_info_file(info: &Path, log: &Path, within: Duration, what: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = std::fs::read(info)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            return v;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{what} did not write {} within {within:?}:\n{}",
+            info.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub mod chart;
 pub mod control_plane;
+pub mod coordinator;
 pub mod standalone;
 pub mod webhook;
 

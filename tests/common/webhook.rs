@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::control_plane::{write, Ca, Proc};
+use super::control_plane::{wait_info_file, write, Ca, Proc};
 use super::BIN;
 
 /// The image the tests' webhook injects.
@@ -49,22 +49,12 @@ impl Webhook {
                 .env("RUST_LOG", "streamshield=debug"),
             &dir.join("webhook.log"),
         );
-        let start = Instant::now();
-        let v: Value = loop {
-            if let Some(v) = std::fs::read(&info)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                break v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the webhook did not write {} within 20 s:\n{}",
-                info.display(),
-                std::fs::read_to_string(dir.join("webhook.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let v = wait_info_file(
+            &info,
+            &dir.join("webhook.log"),
+            Duration::from_secs(20),
+            "the webhook",
+        );
         Webhook {
             proc,
             admission: v["admission"].as_str().unwrap().to_string(),
