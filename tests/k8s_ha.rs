@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 
-use common::chart::{helm, of_kind, render};
+use common::chart::{helm, named, of_kind, render};
 use common::control_plane::{
     apply_rbac, coordinator_rbac, create, create_cluster, kubeconfig_for, ControlPlane,
 };
@@ -415,11 +415,7 @@ async fn the_chart_s_coordinator_runs_under_its_own_rbac_and_hands_over() {
         "coordinator.clusters[0].namespace=flink",
         "coordinator.config.failover=true",
     ]);
-    let deployment = of_kind(&objects, "Deployment")
-        .into_iter()
-        .find(|d| d["metadata"]["name"] == "streamshield-coordinator-orders")
-        .expect("a coordinator Deployment")
-        .clone();
+    let deployment = named(&objects, "Deployment", "streamshield-coordinator-orders");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert_eq!(
@@ -427,11 +423,7 @@ async fn the_chart_s_coordinator_runs_under_its_own_rbac_and_hands_over() {
         "/readyz"
     );
     assert_eq!(pod["containers"][0]["env"][0]["name"], "POD_NAME");
-    let webhook = of_kind(&objects, "Deployment")
-        .into_iter()
-        .find(|d| d["metadata"]["name"] == "t-streamshield-webhook")
-        .unwrap()
-        .clone();
+    let webhook = named(&objects, "Deployment", "t-streamshield-webhook");
     let env = webhook["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
         .unwrap()
@@ -476,21 +468,17 @@ async fn the_chart_s_coordinator_runs_under_its_own_rbac_and_hands_over() {
         pm[0]["spec"]["podMetricsEndpoints"][0]["port"],
         "ss-metrics"
     );
-    let sm = of_kind(&monitored, "ServiceMonitor")
-        .into_iter()
-        .find(|m| m["metadata"]["name"] == "streamshield-coordinator-orders")
-        .expect("a ServiceMonitor for the coordinator")
-        .clone();
+    let sm = named(
+        &monitored,
+        "ServiceMonitor",
+        "streamshield-coordinator-orders",
+    );
     assert_eq!(sm["metadata"]["namespace"], NS);
     assert_eq!(
         sm["spec"]["endpoints"][0]["bearerTokenSecret"]["name"],
         "streamshield-coordinator-orders-api-token"
     );
-    let service = of_kind(&monitored, "Service")
-        .into_iter()
-        .find(|s| s["metadata"]["name"] == "streamshield-coordinator-orders")
-        .unwrap()
-        .clone();
+    let service = named(&monitored, "Service", "streamshield-coordinator-orders");
     for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
         assert_eq!(
             &service["metadata"]["labels"][k], v,
@@ -534,17 +522,11 @@ async fn the_chart_s_coordinator_runs_under_its_own_rbac_and_hands_over() {
         .unwrap();
 
     // The chart's configuration, with only the paths and addresses of this machine changed.
-    let cm = of_kind(&objects, "ConfigMap")
-        .into_iter()
-        .find(|c| c["metadata"]["name"] == "streamshield-coordinator-orders")
-        .unwrap();
+    let cm = named(&objects, "ConfigMap", "streamshield-coordinator-orders");
     let mut config: serde_json::Map<String, Value> =
         serde_yaml_ng::from_str(cm["data"]["coordinator.yaml"].as_str().unwrap()).unwrap();
     let secret = |name: &str| -> String {
-        let s = of_kind(&objects, "Secret")
-            .into_iter()
-            .find(|s| s["metadata"]["name"] == name)
-            .unwrap();
+        let s = named(&objects, "Secret", name);
         String::from_utf8(
             base64::engine::general_purpose::STANDARD
                 .decode(s["data"]["token"].as_str().unwrap())

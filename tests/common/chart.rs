@@ -42,3 +42,11 @@ pub fn render(sets: &[&str]) -> Vec<Value> {
 pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
+
+/// The object of `kind` named `name` in a rendering (the test fails when there is none).
+pub fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("the rendering has no {kind} {name}"))
+}
