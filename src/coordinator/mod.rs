@@ -71,13 +71,37 @@ impl Shared {
         self.leadership.borrow().leading
     }
 
-    /// Waits until this coordinator leads (at once without `ha-lease`); false if `stop` comes first.
+    /// Waits until this coordinator leads (at once without `ha-lease`); false if `stop` comes first. The model
+    /// orders with the leader's epoch from then on.
     pub async fn until_leading(&self, stop: &CancellationToken) -> bool {
         let mut rx = self.leadership.subscribe();
-        tokio::select! {
+        let leading = tokio::select! {
             _ = stop.cancelled() => false,
             r = rx.wait_for(|l| l.leading) => r.is_ok(),
+        };
+        if leading {
+            self.adopt_epoch();
         }
+        leading
+    }
+
+    /// The model takes the Lease's epoch for its orders, and records that this coordinator leads (once: whichever
+    /// task notices first; nothing changes without `ha-lease`, whose epoch the model has from the start).
+    fn adopt_epoch(&self) {
+        let l = self.leadership.borrow().clone();
+        let Some(epoch) = l.epoch else { return };
+        let mut m = self.model();
+        if m.epoch == epoch {
+            return;
+        }
+        m.epoch = epoch;
+        m.record(
+            "coordinator",
+            None,
+            "leading",
+            crate::host::clock::now_ms(),
+            serde_json::json!({"identity": l.identity, "epoch": epoch}),
+        );
     }
 
     /// The model; std mutex, held only for bookkeeping, never across an await.
@@ -190,30 +214,19 @@ impl BoundCoordinator {
         tasks.spawn("flink poller", poller::run(shared.clone(), stop.clone()));
         tasks.spawn("api", api::serve(shared.clone(), api, stop.clone()));
         // What acts runs only while this coordinator leads: a follower serves the read API and polls Flink.
-        let s = shared.clone();
-        let st = stop.clone();
-        tasks.spawn("planned stops", async move {
-            if !s.until_leading(&st).await {
-                return Ok(());
-            }
-            stopper::run(s, st).await
-        });
-        let s = shared.clone();
-        let st = stop.clone();
-        tasks.spawn("recovery checkpoints", async move {
-            if !s.until_leading(&st).await {
-                return Ok(());
-            }
-            resume::run(s, st).await
-        });
+        spawn_leading(&mut tasks, "planned stops", &shared, &stop, stopper::run);
+        spawn_leading(
+            &mut tasks,
+            "recovery checkpoints",
+            &shared,
+            &stop,
+            resume::run,
+        );
         if let Some(client) = &kube {
             if let Some(k) = shared.cfg.kubernetes.clone() {
-                let (s, st, c) = (shared.clone(), stop.clone(), client.clone());
-                tasks.spawn("kubernetes", async move {
-                    if !s.until_leading(&st).await {
-                        return Ok(());
-                    }
-                    kube::run(s, c, k, st).await
+                let c = client.clone();
+                spawn_leading(&mut tasks, "kubernetes", &shared, &stop, move |s, st| {
+                    kube::run(s, c, k, st)
                 });
             }
             if let Some(h) = shared.cfg.ha.clone() {
@@ -221,7 +234,6 @@ impl BoundCoordinator {
                     "leader election",
                     lease::campaign(client.clone(), h, shared.leadership.clone(), stop.clone()),
                 );
-                tasks.spawn("leadership", take_the_lead(shared.clone(), stop.clone()));
             }
         }
         tasks.spawn("policy clock", policy_clock(shared.clone(), stop));
@@ -229,27 +241,24 @@ impl BoundCoordinator {
     }
 }
 
-/// Once the Lease is held: the model takes the Lease's epoch for its orders and records the change.
-async fn take_the_lead(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), String> {
-    if !shared.until_leading(&stop).await {
-        return Ok(());
-    }
-    let l = shared.leadership.borrow().clone();
-    let epoch = l.epoch.unwrap_or(0);
-    {
-        let mut m = shared.model();
-        m.epoch = epoch;
-        m.record(
-            "coordinator",
-            None,
-            "leading",
-            crate::host::clock::now_ms(),
-            serde_json::json!({"identity": l.identity, "epoch": epoch}),
-        );
-    }
-    // A daemon's tasks run until it stops; losing the Lease ends the election task, which stops the daemon.
-    stop.cancelled().await;
-    Ok(())
+/// Spawns `task` once this coordinator leads (at once without `ha-lease`): a follower never acts.
+fn spawn_leading<F, Fut>(
+    tasks: &mut Tasks,
+    name: &'static str,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+    task: F,
+) where
+    F: FnOnce(Arc<Shared>, CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let (s, st) = (shared.clone(), stop.clone());
+    tasks.spawn(name, async move {
+        if !s.until_leading(&st).await {
+            return Ok(());
+        }
+        task(s, st).await
+    });
 }
 
 /// Tolerances are re-evaluated this often: a fence is ordered at most this long after its deadline.
