@@ -57,3 +57,8 @@ streamshield-agent-token
 {{- printf "streamshield-coordinator-{cluster-id}:%v" .Values.coordinator.agentsPort -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The objects of one cluster's coordinator: streamshield-coordinator-<cluster name> (the argument). */}}
+{{- define "streamshield.coordinatorName" -}}
+{{- printf "streamshield-coordinator-%s" . | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
