@@ -193,11 +193,7 @@ impl AgentSettings {
 
 /// The host's name (the agent's default id).
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    crate::host::procfs::host_name().unwrap_or_else(|| "localhost".into())
 }
 
 impl AgentConfig {

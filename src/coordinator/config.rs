@@ -322,11 +322,7 @@ impl CoordinatorConfig {
                 .ha_identity
                 .or_else(|| std::env::var("POD_NAME").ok())
                 .or_else(|| std::env::var("HOSTNAME").ok())
-                .or_else(|| {
-                    std::fs::read_to_string("/proc/sys/kernel/hostname")
-                        .ok()
-                        .map(|h| h.trim().to_string())
-                })
+                .or_else(crate::host::procfs::host_name)
                 .filter(|i| !i.is_empty())
                 .ok_or_else(|| {
                     invalid(

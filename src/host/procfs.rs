@@ -38,6 +38,14 @@ impl Stat {
     }
 }
 
+/// The host's name, from the kernel (none when it cannot be read or is empty).
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
 /// Parses the text of a stat file; None when it is not one.
 pub fn parse_stat(text: &str) -> Option<Stat> {
     // The command name (field 2) is in parentheses and may contain spaces or ')': split after the last ')'.
