@@ -274,12 +274,7 @@ impl Page {
             .filter(|v| v.is_finite())
             .collect();
         if finite.is_empty() {
-            let _ = write!(
-                out,
-                r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#999" text-anchor="middle">no data</text>"##,
-                a.x + a.w / 2.0,
-                a.y + a.h / 2.0
-            );
+            no_data(out, a, 11.0, 0.0);
             return;
         }
         let lo = finite
@@ -436,12 +431,7 @@ impl Page {
         let unit = unit_of(&p.json);
         let dec = decimals_of(&p.json);
         let Some((_, v)) = p.values.iter().find(|(_, v)| v.is_finite()) else {
-            let _ = write!(
-                out,
-                r##"<text x="{:.1}" y="{:.1}" font-size="20" fill="#999" text-anchor="middle">no data</text>"##,
-                a.x + a.w / 2.0,
-                a.y + a.h / 2.0 + 6.0
-            );
+            no_data(out, a, 20.0, 6.0);
             return;
         };
         let (text, colour) = mapping(&p.json, *v)
@@ -503,12 +493,7 @@ impl Page {
         let dec = decimals_of(&p.json);
         let rows: Vec<&(String, f64)> = p.values.iter().filter(|(_, v)| v.is_finite()).collect();
         if rows.is_empty() {
-            let _ = write!(
-                out,
-                r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#999" text-anchor="middle">no data</text>"##,
-                a.x + a.w / 2.0,
-                a.y + a.h / 2.0
-            );
+            no_data(out, a, 11.0, 0.0);
             return;
         }
         let max = rows.iter().map(|(_, v)| *v).fold(0.0, f64::max).max(1e-9);
@@ -599,6 +584,16 @@ impl Page {
 }
 
 /// An estimate of the width of `s` in a sans-serif font of `size` px.
+/// "no data" in the middle of a panel's area (`size` px, `dy` below the centre), as Grafana says it.
+fn no_data(out: &mut String, a: &Area, size: f64, dy: f64) {
+    let _ = write!(
+        out,
+        r##"<text x="{:.1}" y="{:.1}" font-size="{size}" fill="#999" text-anchor="middle">no data</text>"##,
+        a.x + a.w / 2.0,
+        a.y + a.h / 2.0 + dy
+    );
+}
+
 fn text_width(s: &str, size: f64) -> f64 {
     s.chars().count() as f64 * size * 0.55
 }
