@@ -18,9 +18,10 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::chart::{helm, of_kind, render};
+use common::chart::{helm, named, of_kind, render};
 use common::control_plane::{
-    create, create_cluster, flink_deployment, flink_pod, write, Ca, ControlPlane,
+    apply_rbac, create, create_cluster, flink_deployment, flink_pod, kubeconfig_for, write, Ca,
+    ControlPlane,
 };
 use common::standalone::wait_for;
 use common::webhook::{https_client, patch_of, review, Webhook, IMAGE};
@@ -371,6 +372,8 @@ fn the_chart_lints_and_renders_what_the_webhook_reads() {
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         [
+            "ClusterRole",
+            "ClusterRoleBinding",
             "Deployment",
             "MutatingWebhookConfiguration",
             "PodDisruptionBudget",
@@ -403,15 +406,32 @@ fn the_chart_lints_and_renders_what_the_webhook_reads() {
         .unwrap();
     for e in env {
         let name = e["name"].as_str().unwrap();
+        // POD_NAME: the Events' reporting instance.
         assert!(
-            name.starts_with("STREAMSHIELD_WEBHOOK_")
-                && reference.contains(&format!(" | `{name}` | ")),
+            name == "POD_NAME"
+                || name.starts_with("STREAMSHIELD_WEBHOOK_")
+                    && reference.contains(&format!(" | `{name}` | ")),
             "{name} is not a webhook key"
         );
     }
     assert_eq!(deployment["spec"]["replicas"], 2);
+    // Its only API access: writing Events (a ClusterRole with exactly that); none at all without them.
     assert_eq!(
         deployment["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        true
+    );
+    assert_eq!(
+        of_kind(&objects, "ClusterRole")[0]["rules"],
+        json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}])
+    );
+    let quiet = render(&["webhook.events=false"]);
+    assert!(
+        of_kind(&quiet, "ClusterRole").is_empty()
+            && of_kind(&quiet, "ClusterRoleBinding").is_empty()
+    );
+    assert_eq!(
+        of_kind(&quiet, "Deployment")[0]["spec"]["template"]["spec"]
+            ["automountServiceAccountToken"],
         false
     );
 
@@ -504,9 +524,26 @@ async fn injection_behind_a_real_api_server() {
     // The operator's CRDs, as its API jar carries them.
     cp.install_flink_crd(&client).await;
 
+    // The webhook writes its Events as the chart's webhook service account, with exactly the chart's RBAC.
+    create_cluster::<Namespace>(
+        &client,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "streamshield"}}),
+    )
+    .await;
+    let chart = tokio::task::block_in_place(|| render(&[]));
+    let account = "t-streamshield-webhook";
+    apply_rbac(
+        &client,
+        &[
+            named(&chart, "ClusterRole", account).clone(),
+            named(&chart, "ClusterRoleBinding", account).clone(),
+        ],
+    )
+    .await;
+    let webhook_kubeconfig = kubeconfig_for(&cp, &client, "streamshield", account).await;
     let dir = cp.dir.path().to_path_buf();
     let mut w = tokio::task::block_in_place(|| {
-        Webhook::start(
+        Webhook::start_with_env(
             &dir,
             &cp.ca,
             &[
@@ -514,9 +551,44 @@ async fn injection_behind_a_real_api_server() {
                 "streamshield-coordinator.streamshield.svc:9251",
                 "--token-secret",
                 "streamshield-agent-token",
+                "--events",
+                "true",
             ],
+            &[("KUBECONFIG", &webhook_kubeconfig)],
         )
     });
+    // Without the permission (a service account with no RBAC): it says which one at start-up and serves without
+    // Events.
+    let bare = kubeconfig_for(&cp, &client, "streamshield", "no-rights").await;
+    let bare_dir = dir.join("no-rights");
+    std::fs::create_dir_all(&bare_dir).unwrap();
+    tokio::task::block_in_place(|| {
+        let mut b = Webhook::start_with_env(
+            &bare_dir,
+            &cp.ca,
+            &["--events", "true"],
+            &[("KUBECONFIG", &bare)],
+        );
+        assert_eq!(
+            sample(&b.metrics(), "streamshield_webhook_events_enabled", &[]),
+            0.0
+        );
+        b.proc.stop();
+        let log = std::fs::read_to_string(bare_dir.join("webhook.log")).unwrap();
+        assert!(
+            log.contains("create events.k8s.io/events (cluster-wide)")
+                && log.contains("they are off"),
+            "the missing permission is named: {log}"
+        );
+    });
+    assert_eq!(
+        tokio::task::block_in_place(|| sample(
+            &w.metrics(),
+            "streamshield_webhook_events_enabled",
+            &[]
+        )),
+        1.0
+    );
     create_cluster::<MutatingWebhookConfiguration>(
         &client,
         webhook_configuration(&w.admission, &cp.ca.pem()),
@@ -693,7 +765,8 @@ async fn injection_behind_a_real_api_server() {
     let token = "streamshield-test-admin";
     let body = flink_deployment(
         "orders",
-        json!({"streamshield.io/enabled": "true", "streamshield.io/failover": "sometimes"}),
+        json!({"streamshield.io/enabled": "true", "streamshield.io/failover": "sometimes",
+               "streamshield.io/failovr": "true"}),
     );
     let (status, warnings, stored) = tokio::task::spawn_blocking({
         let http = http.clone();
@@ -739,6 +812,30 @@ async fn injection_behind_a_real_api_server() {
     assert_eq!(
         stored["spec"]["podTemplate"]["metadata"]["labels"]["streamshield.io/inject"],
         "enabled"
+    );
+    // ...and a Warning Event on the FlinkDeployment, for whoever watches the namespace: the bad value, and the
+    // unknown key with the valid ones.
+    let event = webhook_event(
+        &client,
+        "flink-out",
+        "AdmissionWarnings",
+        "FlinkDeployment",
+        "orders",
+        &dir.join("webhook.log"),
+    )
+    .await;
+    let note = event.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("streamshield.io/failover: \"sometimes\"")
+            && note.contains("streamshield.io/failovr")
+            && note.contains("failover, hang-tolerance"),
+        "{note}"
+    );
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.regarding.as_ref().and_then(|r| r.uid.clone()),
+        None,
+        "a created object has no uid yet"
     );
     let generation = stored["metadata"]["generation"].clone();
     // Changing a policy annotation changes no spec: the operator does not upgrade (restart) the job for it.
@@ -798,8 +895,91 @@ async fn injection_behind_a_real_api_server() {
         "io.streamshield.plugin.StreamShieldMetricReporterFactory"
     );
 
+    // A pod the webhook cannot handle (sent to it directly: the API server only sends valid pods) is admitted
+    // unchanged and is a Warning Event in its namespace, related to its controller; the same again counts on it.
+    let mut broken = flink_pod("orders-taskmanager-9-9", "taskmanager");
+    broken["spec"]["containers"] = json!("not a list");
+    broken["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment",
+        "name": "orders", "uid": "0b9c1a52-0000-4000-8000-000000000001", "controller": true}]);
+    let admission = w.admission.clone();
+    let ca_pem = cp.ca.pem();
+    tokio::task::spawn_blocking(move || {
+        let http = https_client(&ca_pem);
+        for uid in ["broken-1", "broken-2"] {
+            let r: Value = http
+                .post(format!("{admission}/mutate/pods/namespace"))
+                .json(&review(uid, "CREATE", "flink-in", broken.clone()))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(r["response"]["allowed"], true, "{r}");
+        }
+    })
+    .await
+    .unwrap();
+    let event = webhook_event(
+        &client,
+        "flink-in",
+        "NotInjected",
+        "Pod",
+        "orders-taskmanager-9-9",
+        &dir.join("webhook.log"),
+    )
+    .await;
+    assert!(
+        event
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("admitted it unchanged"),
+        "{event:?}"
+    );
+    assert_eq!(
+        event.related.as_ref().and_then(|r| r.name.as_deref()),
+        Some("orders")
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = webhook_event(
+            &client,
+            "flink-in",
+            "NotInjected",
+            "Pod",
+            "orders-taskmanager-9-9",
+            &dir.join("webhook.log"),
+        )
+        .await;
+        if e.series.as_ref().map(|s| s.count) == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the repeat is counted on the first Event: {e:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let page = tokio::task::block_in_place(|| w.metrics());
     promtool_check(&page, "webhook's /metrics");
+    assert!(
+        sample(
+            &page,
+            "streamshield_webhook_events_total",
+            &[("outcome", "written")]
+        ) >= 2.0
+            && sample(
+                &page,
+                "streamshield_webhook_events_total",
+                &[("outcome", "repeated")]
+            ) == 1.0
+            && sample(
+                &page,
+                "streamshield_webhook_events_total",
+                &[("outcome", "failed")]
+            ) == 0.0,
+        "{page}"
+    );
     assert!(
         sample(
             &page,
@@ -920,6 +1100,39 @@ async fn injection_behind_a_real_api_server() {
         .await
         .unwrap()
         .is_none());
+}
+
+/// The webhook's Event in `namespace` with `reason` regarding `kind` `name`, waited for (written asynchronously).
+async fn webhook_event(
+    client: &kube::Client,
+    namespace: &str,
+    reason: &str,
+    kind: &str,
+    name: &str,
+    log: &Path,
+) -> k8s_openapi::api::events::v1::Event {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if let Some(e) = list.items.iter().find(|e| {
+            e.reporting_controller.as_deref() == Some("streamshield-webhook")
+                && e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                })
+        }) {
+            return e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} Event about {kind} {namespace}/{name} from the webhook within 10 s; there are: {:?}; webhook log:\n{}",
+            list.items.iter().map(|e| (&e.reason, &e.note)).collect::<Vec<_>>(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[test]

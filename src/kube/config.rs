@@ -67,6 +67,11 @@ pub struct WebhookConfig {
     /// The injected containers' memory limit [default: 64Mi].
     #[arg(long, env = "STREAMSHIELD_WEBHOOK_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,
+    /// Write a Warning Event (events.k8s.io/v1) for every object admitted unchanged because it could not be
+    /// handled, or admitted with warnings, through the API server of $KUBECONFIG or the pod's service account (which
+    /// needs create and patch on events.k8s.io/events) [default: false].
+    #[arg(long, env = "STREAMSHIELD_WEBHOOK_EVENTS")]
+    pub events: Option<bool>,
     /// Write the bound addresses and the webhook's pid here (JSON) once serving.
     #[arg(long, env = "STREAMSHIELD_WEBHOOK_INFO_FILE")]
     pub info_file: Option<PathBuf>,
@@ -88,6 +93,7 @@ crate::overlay!(WebhookConfig {
     cpu_request,
     memory_request,
     memory_limit,
+    events,
     info_file,
 });
 
@@ -115,6 +121,7 @@ pub struct WebhookSettings {
     pub tls_cert_file: PathBuf,
     pub tls_key_file: PathBuf,
     pub inject: InjectSettings,
+    pub events: bool,
     pub info_file: Option<PathBuf>,
 }
 
@@ -243,6 +250,7 @@ impl WebhookConfig {
                 memory_request: quantity("memory-request", self.memory_request, "32Mi")?,
                 memory_limit: quantity("memory-limit", self.memory_limit, "64Mi")?,
             },
+            events: self.events.unwrap_or(false),
             info_file: self.info_file,
         })
     }
@@ -266,7 +274,7 @@ mod tests {
             include_str!("../../docs/configuration.md"),
             "webhook",
             "STREAMSHIELD_WEBHOOK_",
-            16,
+            17,
             conf::key_row,
         );
     }
@@ -279,6 +287,7 @@ mod tests {
         assert_eq!(s.inject.socket_dir, "/run/streamshield");
         assert_eq!(s.inject.memory_limit, "64Mi");
         assert!(s.inject.coordinator.is_none());
+        assert!(!s.events, "no API access unless asked for");
     }
 
     #[test]

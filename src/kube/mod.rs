@@ -5,9 +5,13 @@
 //!   FlinkDeployment (the plugin's keys, the pods' opt-in label), as pure functions returning JSON patches;
 //! - [`webhook`]: the HTTPS server answering AdmissionReviews, which never blocks a pod;
 //! - [`tls`]: its serving certificate, reloaded when the files rotate;
-//! - [`config`]: its configuration file, flags and environment variables.
+//! - [`events`]: the Warning Events it writes about objects it admitted unchanged or with warnings;
+//! - [`config`]: its configuration file, flags and environment variables;
+//! - [`api`]: the API client and the permission check the webhook and the coordinator share.
 
+pub mod api;
 pub mod config;
+pub mod events;
 pub mod inject;
 pub mod tls;
 pub mod webhook;

@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::config::WebhookSettings;
+use super::events::{self, Events, Notice, Reason, Writer};
 use super::inject::{self, InjectSettings, Outcome};
 use super::tls::{self, Reloading};
 use crate::daemon::{Drained, TaskDied, Tasks};
@@ -53,6 +54,8 @@ const TLS_RELOAD_EVERY: Duration = Duration::from_secs(10);
 pub enum Error {
     #[error(transparent)]
     Tls(#[from] tls::Error),
+    #[error(transparent)]
+    Kube(#[from] super::api::Error),
     #[error("cannot listen on {addr}: {source}{holder}")]
     Bind {
         addr: SocketAddr,
@@ -87,6 +90,24 @@ struct Shared {
     bad_requests: Mutex<BTreeMap<&'static str, u64>>,
     duration: Histogram,
     tls: Arc<Reloading>,
+    events: EventsState,
+}
+
+/// Whether the webhook writes Events, and why not.
+enum EventsState {
+    /// `events: false`.
+    Disabled,
+    /// `events: true` but a permission is missing (named in the start-up log).
+    NotAllowed,
+    On(Events),
+}
+
+impl EventsState {
+    fn send(&self, n: impl FnOnce() -> Notice) {
+        if let EventsState::On(e) = self {
+            e.send(n());
+        }
+    }
 }
 
 impl Shared {
@@ -103,6 +124,31 @@ pub struct BoundWebhook {
     shared: Arc<Shared>,
     tls_listener: TcpListener,
     http_listener: TcpListener,
+    writer: Option<Writer>,
+}
+
+/// With `events: true`: the API client, checked, and whether it may write Events (each missing permission named).
+async fn events_writer() -> Result<(EventsState, Option<Writer>), Error> {
+    let client = super::api::client("set events: false").await?;
+    let (group, resource) = ("events.k8s.io", "events");
+    let mut missing = vec![];
+    for verb in ["create", "patch"] {
+        if !super::api::allowed(&client, group, resource, verb, None, None).await {
+            missing.push(super::api::permission_text(verb, group, resource, None));
+        }
+    }
+    if !missing.is_empty() {
+        let said = missing.join(", ");
+        tracing::warn!(missing = %said, "The webhook may not write Kubernetes Events: they are off (admissions are not affected); grant the permissions or set events: false");
+        return Ok((EventsState::NotAllowed, None));
+    }
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(crate::host::procfs::host_name)
+        .unwrap_or_else(|| events::CONTROLLER.into());
+    let (events, writer) = events::channel(client, instance);
+    Ok((EventsState::On(events), Some(writer)))
 }
 
 impl BoundWebhook {
@@ -119,6 +165,10 @@ impl BoundWebhook {
         };
         let tls_listener = tcp(s.listen).await?;
         let http_listener = tcp(s.http).await?;
+        let (events, writer) = match s.events {
+            true => events_writer().await?,
+            false => (EventsState::Disabled, None),
+        };
         Ok(BoundWebhook {
             shared: Arc::new(Shared {
                 inject: s.inject,
@@ -130,9 +180,11 @@ impl BoundWebhook {
                     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
                 ),
                 tls,
+                events,
             }),
             tls_listener,
             http_listener,
+            writer,
         })
     }
 
@@ -186,6 +238,9 @@ impl BoundWebhook {
                 .await
                 .map_err(|e| format!("the webhook's HTTP server failed: {e}"))
         });
+        if let Some(w) = self.writer {
+            tasks.spawn("events", w.run(token.clone()));
+        }
         tasks.spawn(
             "tls-reload",
             self.shared.tls.clone().watch(TLS_RELOAD_EVERY, token),
@@ -414,15 +469,46 @@ fn decide(
         .or_else(|| object.pointer("/metadata/generateName"))
         .and_then(Value::as_str)
         .unwrap_or("");
+    let notice = |reason, note: String| {
+        let gvk = &request.kind;
+        let api_version = match gvk.group.as_str() {
+            "" => gvk.version.clone(),
+            g => format!("{g}/{}", gvk.version),
+        };
+        Notice::about(reason, &api_version, &gvk.kind, namespace, object, note)
+    };
+    let warned = |warnings: &[String]| {
+        if !warnings.is_empty() {
+            s.events.send(|| {
+                notice(
+                    Reason::AdmissionWarnings,
+                    format!(
+                        "StreamShield admitted this {resource} object with warnings: {}",
+                        warnings.join("; ")
+                    ),
+                )
+            });
+        }
+    };
+    let failed = |allowed, error: &str| {
+        s.events.send(|| {
+            notice(
+                Reason::NotInjected,
+                format!("StreamShield did not inject this {resource} object, admitted it unchanged: {error}"),
+            )
+        });
+        admitted_with_error(s, allowed, resource, namespace, name, error)
+    };
     match outcome {
         Ok(Outcome::Patch { patch, warnings }) => match allowed.clone().with_patch(patch) {
             Ok(mut r) => {
                 s.count(resource, "injected", "");
                 tracing::info!(resource, namespace, name, "Injected");
+                warned(&warnings);
                 r.warnings = (!warnings.is_empty()).then_some(warnings);
                 r
             }
-            Err(e) => admitted_with_error(s, allowed, resource, namespace, name, &e.to_string()),
+            Err(e) => failed(allowed, &e.to_string()),
         },
         Ok(Outcome::Unchanged { skip, warnings }) => {
             s.count(resource, "unchanged", skip.as_str());
@@ -433,11 +519,12 @@ fn decide(
                 reason = skip.as_str(),
                 "Admitted unchanged"
             );
+            warned(&warnings);
             let mut r = allowed;
             r.warnings = (!warnings.is_empty()).then_some(warnings);
             r
         }
-        Err(e) => admitted_with_error(s, allowed, resource, namespace, name, &e.to_string()),
+        Err(e) => failed(allowed, &e.to_string()),
     }
 }
 
@@ -461,6 +548,38 @@ fn admitted_with_error(
         "StreamShield did not inject this {resource} object: {error}"
     )]);
     allowed
+}
+
+fn events_metrics(t: &mut Text, state: &EventsState) {
+    t.single(
+        "streamshield_webhook_events_enabled",
+        "gauge",
+        "1 when the webhook writes Kubernetes Events (events: true and the permissions are there), else 0.",
+        matches!(state, EventsState::On(_)) as u8 as f64,
+    );
+    t.family(
+        "streamshield_webhook_events_total",
+        "counter",
+        "Kubernetes Events about admitted objects, by outcome: written (created), repeated (counted on an Event already written), failed (the API server refused or did not answer), dropped (the queue was full).",
+    );
+    let ord = std::sync::atomic::Ordering::Relaxed;
+    let zero = events::EventCounts::default();
+    let c = match state {
+        EventsState::On(e) => &e.counts,
+        _ => &zero,
+    };
+    for (outcome, n) in [
+        ("written", &c.written),
+        ("repeated", &c.repeated),
+        ("failed", &c.failed),
+        ("dropped", &c.dropped),
+    ] {
+        t.sample(
+            "streamshield_webhook_events_total",
+            &[("outcome", outcome)],
+            n.load(ord) as f64,
+        );
+    }
 }
 
 async fn metrics_page(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -511,6 +630,7 @@ async fn metrics_page(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         "Times the certificate files changed but did not load (the previous certificate stays).",
         s.tls.reload_failures.load(ord) as f64,
     );
+    events_metrics(&mut t, &s.events);
     crate::metrics::process_metrics(&mut t);
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],

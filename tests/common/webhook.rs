@@ -26,6 +26,11 @@ pub struct Webhook {
 impl Webhook {
     /// Starts the webhook on free loopback ports with a certificate for 127.0.0.1 from `ca`.
     pub fn start(dir: &Path, ca: &Ca, extra: &[&str]) -> Webhook {
+        Self::start_with_env(dir, ca, extra, &[])
+    }
+
+    /// [`Webhook::start`] with environment variables added (`KUBECONFIG` for its Events).
+    pub fn start_with_env(dir: &Path, ca: &Ca, extra: &[&str], env: &[(&str, &Path)]) -> Webhook {
         let (cert_pem, key_pem) = ca.issue(&["127.0.0.1"]);
         let cert = dir.join("webhook.crt");
         let key = dir.join("webhook.key");
@@ -46,6 +51,7 @@ impl Webhook {
                 .arg("--info-file")
                 .arg(&info)
                 .args(extra)
+                .envs(env.iter().copied())
                 .env("RUST_LOG", "streamshield=debug"),
             &dir.join("webhook.log"),
         );

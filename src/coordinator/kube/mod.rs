@@ -14,18 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, ObjectReference, Pod};
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams, Preconditions,
-};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::config::KubeSettings;
@@ -42,30 +36,11 @@ pub const FLINK_KIND: &str = "FlinkDeployment";
 /// The name Events are reported under.
 pub const CONTROLLER: &str = "streamshield-coordinator";
 
-#[derive(Debug, Error)]
-pub enum Error {
-    #[error("kubernetes: no API server to talk to ({0}); set KUBECONFIG, or run in a pod with a service account, or set kubernetes: false")]
-    NoClient(String),
-    #[error("kubernetes: the API server at {url} does not answer: {source}")]
-    Unreachable {
-        url: String,
-        #[source]
-        source: kube::Error,
-    },
-}
+pub use crate::kube::api::{allowed, permission_text, Error};
 
 /// A client for the API server of $KUBECONFIG or the pod's service account; checked with a version request.
 pub async fn client() -> Result<Client, Error> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| Error::NoClient(e.to_string()))?;
-    let url = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|e| Error::NoClient(e.to_string()))?;
-    client
-        .apiserver_version()
-        .await
-        .map_err(|source| Error::Unreachable { url, source })?;
-    Ok(client)
+    crate::kube::api::client("set kubernetes: false").await
 }
 
 /// One permission the coordinator uses, and what it is for.
@@ -121,49 +96,6 @@ impl Feature {
             Feature::WriteEvents => ("events.k8s.io", "events", &["create", "patch"], true),
             Feature::Annotations => (FLINK_GROUP, "flinkdeployments", &["list", "watch"], true),
         }
-    }
-}
-
-/// Whether this coordinator may `verb` `group/resource` (in `namespace`, or cluster-wide; the object `name` only,
-/// when given: RBAC may grant one name), by a SelfSubjectAccessReview; a review that fails counts as not allowed.
-pub async fn allowed(
-    client: &Client,
-    group: &str,
-    resource: &str,
-    verb: &str,
-    namespace: Option<&str>,
-    name: Option<&str>,
-) -> bool {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                group: Some(group.into()),
-                resource: Some(resource.into()),
-                verb: Some(verb.to_string()),
-                namespace: namespace.map(str::to_string),
-                name: name.map(str::to_string),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &review).await {
-        Ok(r) => r.status.is_some_and(|s| s.allowed),
-        Err(e) => {
-            tracing::warn!(error = %e, "Cannot ask the API server about a permission; taking it as missing");
-            false
-        }
-    }
-}
-
-/// `verb group/resource in namespace ns` (or `(cluster-wide)`), as the coordinator names a permission.
-pub fn permission_text(verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> String {
-    let group = if group.is_empty() { "core" } else { group };
-    match namespace {
-        Some(ns) => format!("{verb} {group}/{resource} in namespace {ns}"),
-        None => format!("{verb} {group}/{resource} (cluster-wide)"),
     }
 }
 
