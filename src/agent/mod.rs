@@ -18,6 +18,7 @@ pub mod liveness;
 pub mod partition;
 pub mod recipe;
 pub mod server;
+pub mod spill;
 pub mod state;
 pub mod uplink;
 pub mod watch;
