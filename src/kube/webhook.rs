@@ -11,7 +11,7 @@
 //!
 //! It never blocks a pod: whatever goes wrong with an object (it does not parse, a patch cannot be made) the object
 //! is admitted unchanged, with a warning to whoever created it, a log line and `streamshield_webhook_admissions_total
-//! {outcome="error"}`. Only a request that is not an AdmissionReview v1 gets an HTTP error (400, with a review that
+//! {outcome="error"}`, and with `events: true` a Warning Event in the object's namespace ([`super::events`]). Only a request that is not an AdmissionReview v1 gets an HTTP error (400, with a review that
 //! says what was expected). `/metrics` and `/healthz` are on a separate plain-HTTP port.
 
 use std::collections::BTreeMap;
