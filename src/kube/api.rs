@@ -71,6 +71,24 @@ pub async fn allowed(
     }
 }
 
+/// Which of `verbs` on `group/resource` (in `namespace`, or cluster-wide) this process may not do, each named as
+/// [`permission_text`] names it.
+pub async fn missing(
+    client: &Client,
+    group: &str,
+    resource: &str,
+    verbs: &[&str],
+    namespace: Option<&str>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for verb in verbs {
+        if !allowed(client, group, resource, verb, namespace, None).await {
+            out.push(permission_text(verb, group, resource, namespace));
+        }
+    }
+    out
+}
+
 /// `verb group/resource in namespace ns` (or `(cluster-wide)`), as a missing permission is named.
 pub fn permission_text(verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> String {
     let group = if group.is_empty() { "core" } else { group };

@@ -90,24 +90,8 @@ struct Shared {
     bad_requests: Mutex<BTreeMap<&'static str, u64>>,
     duration: Histogram,
     tls: Arc<Reloading>,
-    events: EventsState,
-}
-
-/// Whether the webhook writes Events, and why not.
-enum EventsState {
-    /// `events: false`.
-    Disabled,
-    /// `events: true` but a permission is missing (named in the start-up log).
-    NotAllowed,
-    On(Events),
-}
-
-impl EventsState {
-    fn send(&self, n: impl FnOnce() -> Notice) {
-        if let EventsState::On(e) = self {
-            e.send(n());
-        }
-    }
+    /// None: `events: false`, or a permission is missing (named in the start-up log).
+    events: Option<Events>,
 }
 
 impl Shared {
@@ -128,27 +112,27 @@ pub struct BoundWebhook {
 }
 
 /// With `events: true`: the API client, checked, and whether it may write Events (each missing permission named).
-async fn events_writer() -> Result<(EventsState, Option<Writer>), Error> {
+async fn events_writer() -> Result<Option<(Events, Writer)>, Error> {
     let client = super::api::client("set events: false").await?;
-    let (group, resource) = ("events.k8s.io", "events");
-    let mut missing = vec![];
-    for verb in ["create", "patch"] {
-        if !super::api::allowed(&client, group, resource, verb, None, None).await {
-            missing.push(super::api::permission_text(verb, group, resource, None));
-        }
-    }
+    let missing = super::api::missing(
+        &client,
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+        None,
+    )
+    .await;
     if !missing.is_empty() {
         let said = missing.join(", ");
         tracing::warn!(missing = %said, "The webhook may not write Kubernetes Events: they are off (admissions are not affected); grant the permissions or set events: false");
-        return Ok((EventsState::NotAllowed, None));
+        return Ok(None);
     }
     let instance = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok()
         .or_else(crate::host::procfs::host_name)
         .unwrap_or_else(|| events::CONTROLLER.into());
-    let (events, writer) = events::channel(client, instance);
-    Ok((EventsState::On(events), Some(writer)))
+    Ok(Some(events::channel(client, instance)))
 }
 
 impl BoundWebhook {
@@ -166,8 +150,8 @@ impl BoundWebhook {
         let tls_listener = tcp(s.listen).await?;
         let http_listener = tcp(s.http).await?;
         let (events, writer) = match s.events {
-            true => events_writer().await?,
-            false => (EventsState::Disabled, None),
+            true => events_writer().await?.unzip(),
+            false => (None, None),
         };
         Ok(BoundWebhook {
             shared: Arc::new(Shared {
@@ -479,24 +463,24 @@ fn decide(
     };
     let warned = |warnings: &[String]| {
         if !warnings.is_empty() {
-            s.events.send(|| {
-                notice(
+            if let Some(e) = &s.events {
+                e.send(notice(
                     Reason::AdmissionWarnings,
                     format!(
                         "StreamShield admitted this {resource} object with warnings: {}",
                         warnings.join("; ")
                     ),
-                )
-            });
+                ));
+            }
         }
     };
     let failed = |allowed, error: &str| {
-        s.events.send(|| {
-            notice(
+        if let Some(e) = &s.events {
+            e.send(notice(
                 Reason::NotInjected,
                 format!("StreamShield did not inject this {resource} object, admitted it unchanged: {error}"),
-            )
-        });
+            ));
+        }
         admitted_with_error(s, allowed, resource, namespace, name, error)
     };
     match outcome {
@@ -550,12 +534,12 @@ fn admitted_with_error(
     allowed
 }
 
-fn events_metrics(t: &mut Text, state: &EventsState) {
+fn events_metrics(t: &mut Text, events: Option<&Events>) {
     t.single(
         "streamshield_webhook_events_enabled",
         "gauge",
         "1 when the webhook writes Kubernetes Events (events: true and the permissions are there), else 0.",
-        matches!(state, EventsState::On(_)) as u8 as f64,
+        events.is_some() as u8 as f64,
     );
     t.family(
         "streamshield_webhook_events_total",
@@ -564,10 +548,7 @@ fn events_metrics(t: &mut Text, state: &EventsState) {
     );
     let ord = std::sync::atomic::Ordering::Relaxed;
     let zero = events::EventCounts::default();
-    let c = match state {
-        EventsState::On(e) => &e.counts,
-        _ => &zero,
-    };
+    let c = events.map_or(&zero, |e| &e.counts);
     for (outcome, n) in [
         ("written", &c.written),
         ("repeated", &c.repeated),
@@ -630,7 +611,7 @@ async fn metrics_page(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         "Times the certificate files changed but did not load (the previous certificate stays).",
         s.tls.reload_failures.load(ord) as f64,
     );
-    events_metrics(&mut t, &s.events);
+    events_metrics(&mut t, s.events.as_ref());
     crate::metrics::process_metrics(&mut t);
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],

@@ -109,16 +109,15 @@ pub async fn missing_permissions(
     for f in Feature::ALL {
         let (group, resource, verbs, namespaced) = f.needs();
         let ns = namespaced.then_some(namespace);
-        for verb in verbs {
-            if !allowed(client, group, resource, verb, ns, None).await {
-                said.push(format!(
-                    "{}: {} is off",
-                    permission_text(verb, group, resource, ns),
-                    f.what()
-                ));
-                off.insert(f);
-            }
+        let missing = crate::kube::api::missing(client, group, resource, verbs, ns).await;
+        if !missing.is_empty() {
+            off.insert(f);
         }
+        said.extend(
+            missing
+                .into_iter()
+                .map(|m| format!("{m}: {} is off", f.what())),
+        );
     }
     (off, said)
 }
