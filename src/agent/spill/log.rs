@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::ops::RangeInclusive;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -239,14 +239,8 @@ impl SpillLog {
                 bytes,
             });
         }
-        // Segments the cursor covers wholly were delivered: finish the clean-up a crash interrupted (never the
-        // last one, which stays the active segment).
-        while segments.len() > 1 && segments[0].last_seq.is_none_or(|l| l < cursor) {
-            let s = segments.pop_front().expect("checked");
-            std::fs::remove_file(&s.path)
-                .map_err(io(dir, format!("delete {}", s.path.display())))?;
-            rec.deleted_segments += 1;
-        }
+        // Segments the cursor covers wholly were delivered: finish the clean-up a crash interrupted.
+        rec.deleted_segments = drop_delivered(dir, &mut segments, cursor)?.0;
         let next_seq = last_seq.map_or(cursor, |l| (l + 1).max(cursor));
         if segments.is_empty() {
             let path = dir.join(segment_name(next_seq));
@@ -280,8 +274,9 @@ impl SpillLog {
         ))
     }
 
-    /// Appends `payloads` as one batch and returns their sequence numbers: the acknowledgement. All or nothing.
-    pub fn append(&mut self, payloads: &[&[u8]]) -> Result<RangeInclusive<u64>, Error> {
+    /// Appends `payloads` as one batch and returns their sequence numbers (empty for an empty batch): the
+    /// acknowledgement. All or nothing.
+    pub fn append(&mut self, payloads: &[&[u8]]) -> Result<Range<u64>, Error> {
         if let Some(p) = payloads.iter().find(|p| p.len() > MAX_PAYLOAD) {
             return Err(Error::TooLarge { len: p.len() });
         }
@@ -295,7 +290,7 @@ impl SpillLog {
             });
         }
         if payloads.is_empty() {
-            return Ok(self.next_seq..=self.next_seq.wrapping_sub(1));
+            return Ok(self.next_seq..self.next_seq);
         }
         let mut buf = Vec::with_capacity(need as usize);
         let first = self.next_seq;
@@ -330,7 +325,7 @@ impl SpillLog {
         if seg.bytes >= self.cfg.segment_bytes {
             self.roll()?;
         }
-        Ok(first..=last)
+        Ok(first..last + 1)
     }
 
     /// Closes the active segment and starts the next one.
@@ -409,12 +404,7 @@ impl SpillLog {
         {
             self.roll()?;
         }
-        while self.segments.len() > 1 && self.segments[0].last_seq.is_none_or(|l| l < to) {
-            let s = self.segments.pop_front().expect("checked");
-            std::fs::remove_file(&s.path)
-                .map_err(io(&self.dir, format!("delete {}", s.path.display())))?;
-            self.bytes -= s.bytes;
-        }
+        self.bytes -= drop_delivered(&self.dir, &mut self.segments, to)?.1;
         Ok(())
     }
 
@@ -441,6 +431,23 @@ impl SpillLog {
     pub fn segments(&self) -> usize {
         self.segments.len()
     }
+}
+
+/// Deletes the segments wholly below `cursor` (delivered), never the last one (the active segment). Returns how
+/// many and their bytes.
+fn drop_delivered(
+    dir: &Path,
+    segments: &mut VecDeque<Segment>,
+    cursor: u64,
+) -> Result<(usize, u64), Error> {
+    let (mut n, mut bytes) = (0, 0);
+    while segments.len() > 1 && segments[0].last_seq.is_none_or(|l| l < cursor) {
+        let s = segments.pop_front().expect("checked");
+        std::fs::remove_file(&s.path).map_err(io(dir, format!("delete {}", s.path.display())))?;
+        n += 1;
+        bytes += s.bytes;
+    }
+    Ok((n, bytes))
 }
 
 fn read_cursor(dir: &Path) -> Result<u64, Error> {

@@ -20,7 +20,7 @@ fn appended_records_survive_a_reopen_and_are_read_in_order() {
         assert_eq!(rec.pending, 0);
         for i in 0..10u64 {
             let p = payload(i);
-            assert_eq!(log.append(&[&p]).unwrap(), i..=i);
+            assert_eq!(log.append(&[&p]).unwrap(), i..i + 1);
         }
         assert!(log.segments() > 1, "small segments roll");
     }
@@ -55,7 +55,7 @@ fn a_torn_tail_is_truncated_and_appends_go_on_after_the_last_whole_record() {
     drop(f);
     let (mut log, rec) = SpillLog::open(tmp.path(), SpillConfig::default()).unwrap();
     assert_eq!((rec.torn_bytes, rec.pending), (7, 3));
-    assert_eq!(log.append(&[b"d"]).unwrap(), 3..=3);
+    assert_eq!(log.append(&[b"d"]).unwrap(), 3..4);
     let seqs: Vec<u64> = log.read(0, 10).unwrap().iter().map(|r| r.seq).collect();
     assert_eq!(seqs, [0, 1, 2, 3]);
 }
@@ -86,6 +86,11 @@ fn commit_is_durable_and_deletes_only_delivered_segments() {
 fn a_full_log_refuses_the_whole_batch_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut log, _) = SpillLog::open(tmp.path(), cfg(1 << 20, 100)).unwrap();
+    assert_eq!(
+        log.append(&[]).unwrap(),
+        0..0,
+        "an empty batch is an empty range"
+    );
     log.append(&[&[0u8; 40]]).unwrap();
     let e = log.append(&[&[1u8; 20], &[2u8; 20]]).unwrap_err();
     assert!(e.to_string().contains("spill.max-bytes"), "{e}");
