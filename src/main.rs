@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use streamshield::agent::spill::cli::SpillCommand;
 use streamshield::agent::{config::AgentArgs, BoundAgent};
 use streamshield::coordinator::{config::CoordinatorArgs, BoundCoordinator};
 use streamshield::kube::{config::WebhookArgs, webhook::BoundWebhook};
@@ -60,6 +61,11 @@ enum Command {
     /// The Kubernetes admission webhook: injects the agent and the plugin into opted-in Flink pods and the plugin's
     /// keys into opted-in FlinkDeployments; never blocks a pod.
     Webhook(WebhookArgs),
+    /// The agent's spill log on disk: inspect a spill directory, or run its crash-test workload.
+    Spill {
+        #[command(subcommand)]
+        command: SpillCommand,
+    },
     /// Copies the plugin jar into a directory (what the injected init container runs).
     PluginJar {
         /// The jar [default: the image's].
@@ -130,6 +136,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Install(a) => Ok(exit(install::install(&a).await)),
         Command::Uninstall(a) => Ok(exit(install::uninstall(&a))),
         Command::Webhook(a) => run_webhook(a).await,
+        Command::Spill { command } => Ok(run_spill(command)),
         Command::PluginJar { from, to } => match streamshield::kube::copy_plugin_jar(&from, &to) {
             Ok(p) => {
                 println!("{}", p.display());
@@ -140,6 +147,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+    }
+}
+
+fn run_spill(cmd: SpillCommand) -> ExitCode {
+    use streamshield::agent::spill;
+    let r = match cmd {
+        SpillCommand::Inspect(a) => spill::inspect(&a.dir, a.config()).map(|i| {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&i).expect("plain data serializes")
+            )
+        }),
+        SpillCommand::Exercise { spill: a, seed } => spill::exercise::run(&a.dir, a.config(), seed),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
