@@ -109,6 +109,44 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration ({e}; e.g. 500ms, 1 s, 2min)"))
 }
 
+/// A size as Flink writes one (its `MemorySize`, binary units): `1073741824`, `64mb`, `64 MiB`, `1g`, `512k`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("{text:?} is not a size (e.g. 1073741824, 64mb, 1 gb)");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Serde for `Option<u64>` size fields (see [`parse_bytes`]); a plain number is bytes.
+pub mod bytes {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Size {
+            N(u64),
+            Text(String),
+        }
+        match Option::<Size>::deserialize(d)? {
+            None => Ok(None),
+            Some(Size::N(n)) => Ok(Some(n)),
+            Some(Size::Text(t)) => parse_bytes(&t).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// Serde for `Option<Duration>` fields: a duration text (see [`parse_duration`]).
 pub mod duration {
     use super::*;

@@ -53,6 +53,50 @@ impl Histogram {
     }
 }
 
+/// A histogram with labels (one series per label values, e.g. per watchdog target), kept across scrapes.
+#[derive(Clone)]
+pub struct LabelledHistogram(prometheus::HistogramVec);
+
+impl std::fmt::Debug for LabelledHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LabelledHistogram")
+    }
+}
+
+impl LabelledHistogram {
+    /// As [`Histogram::new`], with the label names `labels`; a programming error in them falls back to a histogram
+    /// named `invalid_histogram` with the same labels.
+    pub fn new(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> LabelledHistogram {
+        let make = |n: &str| {
+            prometheus::HistogramVec::new(
+                HistogramOpts::new(n, help_text(help, n)).buckets(buckets.to_vec()),
+                labels,
+            )
+        };
+        LabelledHistogram(make(name).unwrap_or_else(|_| {
+            make("invalid_histogram").unwrap_or_else(|_| {
+                prometheus::HistogramVec::new(HistogramOpts::new("h", "h"), &[])
+                    .expect("static options")
+            })
+        }))
+    }
+
+    /// Observes `v` in the series of `values` (one per label name); a wrong number of values is left out.
+    pub fn observe(&self, values: &[&str], v: f64) {
+        if let Ok(h) = self.0.get_metric_with_label_values(values) {
+            h.observe(v);
+        }
+    }
+
+    /// Observations so far in the series of `values`.
+    pub fn count(&self, values: &[&str]) -> u64 {
+        self.0
+            .get_metric_with_label_values(values)
+            .map(|h| h.get_sample_count())
+            .unwrap_or(0)
+    }
+}
+
 enum Kind {
     Gauge,
     Counter,
@@ -67,7 +111,7 @@ struct Fam {
 
 enum Entry {
     Plain(Fam),
-    Histogram(Histogram),
+    Histogram(Box<dyn Collector>),
 }
 
 /// A metrics page being built: families are declared (name, kind, help) and their samples set; [`Text::finish`]
@@ -135,14 +179,23 @@ impl Text {
 
     /// A histogram the component keeps (its observations are shared with it).
     pub fn histogram(&mut self, h: &Histogram) -> &mut Self {
-        let name =
-            h.0.desc()
-                .first()
-                .map(|d| d.fq_name.clone())
-                .unwrap_or_default();
+        self.collector(Box::new(h.0.clone()))
+    }
+
+    /// Adds a labelled histogram with its series.
+    pub fn labelled_histogram(&mut self, h: &LabelledHistogram) -> &mut Self {
+        self.collector(Box::new(h.0.clone()))
+    }
+
+    fn collector(&mut self, c: Box<dyn Collector>) -> &mut Self {
+        let name = c
+            .desc()
+            .first()
+            .map(|d| d.fq_name.clone())
+            .unwrap_or_default();
         if !self.index.contains_key(&name) {
             self.index.insert(name, self.entries.len());
-            self.entries.push(Entry::Histogram(h.clone()));
+            self.entries.push(Entry::Histogram(c));
         }
         self
     }
@@ -153,7 +206,7 @@ impl Text {
         let mut refused = Vec::new();
         for e in self.entries {
             let (name, result) = match e {
-                Entry::Histogram(h) => (String::new(), registry.register(Box::new(h.0))),
+                Entry::Histogram(c) => (String::new(), registry.register(c)),
                 Entry::Plain(f) => {
                     let name = f.name.clone();
                     (name, register(&registry, f))

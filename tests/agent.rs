@@ -757,3 +757,61 @@ async fn a_socket_it_cannot_create_is_named() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), gid);
 }
+
+#[tokio::test]
+async fn an_agent_with_a_spill_dir_recovers_it_at_start_and_exports_it() {
+    use streamshield::agent::spill::{SpillConfig, SpillLog};
+    let d = tempfile::tempdir().unwrap();
+    let spill = d.path().join("spill");
+    {
+        let (mut log, _) = SpillLog::open(&spill, SpillConfig::default()).unwrap();
+        log.append(&[b"one", b"two", b"three"]).unwrap();
+    }
+    // A torn write at the end: the agent truncates it when it opens the log.
+    let seg = std::fs::read_dir(&spill)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "spill"))
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, b"SSP1\x10\x00\x00\x00half").unwrap();
+    drop(f);
+    let mut cfg = agent_config(d.path());
+    cfg.spill_dir = Some(spill.clone());
+    let settings = cfg.clone().resolve(None).unwrap();
+    let agent = BoundAgent::bind_with(settings.clone(), TEST_IDENTITY)
+        .await
+        .expect("agent binds with its spill log");
+    // A second agent on the same directory is refused, naming why.
+    let mut other = agent_config(&d.path().join("other"));
+    std::fs::create_dir_all(d.path().join("other")).unwrap();
+    other.spill_dir = Some(spill.clone());
+    let err = BoundAgent::bind_with(other.resolve(None).unwrap(), TEST_IDENTITY)
+        .await
+        .err()
+        .expect("the directory is locked")
+        .to_string();
+    assert!(err.contains("in use by another process"), "{err}");
+    let http = format!("http://{}", agent.http_addr());
+    let stop = CancellationToken::new();
+    tokio::spawn(agent.run(stop.clone()));
+    let page = reqwest::get(format!("{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    stop.cancel();
+    assert!(
+        page.contains("streamshield_spill_pending_records 3"),
+        "{page}"
+    );
+    assert!(
+        page.contains("streamshield_spill_recovered_torn_bytes 12"),
+        "{page}"
+    );
+    assert!(
+        page.contains("streamshield_spill_max_bytes 1073741824"),
+        "{page}"
+    );
+}

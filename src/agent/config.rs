@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use super::spill::log::{Fsync, SpillConfig, DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES};
+use super::watchdog::{Target, WatchdogSettings};
 use crate::conf::{self, at_least, invalid, required, Overlay};
 use crate::host::endpoint::Endpoint;
 use crate::protocol::Role;
@@ -113,6 +115,50 @@ pub struct AgentConfig {
     /// Write the bound addresses and the agent's pid here (JSON) once serving.
     #[arg(long, env = "STREAMSHIELD_AGENT_INFO_FILE")]
     pub info_file: Option<PathBuf>,
+    /// Systems to watch, each `[NAME=]URL`: kafka://HOST:PORT[,HOST:PORT], redis://HOST:PORT, http(s)://HOST/PATH,
+    /// zookeeper://HOST:PORT[,HOST:PORT] (a list in the file; separated by spaces as a flag) [default: none].
+    #[arg(
+        long,
+        env = "STREAMSHIELD_AGENT_WATCHDOG_TARGETS",
+        value_delimiter = ' '
+    )]
+    #[serde(default, deserialize_with = "targets")]
+    pub watchdog_targets: Option<Vec<Target>>,
+    /// Time between two probes of a target [default: 500ms].
+    #[arg(long, env = "STREAMSHIELD_AGENT_WATCHDOG_INTERVAL", value_parser = conf::parse_duration)]
+    #[serde(default, with = "conf::duration")]
+    pub watchdog_interval: Option<Duration>,
+    /// A probe without its answer this long has failed (the target is hung) [default: 1s].
+    #[arg(long, env = "STREAMSHIELD_AGENT_WATCHDOG_TIMEOUT", value_parser = conf::parse_duration)]
+    #[serde(default, with = "conf::duration")]
+    pub watchdog_timeout: Option<Duration>,
+    /// Failed probes in a row that make a target down [default: 2].
+    #[arg(long, env = "STREAMSHIELD_AGENT_WATCHDOG_DOWN_AFTER")]
+    pub watchdog_down_after: Option<u32>,
+    /// Good probes in a row that make a target healthy again [default: 3].
+    #[arg(long, env = "STREAMSHIELD_AGENT_WATCHDOG_UP_AFTER")]
+    pub watchdog_up_after: Option<u32>,
+    /// A good probe slower than this counts as degraded [default: 500ms].
+    #[arg(long, env = "STREAMSHIELD_AGENT_WATCHDOG_SLOW", value_parser = conf::parse_duration)]
+    #[serde(default, with = "conf::duration")]
+    pub watchdog_slow: Option<Duration>,
+    /// The spill log's directory (one per agent, on local disk) [default: none: no spill log, a guard that needs
+    /// one falls back to back-pressure].
+    #[arg(long, env = "STREAMSHIELD_AGENT_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
+    /// The most disk the spill log may take; a full log refuses records (the guard back-pressures) [default: 1gb].
+    #[arg(long, env = "STREAMSHIELD_AGENT_SPILL_MAX_BYTES", value_parser = conf::parse_bytes)]
+    #[serde(default, with = "conf::bytes")]
+    pub spill_max_bytes: Option<u64>,
+    /// A segment is closed and the next begun at this size [default: 64mb].
+    #[arg(long, env = "STREAMSHIELD_AGENT_SPILL_SEGMENT_BYTES", value_parser = conf::parse_bytes)]
+    #[serde(default, with = "conf::bytes")]
+    pub spill_segment_bytes: Option<u64>,
+    /// always: fsync before every acknowledgement (survives a power loss); never: the kernel's page cache (survives
+    /// the agent's crash, not the host's) [default: always].
+    #[arg(long, env = "STREAMSHIELD_AGENT_SPILL_FSYNC")]
+    #[serde(default, with = "conf::from_str")]
+    pub spill_fsync: Option<Fsync>,
 }
 
 crate::overlay!(AgentConfig {
@@ -134,6 +180,16 @@ crate::overlay!(AgentConfig {
     stall_timeout,
     max_processes,
     info_file,
+    watchdog_targets,
+    watchdog_interval,
+    watchdog_timeout,
+    watchdog_down_after,
+    watchdog_up_after,
+    watchdog_slow,
+    spill_dir,
+    spill_max_bytes,
+    spill_segment_bytes,
+    spill_fsync,
 });
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -142,6 +198,16 @@ fn parse_role(s: &str) -> Result<Role, String> {
         "jm" => Ok(Role::Jm),
         other => Err(format!("expected tm or jm, got {other:?}")),
     }
+}
+
+fn targets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Target>>, D::Error> {
+    let v: Option<Vec<String>> = Option::deserialize(d)?;
+    v.map(|v| {
+        v.iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
+    })
+    .transpose()
 }
 
 fn roles<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Role>>, D::Error> {
@@ -177,6 +243,9 @@ pub struct AgentSettings {
     pub stall_timeout: Duration,
     pub max_processes: usize,
     pub info_file: Option<PathBuf>,
+    pub watchdog: WatchdogSettings,
+    /// The spill log: its directory and settings (None: no spill log).
+    pub spill: Option<(PathBuf, SpillConfig)>,
 }
 
 impl AgentSettings {
@@ -335,8 +404,112 @@ impl AgentConfig {
             )?,
             max_processes,
             info_file: self.info_file,
+            watchdog: watchdog_settings(
+                self.watchdog_targets,
+                self.watchdog_interval,
+                self.watchdog_timeout,
+                self.watchdog_down_after,
+                self.watchdog_up_after,
+                self.watchdog_slow,
+                file,
+            )?,
+            spill: spill_settings(
+                self.spill_dir,
+                self.spill_max_bytes,
+                self.spill_segment_bytes,
+                self.spill_fsync,
+                file,
+            )?,
         })
     }
+}
+
+fn watchdog_settings(
+    targets: Option<Vec<Target>>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    down_after: Option<u32>,
+    up_after: Option<u32>,
+    slow: Option<Duration>,
+    file: Option<&Path>,
+) -> conf::Result<WatchdogSettings> {
+    let ms = Duration::from_millis;
+    let targets = targets.unwrap_or_default();
+    for (i, t) in targets.iter().enumerate() {
+        if targets[..i].iter().any(|o| o.name == t.name) {
+            return Err(invalid(
+                "watchdog-targets",
+                format!(
+                    "two targets are named {:?}; give one a NAME= of its own",
+                    t.name
+                ),
+                file,
+            ));
+        }
+    }
+    let timeout = at_least(
+        timeout.unwrap_or(ms(1_000)),
+        ms(10),
+        "watchdog-timeout",
+        file,
+    )?;
+    let slow = slow.unwrap_or(ms(500));
+    if slow >= timeout {
+        return Err(invalid(
+            "watchdog-slow",
+            "must be shorter than watchdog-timeout (a probe that slow has failed already)",
+            file,
+        ));
+    }
+    let count = |v: Option<u32>, default: u32, key: &'static str| match v.unwrap_or(default) {
+        0 => Err(invalid(key, "must be at least 1", file)),
+        n => Ok(n),
+    };
+    Ok(WatchdogSettings {
+        targets,
+        interval: at_least(
+            interval.unwrap_or(ms(500)),
+            ms(10),
+            "watchdog-interval",
+            file,
+        )?,
+        timeout,
+        down_after: count(down_after, 2, "watchdog-down-after")?,
+        up_after: count(up_after, 3, "watchdog-up-after")?,
+        slow,
+    })
+}
+
+fn spill_settings(
+    dir: Option<PathBuf>,
+    max_bytes: Option<u64>,
+    segment_bytes: Option<u64>,
+    fsync: Option<Fsync>,
+    file: Option<&Path>,
+) -> conf::Result<Option<(PathBuf, SpillConfig)>> {
+    let segment_bytes = segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES);
+    let max_bytes = max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
+    if segment_bytes < 4096 {
+        return Err(invalid("spill-segment-bytes", "must be at least 4kb", file));
+    }
+    if max_bytes < segment_bytes {
+        return Err(invalid(
+            "spill-max-bytes",
+            format!("must be at least spill-segment-bytes ({segment_bytes} bytes)"),
+            file,
+        ));
+    }
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    Ok(Some((
+        dir,
+        SpillConfig {
+            max_bytes,
+            segment_bytes,
+            fsync: fsync.unwrap_or(Fsync::Always),
+        },
+    )))
 }
 
 /// A group's id from its name (or a number), from /etc/group.
@@ -361,7 +534,7 @@ mod tests {
             include_str!("../../docs/configuration.md"),
             "agent",
             "STREAMSHIELD_AGENT_",
-            18,
+            28,
             conf::key_row,
         );
     }
@@ -411,6 +584,35 @@ mod tests {
         assert!(err("socket-group: no-such-group-here\n").contains("no group"));
         assert!(err("listen-on: x\n").contains("unknown field `listen-on`"));
         assert!(err("suspect-after: 1ms\n").contains("agent.yaml"));
+        assert!(err("watchdog-targets: [b1:9092]\n").contains("no scheme"));
+        assert!(
+            err("watchdog-targets: [redis://a:1, redis://a:1]\n").contains("two targets are named")
+        );
+        assert!(err("watchdog-slow: 2s\n").contains("shorter than watchdog-timeout"));
+        assert!(err("watchdog-down-after: 0\n").contains("at least 1"));
+        assert!(err("spill-max-bytes: 1 zb\n").contains("not a size"));
+        assert!(err("spill-segment-bytes: 1kb\n").contains("at least 4kb"));
+        assert!(err("spill-fsync: sometimes\n").contains("always or never"));
+    }
+
+    #[test]
+    fn watchdog_and_spill_keys() {
+        let cfg: AgentConfig = conf::parse(
+            "watchdog-targets:\n  - orders=kafka://b1:9092,b2:9092\n  - redis://cache:6379\nspill-dir: /var/lib/streamshield/spill\nspill-max-bytes: 2gb\nspill-fsync: never\n",
+        )
+        .unwrap();
+        let s = cfg.resolve(None).unwrap();
+        assert_eq!(s.watchdog.targets.len(), 2);
+        assert_eq!(s.watchdog.targets[0].name, "orders");
+        assert_eq!((s.watchdog.down_after, s.watchdog.up_after), (2, 3));
+        let (dir, spill) = s.spill.unwrap();
+        assert_eq!(dir, Path::new("/var/lib/streamshield/spill"));
+        assert_eq!(
+            (spill.max_bytes, spill.segment_bytes, spill.fsync),
+            (2 << 30, DEFAULT_SEGMENT_BYTES, Fsync::Never)
+        );
+        let none = AgentConfig::default().resolve(None).unwrap();
+        assert!(none.spill.is_none() && none.watchdog.targets.is_empty());
     }
 
     #[test]

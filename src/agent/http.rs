@@ -1,6 +1,6 @@
 //! The agent's HTTP endpoint: `/metrics` (Prometheus text: the agent's own metrics, per watched process, and the
 //! Flink metrics each process's plugin forwards) and `/healthz` (the agent serves; its view of every process as
-//! JSON).
+//! JSON, with each watchdog target's state).
 
 use std::sync::Arc;
 
@@ -23,6 +23,9 @@ pub struct Health {
     pub agent: String,
     pub coordinator_connected: bool,
     pub processes: Vec<AgentStatus>,
+    /// Each watchdog target's state, evidence and members.
+    #[serde(default)]
+    pub watchdogs: Vec<super::watchdog::Status>,
 }
 
 impl Health {
@@ -49,10 +52,12 @@ pub async fn serve(
 
 pub fn health(shared: &Shared) -> Health {
     let processes = shared.statuses();
+    let inner = shared.lock();
     Health {
         agent: shared.cfg.id.clone(),
-        coordinator_connected: shared.lock().uplink_connected,
+        coordinator_connected: inner.uplink_connected,
         processes,
+        watchdogs: inner.watchdogs.values().cloned().collect(),
     }
 }
 
@@ -253,7 +258,16 @@ pub fn render(shared: &Shared) -> String {
         "gauge",
         "A Flink metric forwarded by the StreamShield plugin (see docs/metrics.md).",
     );
+    super::watchdog::render(
+        &inner.watchdogs,
+        &shared.watchdog_probe_seconds,
+        now,
+        &mut t,
+    );
     drop(inner);
+    if let Some(spill) = &shared.spill {
+        spill.render(&mut t);
+    }
     metrics::process_metrics(&mut t);
     t.finish()
 }

@@ -22,6 +22,7 @@ pub mod spill;
 pub mod state;
 pub mod uplink;
 pub mod watch;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Secret(#[from] secret::Error),
+    #[error(transparent)]
+    Spill(#[from] spill::Error),
     #[error(transparent)]
     Stopped(#[from] daemon::TaskDied),
 }
@@ -92,12 +95,17 @@ impl BoundAgent {
             addr: cfg.http,
             source,
         })?;
+        let spill = match &cfg.spill {
+            Some((dir, sc)) => Some(spill::Spill::open(dir, sc.clone())?),
+            None => None,
+        };
         let shared = Arc::new(Shared::new(
             cfg,
             identity,
             secret,
             token,
             format!("http://{http_addr}/metrics"),
+            spill,
         ));
         Ok(BoundAgent {
             shared,
@@ -151,6 +159,9 @@ impl BoundAgent {
             "http",
             http::serve(shared.clone(), http_listener, stop.clone()),
         );
+        if !shared.cfg.watchdog.targets.is_empty() {
+            tasks.spawn("watchdogs", watchdog::run(shared.clone(), stop.clone()));
+        }
         if shared.cfg.coordinator.is_some() {
             tasks.spawn("uplink", uplink::run(shared.clone(), stop.clone()));
         }

@@ -88,6 +88,8 @@ pub struct Inner {
     /// Open plugin connections: id -> (resource id, sender of messages to that plugin: STOP_READY).
     pub plugin_tx: BTreeMap<u64, (String, Sender<Message>)>,
     pub open_connections: usize,
+    /// Each watchdog target's status, by target name.
+    pub watchdogs: BTreeMap<String, super::watchdog::Status>,
 }
 
 /// How long the watched process's sockets read from /proc are reused. Reading them walks the kernel's whole TCP
@@ -127,6 +129,10 @@ pub struct Shared {
     pub secret: Option<String>,
     pub token: Option<String>,
     pub http_url: String,
+    /// `streamshield_watchdog_probe_seconds{target}`.
+    pub watchdog_probe_seconds: crate::metrics::LabelledHistogram,
+    /// The spill log, when `spill-dir` is set.
+    pub spill: Option<super::spill::Spill>,
     inner: Mutex<Inner>,
     clock: tokio::time::Instant,
 }
@@ -138,6 +144,7 @@ impl Shared {
         secret: Option<String>,
         token: Option<String>,
         http_url: String,
+        spill: Option<super::spill::Spill>,
     ) -> Self {
         Shared {
             cfg,
@@ -145,6 +152,15 @@ impl Shared {
             secret,
             token,
             http_url,
+            watchdog_probe_seconds: crate::metrics::LabelledHistogram::new(
+                "streamshield_watchdog_probe_seconds",
+                "How long each watchdog probe took (connect and answer, or its time-out).",
+                &["target"],
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+            spill,
             inner: Mutex::new(Inner {
                 processes: BTreeMap::new(),
                 counters: Counters::default(),
@@ -156,6 +172,7 @@ impl Shared {
                 isolations: Vec::new(),
                 plugin_tx: BTreeMap::new(),
                 open_connections: 0,
+                watchdogs: BTreeMap::new(),
             }),
             clock: tokio::time::Instant::now(),
         }

@@ -80,7 +80,7 @@ pub(super) async fn start_kafka(
 
 /// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints).
 /// Like Kafka's own `Uuid.randomUuid`, never one starting with '-', which a command line would take for an option.
-fn cluster_id() -> String {
+pub(super) fn cluster_id() -> String {
     let mut bytes = [0u8; 16];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;

@@ -16,6 +16,7 @@ pub mod config;
 pub mod dist;
 pub mod home;
 pub mod isolate;
+pub mod sinks;
 pub mod zookeeper;
 
 mod broker;

@@ -13,7 +13,7 @@ use super::{io, write, Error, Launch, Result, RunState};
 use crate::host::process::Recorded;
 
 /// The server's main class inside `flink-dist`.
-const MAIN: &str =
+pub(super) const MAIN: &str =
     "org.apache.flink.shaded.zookeeper3.org.apache.zookeeper.server.ZooKeeperServerMain";
 
 /// `zoo.cfg` for a loopback server. A 500 ms tick lets clients ask for sessions from 1 s (2 ticks) to 60 s

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod handshake;
 pub mod message;
 pub mod vocab;
+pub mod watchdog;
 
 pub use frame::{Frame, FrameCodec, FrameError, HANDSHAKE_MAX_FRAME, MAX_FRAME};
 pub use message::{

@@ -161,6 +161,8 @@ pub enum EventKind {
     SelfFenced,
     /// A process dead for long and not restarted is no longer watched.
     ProcessForgotten,
+    /// A watchdog's target changed state ([`super::watchdog::WatchdogChange`]).
+    Watchdog,
     #[serde(other)]
     Unknown,
 }
@@ -178,6 +180,7 @@ impl EventKind {
             EventKind::Command => "command",
             EventKind::SelfFenced => "self-fenced",
             EventKind::ProcessForgotten => "process-forgotten",
+            EventKind::Watchdog => "watchdog",
             EventKind::Unknown => "unknown",
         }
     }

@@ -17,7 +17,7 @@ pub struct SpillArgs {
     #[arg(long, default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
     /// spill.fsync: always | never.
-    #[arg(long, default_value = "always", value_parser = parse_fsync)]
+    #[arg(long, default_value = "always")]
     pub fsync: Fsync,
 }
 
@@ -29,10 +29,6 @@ impl SpillArgs {
             fsync: self.fsync,
         }
     }
-}
-
-fn parse_fsync(s: &str) -> Result<Fsync, String> {
-    Fsync::parse(s).ok_or_else(|| format!("`{s}` is not a spill.fsync policy; use always or never"))
 }
 
 #[derive(Subcommand)]

@@ -51,6 +51,20 @@ impl Fsync {
             _ => None,
         }
     }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::Never => "never",
+        }
+    }
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fsync, String> {
+        Fsync::parse(s).ok_or_else(|| format!("expected always or never, got {s:?}"))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -426,6 +440,11 @@ impl SpillLog {
     /// Bytes the segments take.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The configured limit of [`SpillLog::bytes`].
+    pub fn max_bytes(&self) -> u64 {
+        self.cfg.max_bytes
     }
 
     pub fn segments(&self) -> usize {

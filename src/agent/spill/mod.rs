@@ -9,6 +9,80 @@ pub mod segment;
 
 pub use log::{Error, Fsync, Record, Recovery, SpillConfig, SpillLog};
 
+/// The agent's spill log and what its opening found (`spill-dir`).
+pub struct Spill {
+    pub dir: std::path::PathBuf,
+    pub log: std::sync::Mutex<SpillLog>,
+    pub recovery: Recovery,
+}
+
+impl Spill {
+    /// Opens and recovers the log; what recovery repaired is logged.
+    pub fn open(dir: &std::path::Path, cfg: SpillConfig) -> Result<Spill, Error> {
+        let (log, recovery) = SpillLog::open(dir, cfg)?;
+        if recovery.torn_bytes + recovery.corrupt_bytes > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                torn_bytes = recovery.torn_bytes,
+                corrupt_bytes = recovery.corrupt_bytes,
+                corrupt_runs = recovery.corrupt_runs,
+                "Spill log repaired at start: a torn tail truncated, corrupt records skipped (never delivered)"
+            );
+        }
+        tracing::info!(dir = %dir.display(), pending = recovery.pending, segments = recovery.segments, "Spill log open");
+        Ok(Spill {
+            dir: dir.to_path_buf(),
+            log: std::sync::Mutex::new(log),
+            recovery,
+        })
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, SpillLog> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Its `streamshield_spill_*` metrics.
+    pub fn render(&self, t: &mut crate::metrics::Text) {
+        let log = self.lock();
+        t.single(
+            "streamshield_spill_bytes",
+            "gauge",
+            "Bytes the spill log's segments take on disk.",
+            log.bytes() as f64,
+        );
+        t.single(
+            "streamshield_spill_max_bytes",
+            "gauge",
+            "spill-max-bytes: when the log is this full, records are refused and the guard back-pressures.",
+            log.max_bytes() as f64,
+        );
+        t.single(
+            "streamshield_spill_pending_records",
+            "gauge",
+            "Records in the spill log not yet replayed.",
+            log.pending() as f64,
+        );
+        t.single(
+            "streamshield_spill_segments",
+            "gauge",
+            "Segment files of the spill log.",
+            log.segments() as f64,
+        );
+        t.single(
+            "streamshield_spill_recovered_torn_bytes",
+            "gauge",
+            "Bytes of a torn tail the last start truncated (a write the crash interrupted, never acknowledged).",
+            self.recovery.torn_bytes as f64,
+        );
+        t.single(
+            "streamshield_spill_recovered_corrupt_bytes",
+            "gauge",
+            "Corrupt bytes the last start skipped (their records failed the CRC and are never delivered).",
+            self.recovery.corrupt_bytes as f64,
+        );
+    }
+}
+
 /// What `streamshield spill inspect` prints.
 #[derive(Debug, serde::Serialize)]
 pub struct Inspection {
