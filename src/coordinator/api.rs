@@ -231,6 +231,27 @@ pub fn render(shared: &Shared) -> String {
         m.agents.values().filter(|a| a.connected).count() as f64,
     );
     t.family(
+        "streamshield_coordinator_watchdog_state",
+        "gauge",
+        "1 for each agent's watchdog target's state, as its last watchdog event said.",
+    );
+    for a in m.agents.values() {
+        for w in a.watchdogs.values() {
+            for st in crate::protocol::watchdog::TargetState::ALL {
+                t.sample(
+                    "streamshield_coordinator_watchdog_state",
+                    &[
+                        ("agent", &a.id),
+                        ("target", &w.target),
+                        ("kind", w.kind.as_str()),
+                        ("state", st.as_str()),
+                    ],
+                    f64::from(u8::from(w.to == st)),
+                );
+            }
+        }
+    }
+    t.family(
         "streamshield_coordinator_agent_liveness",
         "gauge",
         "1 for each agent's reported liveness of its process.",

@@ -307,6 +307,7 @@ impl Model {
                 connected_since_ms: now,
                 last_seen_ms: now,
                 processes: Vec::new(),
+                watchdogs: BTreeMap::new(),
                 connection: 0,
             });
         view.connected = true;
@@ -528,6 +529,14 @@ impl Model {
             EventKind::Liveness => {
                 if let Some(change) = ev.detail_as::<LivenessChange>() {
                     self.liveness_event(&ev, change);
+                }
+            }
+            EventKind::Watchdog => {
+                if let (Some(change), Some(a)) = (
+                    ev.detail_as::<crate::protocol::watchdog::WatchdogChange>(),
+                    self.agents.get_mut(agent_id),
+                ) {
+                    a.watchdogs.insert(change.target.clone(), change);
                 }
             }
             _ => {}

@@ -441,3 +441,46 @@ fn a_partitioned_taskmanager_is_isolated_once_and_only_when_both_signals_agree()
     );
     let _ = keys::KEYS.len();
 }
+
+#[test]
+fn an_agents_watchdog_states_are_kept_per_target() {
+    use crate::protocol::watchdog::{TargetKind, TargetState, WatchdogChange};
+    let mut m = Model::new("http://x", PolicyConfig::default(), 1);
+    m.agent_connected("host-a", "peer");
+    let change = |target: &str, from, to| {
+        AgentEvent::new(
+            now_ms(),
+            "",
+            EventKind::Watchdog,
+            WatchdogChange {
+                target: target.into(),
+                kind: TargetKind::Redis,
+                from,
+                to,
+                evidence: format!("{target} said so"),
+                members: Vec::new(),
+                since_ms: 5,
+            },
+        )
+    };
+    m.agent_event(
+        "host-a",
+        change("cache", TargetState::Unknown, TargetState::Healthy),
+    );
+    m.agent_event(
+        "host-a",
+        change("cache", TargetState::Healthy, TargetState::Down),
+    );
+    m.agent_event(
+        "host-a",
+        change("api", TargetState::Unknown, TargetState::Healthy),
+    );
+    let w = &m.agents["host-a"].watchdogs;
+    assert_eq!(w.len(), 2);
+    assert_eq!(w["cache"].to, TargetState::Down);
+    assert_eq!(w["cache"].evidence, "cache said so");
+    assert!(
+        m.events.iter().any(|e| e.kind == "watchdog"),
+        "recorded as an event too"
+    );
+}

@@ -23,6 +23,9 @@ pub struct AgentView {
     pub last_seen_ms: i64,
     /// The processes it reports (resource ids).
     pub processes: Vec<String>,
+    /// Its watchdogs' targets by name: the last transition each reported (state, evidence, members).
+    #[serde(default)]
+    pub watchdogs: BTreeMap<String, crate::protocol::watchdog::WatchdogChange>,
     /// The current connection's id.
     #[serde(skip)]
     pub connection: u64,
