@@ -160,6 +160,26 @@ fn run_spill(cmd: SpillCommand) -> ExitCode {
             )
         }),
         SpillCommand::Exercise { spill: a, seed } => spill::exercise::run(&a.dir, a.config(), seed),
+        SpillCommand::Bench {
+            spill: a,
+            records,
+            payload_bytes,
+            batch,
+            read_batch,
+        } => spill::bench::run(
+            &a.dir,
+            a.config(),
+            records,
+            payload_bytes,
+            batch,
+            read_batch,
+        )
+        .map(|r| {
+            println!(
+                "{}",
+                serde_json::to_string(&r).expect("plain data serializes")
+            )
+        }),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -133,7 +133,7 @@ fn run_and_kill(dir: &Path, fsync: &str, seed: u64, delay: Duration, after_open:
 
 /// Opens the log as the agent would and checks it against everything seen so far.
 fn check(dir: &Path, seen: &mut Seen, fsync: Fsync) {
-    let (log, rec) = SpillLog::open(dir, config(fsync))
+    let (mut log, rec) = SpillLog::open(dir, config(fsync))
         .unwrap_or_else(|e| panic!("the log did not open after a kill: {e}"));
     // A kill cuts at most the write in flight: a torn tail, never corruption.
     assert_eq!(

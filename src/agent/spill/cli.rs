@@ -45,4 +45,20 @@ pub enum SpillCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Measures append throughput, acknowledgement latency and replay throughput in DIR (empty or absent), and
+    /// prints one JSON line.
+    Bench {
+        #[command(flatten)]
+        spill: SpillArgs,
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+        #[arg(long, default_value_t = 512)]
+        payload_bytes: usize,
+        /// Records per append (one acknowledgement each).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Records per replay read (a commit after each).
+        #[arg(long, default_value_t = 1000)]
+        read_batch: usize,
+    },
 }

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -154,8 +154,23 @@ pub struct SpillLog {
     /// The first sequence number not yet delivered (durable in `replayed`).
     cursor: u64,
     bytes: u64,
+    /// Where the last read stopped, so that the next one from there does not read the segment from its start.
+    read_hint: Option<ReadHint>,
     _lock: File,
 }
+
+/// Where the last read stopped: the records from `seq` on start at `offset` of the segment `path` (or in a later
+/// segment); `floor` is the highest sequence number before that offset.
+#[derive(Debug, Clone)]
+struct ReadHint {
+    path: PathBuf,
+    offset: u64,
+    seq: u64,
+    floor: Option<u64>,
+}
+
+/// The bytes a read takes from a segment at a time (doubled for a record larger than that).
+const READ_CHUNK: u64 = 1 << 20;
 
 fn io(dir: &Path, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error + '_ {
     let what = what.into();
@@ -282,6 +297,7 @@ impl SpillLog {
                 next_seq,
                 cursor,
                 bytes,
+                read_hint: None,
                 _lock: lock,
             },
             rec,
@@ -360,11 +376,13 @@ impl SpillLog {
         Ok(())
     }
 
-    /// Up to `max` records from sequence number `from` on (those still in the log), in order.
-    pub fn read(&self, from: u64, max: usize) -> Result<Vec<Record>, Error> {
+    /// Up to `max` records from sequence number `from` on (those still in the log), in order. A segment is read in
+    /// chunks, from where the previous read stopped when this one goes on from there (a replay reads each byte once).
+    pub fn read(&mut self, from: u64, max: usize) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
         // As open() counts them: a record at or below one of an earlier segment is not a record of this log.
         let mut floor: Option<u64> = None;
+        let hint = self.read_hint.take();
         for s in &self.segments {
             if out.len() >= max {
                 break;
@@ -373,23 +391,54 @@ impl SpillLog {
                 floor = floor.max(s.last_seq);
                 continue;
             }
-            let mut data = Vec::with_capacity(s.bytes as usize);
-            File::open(&s.path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .map_err(io(&self.dir, format!("read {}", s.path.display())))?;
+            let what = || format!("read {}", s.path.display());
+            let file = File::open(&s.path).map_err(io(&self.dir, what()))?;
+            let mut pos = match &hint {
+                Some(h) if h.path == s.path && h.seq == from && h.offset <= s.bytes => {
+                    floor = floor.max(h.floor);
+                    h.offset
+                }
+                _ => 0,
+            };
+            let mut chunk = READ_CHUNK;
             // Only the bytes this log wrote or recovered: an append in flight elsewhere is not read half.
-            data.truncate(s.bytes as usize);
-            for f in segment::scan(&data).records {
-                if floor.is_some_and(|l| f.seq <= l) {
+            while pos < s.bytes && out.len() < max {
+                let len = chunk.min(s.bytes - pos);
+                let mut data = vec![0u8; len as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, pos)
+                    .map_err(io(&self.dir, what()))?;
+                let found = segment::scan(&data);
+                if found.records.is_empty() {
+                    if pos + len >= s.bytes {
+                        break; // the rest of the segment holds no whole record
+                    }
+                    chunk *= 2; // a record larger than the chunk
                     continue;
                 }
-                floor = Some(f.seq);
-                if f.seq >= from && out.len() < max {
-                    out.push(Record {
-                        seq: f.seq,
-                        payload: data[f.payload].to_vec(),
-                    });
+                let mut next = pos + found.valid_end as u64;
+                for f in found.records {
+                    if out.len() >= max {
+                        next = pos + f.at as u64;
+                        break;
+                    }
+                    if floor.is_some_and(|l| f.seq <= l) {
+                        continue;
+                    }
+                    floor = Some(f.seq);
+                    if f.seq >= from {
+                        out.push(Record {
+                            seq: f.seq,
+                            payload: data[f.payload.clone()].to_vec(),
+                        });
+                        self.read_hint = Some(ReadHint {
+                            path: s.path.clone(),
+                            offset: pos + f.payload.end as u64,
+                            seq: f.seq + 1,
+                            floor,
+                        });
+                    }
                 }
+                pos = next;
             }
         }
         Ok(out)

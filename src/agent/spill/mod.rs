@@ -2,7 +2,9 @@
 //! target, until the replay has delivered them. [`segment`]: the record format and its reader; [`log`]: segments,
 //! acknowledgement, recovery, the replay cursor and clean-up; [`exercise`]: the crash-test workload. docs/spill.md.
 
+pub mod bench;
 pub mod cli;
+pub mod dead;
 pub mod exercise;
 pub mod log;
 pub mod segment;
@@ -14,12 +16,22 @@ pub struct Spill {
     pub dir: std::path::PathBuf,
     pub log: std::sync::Mutex<SpillLog>,
     pub recovery: Recovery,
+    /// Records the replay's target refused for good ([`dead`]).
+    pub dead: std::sync::Mutex<dead::DeadLetters>,
 }
 
 impl Spill {
     /// Opens and recovers the log; what recovery repaired is logged.
     pub fn open(dir: &std::path::Path, cfg: SpillConfig) -> Result<Spill, Error> {
-        let (log, recovery) = SpillLog::open(dir, cfg)?;
+        let (log, recovery) = SpillLog::open(dir, cfg.clone())?;
+        let dead = dead::DeadLetters::open(dir, cfg)?;
+        if dead.count() > 0 {
+            tracing::warn!(
+                dir = %dead::DeadLetters::dir(dir).display(),
+                records = dead.count(),
+                "Spill log has dead letters (records their target refused); `streamshield spill inspect` lists them"
+            );
+        }
         if recovery.torn_bytes + recovery.corrupt_bytes > 0 {
             tracing::warn!(
                 dir = %dir.display(),
@@ -34,6 +46,7 @@ impl Spill {
             dir: dir.to_path_buf(),
             log: std::sync::Mutex::new(log),
             recovery,
+            dead: std::sync::Mutex::new(dead),
         })
     }
 
@@ -69,6 +82,12 @@ impl Spill {
             log.segments() as f64,
         );
         t.single(
+            "streamshield_spill_dead_letter_records",
+            "gauge",
+            "Records the replay's target refused for good, kept in the dead-letter segment with the reason.",
+            self.dead.lock().unwrap_or_else(|p| p.into_inner()).count() as f64,
+        );
+        t.single(
             "streamshield_spill_recovered_torn_bytes",
             "gauge",
             "Bytes of a torn tail the last start truncated (a write the crash interrupted, never acknowledged).",
@@ -87,6 +106,8 @@ impl Spill {
 #[derive(Debug, serde::Serialize)]
 pub struct Inspection {
     pub recovery: Recovery,
+    /// The dead letters: sequence number, reason and payload size of each.
+    pub dead_letters: Vec<dead::DeadLetter>,
     pub cursor: u64,
     pub next_seq: u64,
     pub pending: u64,
@@ -96,9 +117,11 @@ pub struct Inspection {
 
 /// Opens the log in `dir` (recovering it) and describes it.
 pub fn inspect(dir: &std::path::Path, cfg: SpillConfig) -> Result<Inspection, Error> {
-    let (log, recovery) = SpillLog::open(dir, cfg)?;
+    let (log, recovery) = SpillLog::open(dir, cfg.clone())?;
+    let dead_letters = dead::DeadLetters::open(dir, cfg)?.all()?;
     Ok(Inspection {
         recovery,
+        dead_letters,
         cursor: log.cursor(),
         next_seq: log.next_seq(),
         pending: log.pending(),
