@@ -117,6 +117,15 @@ fn shield_profile_links_plugins_agents_and_coordinator_and_reports_a_kill() {
         .clone();
     assert_eq!(tm1["role"], "active");
     let health = agent_url("tm-1").replace("/metrics", "/healthz");
+    // The TaskManager's agent watches the run's Kafka and ZooKeeper (local writes the targets a user would).
+    let h: Value = serde_json::from_str(&get(&health, None)).unwrap();
+    for target in ["kafka", "zookeeper"] {
+        let w = h["watchdogs"]
+            .as_array()
+            .and_then(|ws| ws.iter().find(|w| w["target"] == target))
+            .unwrap_or_else(|| panic!("no {target} watchdog in {h}"));
+        assert_eq!(w["state"], "healthy", "{w}");
+    }
     let killed = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(tm1["pid"].as_i64().unwrap() as i32),

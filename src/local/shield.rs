@@ -113,14 +113,27 @@ pub(super) async fn start_agent(
         ],
     )?;
     // roles is a list: the quoted scalar above is rewritten as one.
-    let text = std::fs::read_to_string(&config).map_err(io(&config))?;
-    super::write(
-        &config,
-        &text.replace(
+    let mut text = std::fs::read_to_string(&config)
+        .map_err(io(&config))?
+        .replace(
             &format!("roles: '{watches}'"),
             &format!("roles: [{watches}]"),
-        ),
-    )?;
+        );
+    // A TaskManager's agent watches what its sinks write to: the run's Kafka, and its ZooKeeper when there is one
+    // (docs/watchdogs.md).
+    if watches.contains("tm") {
+        text.push_str(&format!(
+            "watchdog-targets:\n  - kafka=kafka://127.0.0.1:{}\n",
+            state.ports.kafka
+        ));
+        if state.zookeeper.is_some() {
+            text.push_str(&format!(
+                "  - zookeeper=zookeeper://127.0.0.1:{}\n",
+                state.ports.zookeeper
+            ));
+        }
+    }
+    super::write(&config, &text)?;
     let rec = process::spawn(process::Spec {
         name: &name,
         program: &streamshield_binary()?,
