@@ -76,6 +76,16 @@ pub async fn wait_ready(bootstrap: &str, timeout: Duration) -> Result<()> {
 
 /// Creates `topic` with `partitions` partitions (replication 1) unless it exists.
 pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    ensure_topic_replicated(bootstrap, topic, partitions, 1).await
+}
+
+/// [`ensure_topic`] with `replication` replicas per partition.
+pub async fn ensure_topic_replicated(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(bootstrap)
             .create()
@@ -83,7 +93,7 @@ pub async fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> Resu
                 bootstrap: bootstrap.to_string(),
                 source,
             })?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
     let results = admin
         .create_topics([&new], &opts)

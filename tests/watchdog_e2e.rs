@@ -118,7 +118,7 @@ async fn kafka_watchdog_tells_a_hung_broker_from_a_dead_one() {
     let cluster = sinks::start_kafka(&mut sinks, dir.path(), &ports, &cports)
         .await
         .expect("sink Kafka starts");
-    streamshield::kafka::ensure_topic(&cluster.bootstrap(), "guarded-out", 6)
+    streamshield::kafka::ensure_topic_replicated(&cluster.bootstrap(), "guarded-out", 6, 3)
         .await
         .unwrap();
     // Only the first broker as bootstrap: the watchdog learns the others from the metadata.
@@ -176,6 +176,13 @@ async fn kafka_watchdog_tells_a_hung_broker_from_a_dead_one() {
     .await;
     let b3 = s.members.iter().find(|m| m.name.starts_with("3@")).unwrap();
     assert!(b3.evidence.contains("refused"), "{b3:?}");
+    assert_eq!(s.state, TargetState::Degraded);
+    // Once the controller has fenced broker 3 it leaves the metadata's broker list, and its partitions' ISRs: the
+    // cluster is still degraded, now by its under-replicated partitions.
+    let (s, _) = wait(&a, "sink", "degraded by under-replication", |s| {
+        s.evidence.contains("of 6 partitions under-replicated")
+    })
+    .await;
     assert_eq!(s.state, TargetState::Degraded);
 
     sinks.stop(Duration::from_secs(5)).await;

@@ -1,6 +1,7 @@
 //! The agent's spill log (issue 17): durable, ordered storage for the records a guarded sink could not write to its
 //! target, until the replay has delivered them. [`segment`]: the record format and its reader; [`log`]: segments,
-//! acknowledgement, recovery, the replay cursor and clean-up; [`exercise`]: the crash-test workload. docs/spill.md.
+//! acknowledgement, recovery, the replay cursor and clean-up; [`dead`]: the dead letters; [`exercise`] and [`bench`]:
+//! the crash-test workload and the benchmark (`streamshield spill`, [`cli`]). docs/spill.md.
 
 pub mod bench;
 pub mod cli;

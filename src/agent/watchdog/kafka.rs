@@ -111,7 +111,7 @@ impl Kafka {
             .iter()
             .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
             .collect();
-        let (mut partitions, mut leaderless, mut behind_down) = (0, 0, 0);
+        let (mut partitions, mut leaderless, mut behind_down, mut under) = (0, 0, 0, 0);
         for t in &meta.topics {
             for p in &t.partitions {
                 partitions += 1;
@@ -119,6 +119,10 @@ impl Kafka {
                     leaderless += 1;
                 } else if down_ids.contains(&p.leader_id.0) {
                     behind_down += 1;
+                }
+                // A broker the controller fenced leaves the metadata's broker list, not the replica lists.
+                if p.isr_nodes.len() < p.replica_nodes.len() {
+                    under += 1;
                 }
             }
         }
@@ -145,6 +149,11 @@ impl Kafka {
         if behind_down > 0 {
             problems.push(format!(
                 "{behind_down} of {partitions} partitions led by a broker that did not answer"
+            ));
+        }
+        if under > 0 {
+            problems.push(format!(
+                "{under} of {partitions} partitions under-replicated (a replica out of sync)"
             ));
         }
         if leaderless > 0 {
