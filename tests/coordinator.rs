@@ -796,3 +796,81 @@ async fn a_planned_stop_is_released_after_the_running_jobs_checkpointed() {
     assert_eq!(outcome["detail"]["jobs"]["j1"]["checkpoint"], 42);
     stop.cancel();
 }
+
+/// The state of a watchdog target as the coordinator shows it for agent `agent-a`.
+fn watchdog_state(
+    v: &Cluster,
+    target: &str,
+) -> Option<streamshield::protocol::watchdog::WatchdogChange> {
+    v.agents
+        .iter()
+        .find(|a| a.id == "agent-a")
+        .and_then(|a| a.watchdogs.get(target).cloned())
+}
+
+/// A coordinator that starts after a target's last transition (a restart, a new leader) still learns its state:
+/// the agent sends every target's current state when it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_coordinator_learns_the_watchdog_states_when_the_agent_connects() {
+    use streamshield::protocol::watchdog::TargetState;
+    let flink = MockServer::start().await;
+    for m in healthy_flink() {
+        m.mount(&flink).await;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let c1 = coordinator(d.path(), &flink.uri()).await;
+    let mut cfg = agent(d.path(), "a", &c1);
+    cfg.watchdog_targets = Some(vec![format!("api=http://127.0.0.1:{port}/health")
+        .parse()
+        .unwrap()]);
+    cfg.watchdog_interval = Some(Duration::from_millis(100));
+    let stop = start_agent(cfg).await;
+    eventually(&c1, Duration::from_secs(10), |v| {
+        watchdog_state(v, "api").is_some_and(|w| w.to == TargetState::Healthy)
+    })
+    .await;
+
+    // The coordinator is replaced by a new one on the same address; the target does not change.
+    let agents_addr = c1.agents.clone();
+    drop(c1);
+    let mut cfg2 = coord_config(d.path(), &flink.uri());
+    cfg2.agents_listen = Some(agents_addr);
+    let start = Instant::now();
+    let bound = loop {
+        match BoundCoordinator::bind(cfg2.clone().resolve(None).unwrap()).await {
+            Ok(b) => break b,
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                eprintln!("waiting for the old coordinator's port: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the new coordinator cannot bind: {e}"),
+        }
+    };
+    let api = format!("http://{}", bound.api_addr());
+    let stop2 = CancellationToken::new();
+    tokio::spawn(bound.run(stop2.clone()));
+    let token = std::fs::read_to_string(d.path().join("api.token")).unwrap();
+    let client = Client::new(&api, &token);
+    let start = Instant::now();
+    let w = loop {
+        let v = client.cluster().await.unwrap();
+        if let Some(w) = watchdog_state(&v, "api") {
+            break w;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the new coordinator never learned the target: {v:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((w.from, w.to), (TargetState::Healthy, TargetState::Healthy));
+    assert!(w.evidence.starts_with("HTTP 200"), "{}", w.evidence);
+    stop.cancel();
+    stop2.cancel();
+    server.abort();
+}

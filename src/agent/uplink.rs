@@ -122,6 +122,7 @@ async fn session(
         for w in inner.processes.values_mut() {
             w.self_fenced = false;
         }
+        super::watchdog::resync(shared, &mut inner);
     }
     tracing::info!(coordinator = %addr, epoch = ?welcome.epoch, "Connected to the coordinator");
     let mut tick = tokio::time::interval(shared.cfg.status_interval);

@@ -334,6 +334,28 @@ pub fn record(shared: &Shared, target: &Target, obs: Observation, took: Duration
     shared.push_event(&mut inner, "", EventKind::Watchdog, change);
 }
 
+/// Queues every probed target's current state as a `watchdog` event (`from` = `to`), so that a coordinator the
+/// agent has just connected to (a new one, or a new leader) knows them without waiting for the next transition.
+pub fn resync(shared: &Shared, inner: &mut super::state::Inner) {
+    let changes: Vec<WatchdogChange> = inner
+        .watchdogs
+        .values()
+        .filter(|s| s.state != TargetState::Unknown)
+        .map(|s| WatchdogChange {
+            target: s.target.clone(),
+            kind: s.kind,
+            from: s.state,
+            to: s.state,
+            evidence: s.evidence.clone(),
+            members: s.members.clone(),
+            since_ms: s.since_ms,
+        })
+        .collect();
+    for c in changes {
+        shared.push_event(inner, "", EventKind::Watchdog, c);
+    }
+}
+
 /// The `streamshield_watchdog_*` metrics.
 pub fn render(
     statuses: &std::collections::BTreeMap<String, Status>,
