@@ -120,8 +120,12 @@ pub(super) async fn start_agent(
             &format!("roles: [{watches}]"),
         );
     // A TaskManager's agent watches what its sinks write to: the run's Kafka, and its ZooKeeper when there is one
-    // (docs/watchdogs.md).
+    // (docs/watchdogs.md); its spill log waits in the agent's directory (docs/spill.md).
     if watches.contains("tm") {
+        text.push_str(&format!(
+            "spill-dir: '{}'\n",
+            dir.join("spill").display().to_string().replace('\'', "''")
+        ));
         text.push_str(&format!(
             "watchdog-targets:\n  - kafka=kafka://127.0.0.1:{}\n",
             state.ports.kafka
