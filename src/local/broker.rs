@@ -30,35 +30,16 @@ pub(super) async fn start_kafka(
         dist::KAFKA_VERSION,
         state.ports.kafka
     ));
-    let format_out = logs.join("kafka-format.out");
-    let out = std::fs::File::create(&format_out).map_err(io(&format_out))?;
-    let status = tokio::process::Command::new("java")
-        .args(["-Xmx256m", "-cp", &cp])
-        .arg(format!(
-            "-Dlog4j2.configurationFile=file:{}",
-            log4j.display()
-        ))
-        .arg(format!(
-            "-Dkafka.log.file={}",
-            logs.join("kafka-format.log").display()
-        ))
-        .args(["kafka.tools.StorageTool", "format"])
-        .arg(format!("--cluster-id={}", cluster_id()))
-        .arg("--config")
-        .arg(&props)
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().map_err(io(&format_out))?)
-        .stderr(out)
-        .status()
-        .await
-        .map_err(io(&format_out))?;
-    if !status.success() {
-        return Err(Error::Exited {
-            component: "kafka storage format".into(),
-            log: format_out.clone(),
-            tail: tail(&format_out, 20),
-        });
-    }
+    format_storage(
+        &cp,
+        &log4j,
+        &logs.join("kafka-format.log"),
+        &props,
+        &cluster_id(),
+        &logs.join("kafka-format.out"),
+        "kafka storage format",
+    )
+    .await?;
     state.kafka_launch = Some(Launch {
         java_args: vec![
             "-Xms512m".into(),
@@ -76,6 +57,45 @@ pub(super) async fn start_kafka(
     });
     let rec = spawn_kafka(state)?;
     wait_kafka(state, &rec).await
+}
+
+/// Formats a KRaft node's storage for `props` with `cluster_id` (`kafka.tools.StorageTool format`, classpath `cp`),
+/// its output in `out`; a failure names `component` and shows the output's tail.
+pub(super) async fn format_storage(
+    cp: &str,
+    log4j: &Path,
+    log: &Path,
+    props: &Path,
+    cluster_id: &str,
+    out: &Path,
+    component: &str,
+) -> Result<()> {
+    let file = std::fs::File::create(out).map_err(io(out))?;
+    let status = tokio::process::Command::new("java")
+        .args(["-Xmx256m", "-cp", cp])
+        .arg(format!(
+            "-Dlog4j2.configurationFile=file:{}",
+            log4j.display()
+        ))
+        .arg(format!("-Dkafka.log.file={}", log.display()))
+        .args(["kafka.tools.StorageTool", "format"])
+        .arg(format!("--cluster-id={cluster_id}"))
+        .arg("--config")
+        .arg(props)
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().map_err(io(out))?)
+        .stderr(file)
+        .status()
+        .await
+        .map_err(io(out))?;
+    if !status.success() {
+        return Err(Error::Exited {
+            component: component.into(),
+            log: out.to_path_buf(),
+            tail: tail(out, 20),
+        });
+    }
+    Ok(())
 }
 
 /// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints).

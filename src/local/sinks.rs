@@ -107,48 +107,31 @@ pub async fn start_kafka(
         )?;
         let log4j = node.join("log4j2.yaml");
         write(&log4j, config::KAFKA_LOG4J2)?;
-        let java = |main: &[&str], log: &str| -> Vec<String> {
-            let mut a: Vec<String> = vec![
+        super::broker::format_storage(
+            &cp,
+            &log4j,
+            &node.join("format.log"),
+            &props,
+            &cluster_id,
+            &node.join("format.out"),
+            &format!("sink kafka-{} storage format", i + 1),
+        )
+        .await?;
+        let rec = process::spawn(process::Spec {
+            name: &format!("sink-kafka-{}", i + 1),
+            program: Path::new("java"),
+            args: vec![
                 "-Xms256m".into(),
                 "-Xmx256m".into(),
                 "-XX:+UseG1GC".into(),
                 "-Djava.awt.headless=true".into(),
                 format!("-Dlog4j2.configurationFile=file:{}", log4j.display()),
-                format!("-Dkafka.log.file={}", node.join(log).display()),
+                format!("-Dkafka.log.file={}", node.join("kafka.log").display()),
                 "-cp".into(),
                 cp.clone(),
-            ];
-            a.extend(main.iter().map(|s| s.to_string()));
-            a
-        };
-        let format_out = node.join("format.out");
-        let status = std::process::Command::new("java")
-            .args(java(
-                &[
-                    "kafka.tools.StorageTool",
-                    "format",
-                    &format!("--cluster-id={cluster_id}"),
-                    "--config",
-                    &props.display().to_string(),
-                ],
-                "format.log",
-            ))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::fs::File::create(&format_out).map_err(io(&format_out))?)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map_err(io(&format_out))?;
-        if !status.success() {
-            return Err(Error::Exited {
-                component: format!("sink kafka-{} storage format", i + 1),
-                log: format_out.clone(),
-                tail: super::logs::tail(&format_out, 20),
-            });
-        }
-        let rec = process::spawn(process::Spec {
-            name: &format!("sink-kafka-{}", i + 1),
-            program: Path::new("java"),
-            args: java(&["kafka.Kafka", &props.display().to_string()], "kafka.log"),
+                "kafka.Kafka".into(),
+                props.display().to_string(),
+            ],
             cwd: &node,
             log: node.join("kafka.log"),
             out: node.join("kafka.out"),
@@ -196,25 +179,13 @@ pub async fn start_kafka(
 pub async fn start_zookeeper(sinks: &mut Sinks, dir: &Path, port: u16) -> Result<Recorded> {
     let flink = dist::ensure_flink(&dist::cache_dir()).await?;
     let classpath = super::flink_classpath(&flink)?;
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).map_err(io(&data))?;
-    let cfg = dir.join("zoo.cfg");
-    write(&cfg, &super::zookeeper::config_text(port, &data))?;
-    let mut args: Vec<String> = vec![
-        "-Xms64m".into(),
-        "-Xmx128m".into(),
-        "-XX:+UseSerialGC".into(),
-    ];
-    args.extend(super::log_args(
+    let args = super::zookeeper::prepare(
+        dir,
+        port,
+        &classpath,
         &dir.join("zookeeper.log"),
         &flink.join("conf"),
-    ));
-    args.extend([
-        "-cp".into(),
-        classpath,
-        super::zookeeper::MAIN.into(),
-        cfg.display().to_string(),
-    ]);
+    )?;
     let rec = process::spawn(process::Spec {
         name: "zookeeper",
         program: Path::new("java"),
@@ -227,18 +198,7 @@ pub async fn start_zookeeper(sinks: &mut Sinks, dir: &Path, port: u16) -> Result
         exact: None,
     })?;
     sinks.procs.push(rec.clone());
-    super::wait_ready(
-        &rec,
-        "ZooKeeper answering `ruok`",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || async move {
-            tokio::task::spawn_blocking(move || super::zookeeper::ruok(port))
-                .await
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    super::zookeeper::wait_serving(&rec, port).await?;
     Ok(rec)
 }
 

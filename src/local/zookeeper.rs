@@ -13,7 +13,7 @@ use super::{io, write, Error, Launch, Result, RunState};
 use crate::host::process::Recorded;
 
 /// The server's main class inside `flink-dist`.
-pub(super) const MAIN: &str =
+const MAIN: &str =
     "org.apache.flink.shaded.zookeeper3.org.apache.zookeeper.server.ZooKeeperServerMain";
 
 /// `zoo.cfg` for a loopback server. A 500 ms tick lets clients ask for sessions from 1 s (2 ticks) to 60 s
@@ -37,36 +37,57 @@ pub fn config_text(port: u16, data_dir: &Path) -> String {
 /// Writes the server's configuration, starts it and waits until it answers `ruok`.
 pub async fn start(state: &mut RunState, classpath: &str) -> Result<()> {
     let dir = state.run_dir.join("zookeeper");
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).map_err(io(&data))?;
-    let cfg = dir.join("zoo.cfg");
-    write(&cfg, &config_text(state.ports.zookeeper, &data))?;
-    let log = state.run_dir.join("logs").join("zookeeper.log");
-    let conf = state.run_dir.join("flink/conf");
-    let mut args: Vec<String> = vec![
-        "-Xms64m".into(),
-        "-Xmx128m".into(),
-        "-XX:+UseSerialGC".into(),
-    ];
-    args.extend(super::log_args(&log, &conf));
-    args.extend([
-        "-cp".into(),
-        classpath.to_string(),
-        MAIN.into(),
-        cfg.display().to_string(),
-    ]);
+    let port = state.ports.zookeeper;
+    let args = prepare(
+        &dir,
+        port,
+        classpath,
+        &state.run_dir.join("logs").join("zookeeper.log"),
+        &state.run_dir.join("flink/conf"),
+    )?;
     super::say(format!(
-        "starting ZooKeeper (Flink's own, for high availability) on 127.0.0.1:{}",
-        state.ports.zookeeper
+        "starting ZooKeeper (Flink's own, for high availability) on 127.0.0.1:{port}"
     ));
     state.zookeeper_launch = Some(Launch {
         java_args: args,
         main_args: Vec::new(),
     });
     let rec = spawn(state)?;
-    let port = state.ports.zookeeper;
+    wait_serving(&rec, port).await
+}
+
+/// Writes a loopback server's `zoo.cfg` (and its data directory) into `dir`; returns the Java command line that
+/// runs it, logging to `log` with the log4j configuration of the Flink configuration directory `conf`.
+pub(super) fn prepare(
+    dir: &Path,
+    port: u16,
+    classpath: &str,
+    log: &Path,
+    conf: &Path,
+) -> Result<Vec<String>> {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).map_err(io(&data))?;
+    let cfg = dir.join("zoo.cfg");
+    write(&cfg, &config_text(port, &data))?;
+    let mut args: Vec<String> = vec![
+        "-Xms64m".into(),
+        "-Xmx128m".into(),
+        "-XX:+UseSerialGC".into(),
+    ];
+    args.extend(super::log_args(log, conf));
+    args.extend([
+        "-cp".into(),
+        classpath.to_string(),
+        MAIN.into(),
+        cfg.display().to_string(),
+    ]);
+    Ok(args)
+}
+
+/// Waits until the server `rec` started answers `ruok` on `port` (or has exited).
+pub(super) async fn wait_serving(rec: &Recorded, port: u16) -> Result<()> {
     super::wait_ready(
-        &rec,
+        rec,
         "ZooKeeper answering `ruok`",
         Duration::from_secs(60),
         Duration::from_millis(200),

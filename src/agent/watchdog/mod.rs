@@ -162,6 +162,19 @@ impl Status {
         }
     }
 
+    /// The `watchdog` event's detail for arriving at the current state from `from`.
+    pub fn change(&self, from: TargetState) -> WatchdogChange {
+        WatchdogChange {
+            target: self.target.clone(),
+            kind: self.kind,
+            from,
+            to: self.state,
+            evidence: self.evidence.clone(),
+            members: self.members.clone(),
+            since_ms: self.since_ms,
+        }
+    }
+
     /// Takes in one probe's result; returns the transition (from, to) when the state changed.
     pub fn observe(
         &mut self,
@@ -314,15 +327,7 @@ pub fn record(shared: &Shared, target: &Target, obs: Observation, took: Duration
     let Some((from, to)) = status.observe(obs, took, &shared.cfg.watchdog, now) else {
         return;
     };
-    let change = WatchdogChange {
-        target: target.name.clone(),
-        kind: target.kind,
-        from,
-        to,
-        evidence: status.evidence.clone(),
-        members: status.members.clone(),
-        since_ms: now,
-    };
+    let change = status.change(from);
     match to {
         TargetState::Healthy => {
             tracing::info!(watchdog = %change.target, %from, %to, evidence = %change.evidence, "Watchdog: target healthy")
@@ -341,15 +346,7 @@ pub fn resync(shared: &Shared, inner: &mut super::state::Inner) {
         .watchdogs
         .values()
         .filter(|s| s.state != TargetState::Unknown)
-        .map(|s| WatchdogChange {
-            target: s.target.clone(),
-            kind: s.kind,
-            from: s.state,
-            to: s.state,
-            evidence: s.evidence.clone(),
-            members: s.members.clone(),
-            since_ms: s.since_ms,
-        })
+        .map(|s| s.change(s.state))
         .collect();
     for c in changes {
         shared.push_event(inner, "", EventKind::Watchdog, c);
