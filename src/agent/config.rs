@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use super::spill::log::{Fsync, SpillConfig, DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES};
+use super::spill::log::{Fsync, SpillConfig};
 use super::watchdog::{Target, WatchdogSettings};
 use crate::conf::{self, at_least, invalid, required, Overlay};
 use crate::host::endpoint::Endpoint;
@@ -487,8 +487,9 @@ fn spill_settings(
     fsync: Option<Fsync>,
     file: Option<&Path>,
 ) -> conf::Result<Option<(PathBuf, SpillConfig)>> {
-    let segment_bytes = segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES);
-    let max_bytes = max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
+    let default = SpillConfig::default();
+    let segment_bytes = segment_bytes.unwrap_or(default.segment_bytes);
+    let max_bytes = max_bytes.unwrap_or(default.max_bytes);
     if segment_bytes < 4096 {
         return Err(invalid("spill-segment-bytes", "must be at least 4kb", file));
     }
@@ -507,7 +508,7 @@ fn spill_settings(
         SpillConfig {
             max_bytes,
             segment_bytes,
-            fsync: fsync.unwrap_or(Fsync::Always),
+            fsync: fsync.unwrap_or(default.fsync),
         },
     )))
 }
@@ -609,7 +610,7 @@ mod tests {
         assert_eq!(dir, Path::new("/var/lib/streamshield/spill"));
         assert_eq!(
             (spill.max_bytes, spill.segment_bytes, spill.fsync),
-            (2 << 30, DEFAULT_SEGMENT_BYTES, Fsync::Never)
+            (2 << 30, SpillConfig::default().segment_bytes, Fsync::Never)
         );
         let none = AgentConfig::default().resolve(None).unwrap();
         assert!(none.spill.is_none() && none.watchdog.targets.is_empty());

@@ -17,7 +17,7 @@ pub struct SpillArgs {
     #[arg(long, default_value_t = DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
     /// spill.fsync: always | never.
-    #[arg(long, default_value = "always")]
+    #[arg(long, default_value_t = SpillConfig::default().fsync)]
     pub fsync: Fsync,
 }
 

@@ -60,6 +60,12 @@ impl Fsync {
     }
 }
 
+impl std::fmt::Display for Fsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for Fsync {
     type Err = String;
     fn from_str(s: &str) -> Result<Fsync, String> {
